@@ -1,0 +1,602 @@
+"""Use cases: plan, detect. The only place that wires I/O (model sources, probe, packs) to the pure core.
+
+plan():
+  1. load packs, model and hardware;
+  2. facts gpu/model/cluster/request -> baseline stage (params, scales);
+  3. settle: enumerate candidates with the current settings -> sizing (forbid) -> recommend ->
+     decisions; repeat until the decided settings stop changing (they depend on candidates only
+     through the layout and KV dtype, so this converges in two or three passes);
+  4. account memory and speed for the decided configuration; assemble the PlanResponse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from planner import __version__
+from planner.errors import GpuError, InputError
+from planner.hardware.catalog import GpuSpec, match_smi_name, resolve_gpu
+from planner.memory import DTYPE_BYTES, KV_DTYPES, MemoryInputs, MemoryResult, account
+from planner.models.arch import ModelArch
+from planner.models.params import active_params, total_params
+from planner.perf import PerfInputs, PerfResult, estimate
+from planner.policy import PolicyRun
+from planner.policy.facts import normalise_fact
+from planner.policy.loader import PackSet, load_packset
+from planner.policy.resolver import Decision, resolve
+from planner.schemas import PlanRequest, PlanResponse
+from planner.search import Layout, layouts, pp_is_valid, tp_is_valid
+from planner.units import GiB
+
+# vLLM versions whose accounting the planner knows (shared/spec/vllm-accounting.md section 0).
+KNOWN_VLLM_VERSIONS = ("0.8.5", "0.11.0", "0.15.0", "0.19.0", "0.20.0", "0.25.0", "0.29.0", "0.33.0")
+DEFAULT_VLLM_VERSION = KNOWN_VLLM_VERSIONS[-1]
+MAX_SETTLE_PASSES = 4
+DTYPE_ALIASES = {"auto": "auto", "half": "float16", "float16": "float16", "fp16": "float16", "bfloat16": "bfloat16",
+                 "bf16": "bfloat16", "float": "float32", "float32": "float32", "fp32": "float32"}
+ONLINE_QUANTIZATIONS = ("fp8",)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The GPUs a plan is for."""
+
+    name: str
+    spec: GpuSpec | None
+    memory_bytes: int
+    count: int
+    nodes: int
+    gpus_per_node: int
+    interconnect: str
+    free_bytes: int | None
+    probed: bool
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def compute_capability(self) -> float:
+        cc = self.spec.compute_capability if self.spec else None
+        return float(cc) if cc else 8.0
+
+
+# ------------------------------------------------------------------------------------------- inputs
+
+
+def resolve_version(requested: str | None) -> tuple[str, list[str]]:
+    """The accounting version to use, and a warning when the request is not a known version."""
+    if requested is None:
+        return DEFAULT_VLLM_VERSION, []
+    try:
+        v = Version(requested.lstrip("v"))
+    except InvalidVersion:
+        raise InputError(f"--vllm-version: {requested!r} is not a version like 0.11.0") from None
+    known = [Version(k) for k in KNOWN_VLLM_VERSIONS]
+    if v.release[:3] in [k.release[:3] for k in known]:
+        return requested.lstrip("v"), []
+    nearest = min(known, key=lambda k: (abs((k.major * 1000 + k.minor) - (v.major * 1000 + v.minor)), -k.minor))
+    return str(v), [f"vLLM {v} is not a version the planner has studied; using the accounting of {nearest}"]
+
+
+def _gpus_layout(req: PlanRequest, detected: int | None) -> tuple[int, int, int]:
+    nodes = req.nodes
+    if req.gpus_per_node:
+        per_node = req.gpus_per_node
+        count = req.gpus or per_node * nodes
+    elif req.gpus:
+        count = req.gpus
+        per_node = -(-count // nodes)
+    else:
+        per_node = detected or 1
+        count = per_node * nodes
+    if count > per_node * nodes:
+        raise InputError(f"--gpus {count} does not fit in {nodes} node(s) of {per_node} GPUs")
+    if detected is not None and per_node > detected:
+        raise InputError(f"--gpus-per-node {per_node} is more than the {detected} GPUs the probe shows")
+    return count, nodes, per_node
+
+
+def resolve_hardware(req: PlanRequest, params: dict[str, Any] | None = None) -> Hardware:
+    """GPU model, memory and count from --gpu / --vram-gib / --from-file / a live probe."""
+    vram = int(req.vram_gib * GiB) if req.vram_gib else None
+    if req.gpu:
+        spec = resolve_gpu(req.gpu)
+        count, nodes, per_node = _gpus_layout(req, None)
+        return Hardware(name=spec.names[0], spec=spec, memory_bytes=vram or spec.memory_bytes, count=count,
+                        nodes=nodes, gpus_per_node=per_node, interconnect=spec.interconnect.type if count > 1
+                        else "none", free_bytes=None, probed=False)
+    if vram and not req.from_file:
+        count, nodes, per_node = _gpus_layout(req, None)
+        return Hardware(name=f"unknown GPU ({req.vram_gib:g} GiB)", spec=None, memory_bytes=vram, count=count,
+                        nodes=nodes, gpus_per_node=per_node, interconnect="pcie" if count > 1 else "none",
+                        free_bytes=None, probed=False,
+                        warnings=("GPU model unknown: no speed estimate (name it with --gpu)",))
+    from planner.hardware import probe
+
+    smi = probe.read_capture(Path(req.from_file)) if req.from_file else probe.probe_local()
+    if not smi.gpus:
+        raise GpuError(f"{req.from_file or 'nvidia-smi'}: no GPUs found")
+    first = smi.gpus[0]
+    spec = match_smi_name(first.name)
+    warnings: list[str] = []
+    same = [g for g in smi.gpus if g.name == first.name]
+    if len(same) < len(smi.gpus):
+        warnings.append(f"mixed GPU models; planning for the {len(same)} x {first.name}")
+    if spec is not None:
+        memory = spec.memory_bytes
+    elif first.memory_total_bytes:
+        memory = first.memory_total_bytes
+        warnings.append(f"{first.name!r} is not in the GPU catalog: using nvidia-smi's total memory and no speed model")
+    else:
+        raise GpuError(f"{req.from_file or 'nvidia-smi'}: {first.name!r} reports no memory total and is not in the "
+                       "catalog; pass --vram-gib")
+    if vram:
+        memory = vram
+    used = first.memory_used_bytes
+    free = memory - used if used is not None else None
+    count, nodes, per_node = _gpus_layout(req, len(same))
+    interconnect = smi.interconnect or (spec.interconnect.type if spec and count > 1 else "pcie")
+    return Hardware(name=first.name, spec=spec, memory_bytes=memory, count=count, nodes=nodes,
+                    gpus_per_node=per_node, interconnect=interconnect if count > 1 else "none",
+                    free_bytes=free, probed=True, warnings=tuple(warnings))
+
+
+def run_dtype(arch: ModelArch, pinned: str | None, cc: float) -> str:
+    """The dtype vLLM runs the model in (vllm/config/model.py _resolve_auto_dtype)."""
+    if pinned and pinned != "auto":
+        if pinned not in DTYPE_ALIASES:
+            raise InputError(f"--dtype: unknown dtype {pinned!r} (expected auto, half, float16, bfloat16, float32)")
+        return DTYPE_ALIASES[pinned]
+    supported = ["bfloat16", "float16", "float32"] if cc >= 8.0 else ["float16", "float32"]
+    if arch.model_type in ("gemma2", "gemma3", "gemma3_text", "glm4"):
+        supported = [d for d in supported if d != "float16"]
+    config = arch.config_dtype if arch.config_dtype in DTYPE_BYTES else "float32"
+    if config == "float32":
+        return supported[0]
+    return config if config in supported else supported[0]
+
+
+def quantization_of(arch: ModelArch, pinned: str | None) -> str | None:
+    if pinned:
+        if arch.quant is not None and pinned != arch.quant.method:
+            raise InputError(f"--quantization {pinned}: the checkpoint is already quantized as {arch.quant.method!r}")
+        if arch.quant is None and pinned not in ONLINE_QUANTIZATIONS:
+            raise InputError(f"--quantization {pinned}: needs a checkpoint quantized that way; online quantization "
+                             f"of an unquantized checkpoint supports only {', '.join(ONLINE_QUANTIZATIONS)}")
+        return pinned
+    return arch.quant.method if arch.quant is not None else None
+
+
+# ------------------------------------------------------------------------------------------- facts
+
+
+def gpu_fact(hw: Hardware) -> dict[str, Any]:
+    s = hw.spec
+    return normalise_fact("gpu", "0", {
+        "name": hw.name, "catalog_id": s.id if s else "unknown", "vendor": s.vendor if s else "unknown",
+        "family": s.family if s else "unknown", "memory_bytes": hw.memory_bytes,
+        "memory_gib": round(hw.memory_bytes / GiB, 4), "count": hw.count, "compute_capability": hw.compute_capability,
+        "fp8_supported": s.fp8_supported if s else False, "fp4_supported": s.fp4_supported if s else False,
+        "interconnect": hw.interconnect, "hbm_bandwidth_gbps": s.hbm_bandwidth_bytes_per_s / 1e9 if s else None,
+        "form_factor": s.form_factor if s else None,
+    })
+
+
+def model_fact(arch: ModelArch, quant: str | None, dtype: str) -> dict[str, Any]:
+    bits = arch.quant.weight_bits if arch.quant is not None and quant == arch.quant.method else (8 if quant else None)
+    return normalise_fact("model", "0", {
+        "name": arch.name, "model_type": arch.model_type, "params": total_params(arch),
+        "active_params": active_params(arch), "is_moe": arch.is_moe, "attention": arch.attention_kind,
+        "max_position_embeddings": arch.max_position_embeddings, "quantization": quant or "none",
+        "weight_bits": bits, "dtype": dtype, "num_layers": arch.num_layers,
+        "num_attention_heads": arch.num_attention_heads, "num_kv_heads": arch.num_kv_heads,
+        "hidden_size": arch.hidden_size, "vocab_size": arch.vocab_size,
+    })
+
+
+def request_fact(req: PlanRequest, version: str, model_max_len: int) -> dict[str, Any]:
+    v = Version(version)
+    return normalise_fact("request", "0", {
+        "mode": req.mode, "max_model_len": req.pinned.max_model_len or model_max_len, "model_max_len": model_max_len,
+        "concurrency": req.concurrency, "input_len": req.input_len, "output_len": req.output_len,
+        "vllm_version": version, "vllm_minor": v.minor if v.major == 0 else 1000,
+    })
+
+
+# ------------------------------------------------------------------------------------------- settle loop
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Decided (or provisional) values of everything memory depends on."""
+
+    util: float
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    block_size: int
+    enforce_eager: bool
+    kv_cache_dtype: str
+    layout: Layout | None
+
+
+@dataclass
+class Candidate:
+    layout: Layout
+    kv_cache_dtype: str
+    memory: MemoryResult
+    forbidden: list[dict[str, str]]
+
+    @property
+    def key(self) -> str:
+        return f"{self.layout.key}-kv{self.kv_cache_dtype}"
+
+
+def _kv_options(pinned: str | None, gpu_fp8: bool) -> list[str]:
+    if pinned:
+        if pinned not in KV_DTYPES:
+            raise InputError(f"--kv-cache-dtype: unknown value {pinned!r} (expected {', '.join(KV_DTYPES)})")
+        return [pinned]
+    return ["auto", "fp8"] if gpu_fp8 else ["auto"]
+
+
+def _pressure(req: PlanRequest, mem: MemoryResult, dp: int) -> float:
+    want = req.concurrency * (req.input_len + req.output_len)
+    have = max(1, mem.kv_cache_tokens * dp)
+    return want / have
+
+
+def _candidate_fact(c: Candidate, req: PlanRequest, flags: dict[str, bool]) -> dict[str, Any]:
+    m = c.memory
+    return normalise_fact("candidate", c.key, {
+        "tensor_parallel_size": c.layout.tp, "pipeline_parallel_size": c.layout.pp,
+        "data_parallel_size": c.layout.dp, "gpus_used": c.layout.gpus,
+        "quantization": "none", "kv_cache_dtype": c.kv_cache_dtype, "fits": m.fits, "weights_fit": m.weights_fit,
+        "kv_pressure": round(_pressure(req, m, c.layout.dp), 6),
+        "weights_fraction": round(m.weights_bytes / m.budget_bytes, 6) if m.budget_bytes else 1.0,
+        "kv_cache_gib": round(m.kv_cache_bytes / GiB, 4), "kv_cache_tokens": m.kv_cache_tokens,
+        "max_concurrency": round(m.max_concurrency, 4), "max_fitting_model_len": m.max_fitting_model_len, **flags,
+    })
+
+
+def _flags(cands: list[Candidate], settings: Settings) -> dict[str, dict[str, bool]]:
+    """Ranking features the rules match on (which layout is smallest-fitting, largest-TP, ...)."""
+    base = [c for c in cands if c.kv_cache_dtype == "auto" or len({x.kv_cache_dtype for x in cands}) == 1]
+    allowed = [c for c in base if not c.forbidden]
+    order = sorted(allowed, key=lambda c: (c.layout.tp * c.layout.pp, c.layout.pp, c.layout.tp))
+    min_fit = next((c for c in order if c.memory.fits), None)
+    min_wfit = next((c for c in order if c.memory.weights_fit), None) if min_fit is None else None
+    single = [c for c in allowed if c.layout.pp == 1]
+    max_tp = max(single, key=lambda c: c.layout.tp, default=None)
+    min_tp = min(base, key=lambda c: (c.layout.tp * c.layout.pp, c.layout.pp), default=None)
+    out = {}
+    for c in cands:
+        is_base = c in base
+        sel_layout = settings.layout is not None and c.layout == settings.layout
+        out[c.key] = {
+            "is_min_fitting_tp": c is min_fit, "is_min_weights_fit_tp": c is min_wfit, "is_max_tp": c is max_tp,
+            "is_min_tp": c is min_tp and min_fit is None and min_wfit is None,
+            "is_baseline_kv": is_base, "is_selected_layout": sel_layout,
+            "is_selected": sel_layout and c.kv_cache_dtype == settings.kv_cache_dtype,
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------------- plan
+
+
+@dataclass
+class PlanContext:
+    """Everything computed on the way to a PlanResponse (kept for generate/sweep)."""
+
+    req: PlanRequest
+    arch: ModelArch
+    hw: Hardware
+    version: str
+    packset: PackSet
+    run: PolicyRun
+    dtype: str
+    quant: str | None
+    target_len: int
+    model_max_len: int
+
+
+def _memory(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_model_len: int, scales: dict[str, float]
+            ) -> MemoryResult:
+    act = DTYPE_BYTES[ctx.dtype]
+    linear = act if ctx.quant is None else float(ctx.run.params["linear_bytes_per_param"])
+    return account(ctx.arch, MemoryInputs(
+        total_bytes=ctx.hw.memory_bytes, tp=layout.tp, pp=layout.pp, dtype=ctx.dtype, linear_bytes_per_param=linear,
+        kv_cache_dtype=kv, gpu_memory_utilization=s.util, max_model_len=max_model_len, max_num_seqs=s.max_num_seqs,
+        max_num_batched_tokens=s.max_num_batched_tokens, block_size=s.block_size, enforce_eager=s.enforce_eager,
+        scales=scales, free_bytes=ctx.hw.free_bytes,
+    ), ctx.run.params)
+
+
+def _scales(ctx: PlanContext) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for qty, items in ctx.run.stages["baseline"].scales.items():
+        factor = 1.0
+        for it in items:
+            factor *= float(it["factor"])
+        out[qty] = factor
+    return out
+
+
+def _initial_settings(ctx: PlanContext) -> Settings:
+    p, pin = ctx.run.params, ctx.req.pinned
+    return Settings(
+        util=pin.gpu_memory_utilization or float(p["default_gpu_memory_utilization"]),
+        max_num_seqs=pin.max_num_seqs or int(p["default_max_num_seqs"]),
+        max_num_batched_tokens=pin.max_num_batched_tokens or int(p["default_max_num_batched_tokens"]),
+        block_size=int(p["default_block_size"]), enforce_eager=bool(pin.enforce_eager),
+        kv_cache_dtype=pin.kv_cache_dtype or "auto", layout=None,
+    )
+
+
+def _pinned_decisions(req: PlanRequest, quant: str | None) -> dict[str, Any]:
+    pin = req.pinned
+    out = {k: getattr(pin, k) for k in ("tensor_parallel_size", "pipeline_parallel_size", "kv_cache_dtype",
+                                         "gpu_memory_utilization", "max_model_len", "max_num_seqs",
+                                         "max_num_batched_tokens", "enforce_eager") if getattr(pin, k) is not None}
+    if pin.quantization:
+        out["quantization"] = quant
+    return out
+
+
+def _settings_from(decisions: dict[str, Decision], prev: Settings, cands: list[Candidate]) -> Settings:
+    def val(key: str, default: Any) -> Any:
+        return decisions[key].value if key in decisions and decisions[key].value is not None else default
+
+    layout = prev.layout
+    if "tensor_parallel_size" in decisions:
+        tp, pp = int(val("tensor_parallel_size", 1)), int(val("pipeline_parallel_size", 1))
+        layout = next((c.layout for c in cands if c.layout.tp == tp and c.layout.pp == pp), layout)
+    return Settings(util=float(val("gpu_memory_utilization", prev.util)),
+                    max_num_seqs=int(val("max_num_seqs", prev.max_num_seqs)),
+                    max_num_batched_tokens=int(val("max_num_batched_tokens", prev.max_num_batched_tokens)),
+                    block_size=int(val("block_size", prev.block_size)),
+                    enforce_eager=bool(val("enforce_eager", prev.enforce_eager)),
+                    kv_cache_dtype=str(val("kv_cache_dtype", prev.kv_cache_dtype)), layout=layout)
+
+
+def _settle(ctx: PlanContext, base_facts: list[dict[str, Any]]) -> tuple[dict[str, Decision], list[Candidate], Settings]:
+    req, arch, hw = ctx.req, ctx.arch, ctx.hw
+    lays = layouts(arch, total_gpus=hw.count, gpus_per_node=hw.gpus_per_node, nodes=hw.nodes,
+                   tp=req.pinned.tensor_parallel_size, pp=req.pinned.pipeline_parallel_size)
+    if not lays:
+        pin_tp, pin_pp = req.pinned.tensor_parallel_size, req.pinned.pipeline_parallel_size
+        reason = (tp_is_valid(arch, pin_tp) if pin_tp else None) or (pp_is_valid(arch, pin_pp) if pin_pp else None)
+        if pin_tp and (pin_tp * (pin_pp or 1) > hw.count):
+            reason = f"--tp {pin_tp} x --pp {pin_pp or 1} needs more than the {hw.count} GPU(s) planned for"
+        raise InputError(f"no parallel layout vLLM can run: {reason or 'tensor parallel does not divide the heads'}")
+    kv_opts = _kv_options(req.pinned.kv_cache_dtype, bool(hw.spec and hw.spec.fp8_supported))
+    scales = _scales(ctx)
+    pinned = _pinned_decisions(req, ctx.quant)
+    settings = _initial_settings(ctx)
+    decisions: dict[str, Decision] = {}
+    cands: list[Candidate] = []
+    for _ in range(MAX_SETTLE_PASSES):
+        cands = [Candidate(layout=lay, kv_cache_dtype=kv, memory=_memory(ctx, lay, kv, settings, ctx.target_len, scales),
+                           forbidden=[]) for lay in lays for kv in kv_opts]
+        flags = _flags(cands, settings)
+        facts = [_candidate_fact(c, req, flags[c.key]) for c in cands]
+        sizing = ctx.run.run_stage("sizing", base_facts + facts)
+        for c in cands:
+            c.forbidden = sizing.forbidden.get(f"candidate:{c.key}", [])
+        flags = _flags(cands, settings)
+        facts = [_candidate_fact(c, req, flags[c.key]) for c in cands]
+        rec = ctx.run.run_stage("recommend", base_facts + [f for f, c in zip(facts, cands) if not c.forbidden])
+        decisions = resolve(rec.proposals, pinned)
+        new = _settings_from(decisions, settings, cands)
+        if new == settings:
+            break
+        settings = new
+    return decisions, cands, settings
+
+
+def _no_rule(key: str, value: Any, why: str) -> Decision:
+    return Decision(key=key, value=value, by="planner", reason=why)
+
+
+def plan_context(req: PlanRequest, packset: PackSet | None = None) -> PlanContext:
+    """Load everything a plan needs and run the baseline stage."""
+    from planner.models.arch import derived_max_model_len
+    from planner.models.sources import load_model
+
+    packset = packset or load_packset(tuple(req.rules))
+    version, vwarn = resolve_version(req.vllm_version)
+    arch = load_model(req.model)
+    hw = resolve_hardware(req)
+    dtype = run_dtype(arch, req.pinned.dtype, hw.compute_capability)
+    quant = quantization_of(arch, req.pinned.quantization)
+    minor = Version(version).minor
+    model_max_len = derived_max_model_len(arch, rope_rule="0.33" if minor >= 33 else "0.29")
+    if req.pinned.max_model_len and req.pinned.max_model_len > model_max_len:
+        raise InputError(f"--max-model-len {req.pinned.max_model_len} exceeds the model's maximum length "
+                         f"{model_max_len} (vLLM refuses unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)")
+    run = PolicyRun(packset)
+    ctx = PlanContext(req=req, arch=arch, hw=hw, version=version, packset=packset, run=run, dtype=dtype,
+                      quant=quant, target_len=req.pinned.max_model_len or model_max_len, model_max_len=model_max_len)
+    run.notices.extend(vwarn)
+    run.notices.extend(hw.warnings)
+    run.run_stage("baseline", [gpu_fact(hw), model_fact(arch, quant, dtype), request_fact(req, version, model_max_len),
+                               normalise_fact("cluster", "0", {"gpus": hw.count, "nodes": hw.nodes,
+                                                               "gpus_per_node": hw.gpus_per_node,
+                                                               "interconnect": hw.interconnect})])
+    if quant is not None and run.param_set_by.get("linear_bytes_per_param") == "default":
+        raise InputError(f"no rule pack sets the bytes per parameter for quantization {quant!r}; "
+                         "add a baseline rule that sets linear_bytes_per_param")
+    return ctx
+
+
+def plan(req: PlanRequest, packset: PackSet | None = None) -> PlanResponse:
+    """Plan one deployment. Infeasible plans are returned with feasible=false, never raised."""
+    ctx = plan_context(req, packset)
+    stages = ctx.run.stages
+    base_facts = [gpu_fact(ctx.hw), model_fact(ctx.arch, ctx.quant, ctx.dtype),
+                  request_fact(req, ctx.version, ctx.model_max_len),
+                  normalise_fact("cluster", "0", {"gpus": ctx.hw.count, "nodes": ctx.hw.nodes,
+                                                  "gpus_per_node": ctx.hw.gpus_per_node,
+                                                  "interconnect": ctx.hw.interconnect})]
+    decisions, cands, settings = _settle(ctx, base_facts)
+    return _assemble(ctx, decisions, cands, settings, stages)
+
+
+def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Candidate], settings: Settings,
+              stages: dict[str, Any]) -> PlanResponse:
+    from planner.artifacts.serve import serve_command
+
+    req, arch, hw = ctx.req, ctx.arch, ctx.hw
+    layout = settings.layout
+    if layout is None:  # no rule chose a layout: show the smallest valid one, infeasible
+        layout = min((c.layout for c in cands), key=lambda lay: (lay.tp * lay.pp, lay.pp))
+        for key, v in (("tensor_parallel_size", layout.tp), ("pipeline_parallel_size", layout.pp),
+                       ("data_parallel_size", layout.dp)):
+            decisions.setdefault(key, _no_rule(key, v, "no layout fits; showing the smallest valid one"))
+    decisions.setdefault("data_parallel_size", _no_rule("data_parallel_size", layout.dp, "GPUs left over"))
+    max_len = int(decisions["max_model_len"].value) if "max_model_len" in decisions else ctx.target_len
+    kv = settings.kv_cache_dtype
+    mem = _memory(ctx, layout, kv, settings, max_len, _scales(ctx))
+    warnings = [w for s in ("baseline", "sizing", "recommend") if s in stages for w in stages[s].warnings
+                if s != "sizing"]
+    warnings += [{"code": "W-PLANNER", "message": n, "rule": None} for n in ctx.run.notices]
+    feasible, reason = True, None
+    chosen = next((c for c in cands if c.layout == layout and c.kv_cache_dtype == kv), None)
+    if not mem.weights_fit:
+        feasible = False
+        reason = (f"weights and overheads need {(mem.weights_bytes + mem.activation_peak_bytes + mem.non_torch_bytes) / GiB:.2f}"
+                  f" GiB per GPU but the budget is {mem.budget_bytes / GiB:.2f} GiB")
+    elif not mem.fits:
+        feasible = False
+        reason = (f"one {max_len}-token sequence needs {mem.bytes_per_block * -(-max_len // settings.block_size) / GiB:.2f}"
+                  f" GiB of KV cache but only {mem.kv_cache_bytes / GiB:.2f} GiB is left")
+    elif chosen is not None and chosen.forbidden:
+        feasible = False
+        reason = "; ".join(f"{f['rule']}: {f['reason']}" for f in chosen.forbidden)
+    if hw.free_bytes is not None and hw.free_bytes < mem.budget_bytes:
+        warnings.append({"code": "W-FREE-MEMORY", "rule": None, "message":
+                         f"the GPU shows {hw.free_bytes / GiB:.2f} GiB free but the budget is "
+                         f"{mem.budget_bytes / GiB:.2f} GiB: vLLM will refuse to start"})
+    perf = _perf(ctx, layout, mem, settings)
+    if perf is None:
+        warnings.append({"code": "W-PERF-UNKNOWN", "rule": None,
+                         "message": "no bandwidth/FLOPs for this GPU; speeds are reported as 0"})
+    config = {
+        "tensor_parallel_size": layout.tp, "pipeline_parallel_size": layout.pp, "data_parallel_size": layout.dp,
+        "quantization": ctx.quant, "kv_cache_dtype": kv, "gpu_memory_utilization": settings.util,
+        "max_model_len": max_len, "max_num_seqs": settings.max_num_seqs,
+        "max_num_batched_tokens": settings.max_num_batched_tokens, "enforce_eager": settings.enforce_eager,
+        "block_size": settings.block_size, "dtype": ctx.dtype,
+    }
+    audit = ctx.run.audit()
+    audit["planner"] = {"version": __version__, "engine": ctx.run.engine_name}
+    body = {
+        "planner_version": __version__, "vllm_version": ctx.version, "feasible": feasible,
+        "infeasible_reason": reason,
+        "model": {"name": arch.name, "source": arch.source, "architecture": (arch.architectures or ("?",))[0],
+                  "params": total_params(arch), "active_params": active_params(arch), "dtype": ctx.dtype,
+                  "quantization": ctx.quant, "max_position_embeddings": arch.max_position_embeddings,
+                  "model_max_len": ctx.model_max_len, "attention": arch.attention_kind},
+        "hardware": {"gpu": hw.name, "catalog_id": hw.spec.id if hw.spec else None, "gpu_count": hw.count,
+                     "nodes": hw.nodes, "gpus_per_node": hw.gpus_per_node, "memory_bytes_per_gpu": hw.memory_bytes,
+                     "interconnect": hw.interconnect, "probed": hw.probed},
+        "config": config,
+        "memory": {"per_gpu": {k: getattr(mem, k) for k in ("total_bytes", "budget_bytes", "weights_bytes",
+                                                            "activation_peak_bytes", "non_torch_bytes",
+                                                            "cuda_graph_bytes", "kv_cache_bytes", "free_bytes")},
+                   "kv_cache_tokens": mem.kv_cache_tokens, "max_concurrency": round(mem.max_concurrency, 4),
+                   "headroom_bytes": mem.headroom_bytes, "oom_risk": mem.oom_risk,
+                   "cuda_graph_in_budget": mem.cuda_graph_in_budget, "bytes_per_block": mem.bytes_per_block,
+                   "num_blocks": mem.num_blocks, "kv_bytes_per_token": mem.kv_bytes_per_token,
+                   "weights_total_bytes": mem.weights_total_bytes},
+        "performance": _perf_json(req, perf, ctx.run.params),
+        "decisions": {k: d.to_json() for k, d in sorted(decisions.items())},
+        "audit": audit,
+        "warnings": warnings,
+        "alternatives": _alternatives(ctx, cands, layout, kv, settings),
+    }
+    body["plan_id"] = hashlib.sha256(json.dumps({"config": config, "model": arch.name, "gpu": hw.name,
+                                                 "packs": ctx.packset.sha256, "v": ctx.version},
+                                                sort_keys=True).encode()).hexdigest()[:12]
+    body["serve_command"] = serve_command(arch.name, config, ctx.run.params, pinned=req.pinned, nodes=hw.nodes)
+    return PlanResponse.model_validate(body)
+
+
+def _perf_inputs(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: Settings) -> PerfInputs:
+    spec, arch = ctx.hw.spec, ctx.arch
+    peak = None
+    if spec is not None:
+        dtype_key = "fp16" if ctx.dtype == "float16" else "bf16"
+        peak = spec.peak_tflops.get(dtype_key) or spec.peak_tflops.get("fp16")
+        peak = peak * 1e12 if peak else None
+    return PerfInputs(
+        weights_bytes_per_gpu=mem.weights_bytes, kv_bytes_per_token_per_gpu=mem.kv_bytes_per_token,
+        active_params=active_params(arch), num_layers=arch.num_layers, num_attention_heads=arch.num_attention_heads,
+        head_dim=arch.head_dim, tp=layout.tp, pp=layout.pp, dp=layout.dp,
+        bandwidth_bytes_per_s=spec.hbm_bandwidth_bytes_per_s if spec else None, peak_flops=peak,
+        interconnect=ctx.hw.interconnect, concurrency=ctx.req.concurrency, input_len=ctx.req.input_len,
+        output_len=ctx.req.output_len, max_num_seqs=settings.max_num_seqs,
+        max_num_batched_tokens=settings.max_num_batched_tokens, kv_cache_tokens=mem.kv_cache_tokens,
+    )
+
+
+def _perf(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: Settings) -> PerfResult | None:
+    return estimate(_perf_inputs(ctx, layout, mem, settings), ctx.run.params)
+
+
+def _perf_json(req: PlanRequest, perf: PerfResult | None, params: dict[str, Any]) -> dict[str, Any]:
+    lo, hi = float(params["perf_rel_low"]), float(params["perf_rel_high"])
+
+    def rng(x: float) -> dict[str, float]:
+        return {"low": round(x * lo, 3), "expected": round(x, 3), "high": round(x * hi, 3)}
+
+    keys = ("itl_ms", "ttft_ms", "decode_tokens_per_s_per_request", "output_tokens_per_s_total",
+            "prefill_tokens_per_s")
+    out: dict[str, Any] = {"workload": {"concurrency": req.concurrency, "input_len": req.input_len,
+                                        "output_len": req.output_len}}
+    for k in keys:
+        out[k] = rng(getattr(perf, k)) if perf else rng(0.0)
+    out["effective_concurrency"] = perf.effective_concurrency if perf else 0
+    out["assumptions"] = list(perf.assumptions) if perf else []
+    return out
+
+
+def _alternatives(ctx: PlanContext, cands: list[Candidate], layout: Layout, kv: str, s: Settings
+                  ) -> list[dict[str, Any]]:
+    out = []
+    ranked = sorted(cands, key=lambda c: (not c.memory.fits, bool(c.forbidden), c.layout.gpus,
+                                          c.layout.tp * c.layout.pp, -c.memory.kv_cache_tokens))
+    for c in ranked:
+        if c.layout == layout and c.kv_cache_dtype == kv:
+            continue
+        perf = _perf(ctx, c.layout, c.memory, replace(s, layout=c.layout, kv_cache_dtype=c.kv_cache_dtype))
+        out.append({"tensor_parallel_size": c.layout.tp, "pipeline_parallel_size": c.layout.pp,
+                    "data_parallel_size": c.layout.dp, "kv_cache_dtype": c.kv_cache_dtype, "fits": c.memory.fits,
+                    "forbidden": [f"{f['rule']}: {f['reason']}" for f in c.forbidden],
+                    "kv_cache_tokens": c.memory.kv_cache_tokens, "max_concurrency": round(c.memory.max_concurrency, 4),
+                    "weights_bytes": c.memory.weights_bytes,
+                    "itl_ms": round(perf.itl_ms, 3) if perf else None,
+                    "output_tokens_per_s_total": round(perf.output_tokens_per_s_total, 1) if perf else None})
+        if len(out) >= 5:
+            break
+    return out
+
+
+def detect(path: Path | None) -> dict[str, Any]:
+    """The probe's view of the GPUs, in the contract's shape."""
+    from planner.hardware import probe
+
+    smi = probe.read_capture(path) if path else probe.probe_local()
+    gpus = []
+    for g in smi.gpus:
+        spec = match_smi_name(g.name)
+        gpus.append({"index": g.index, "name": g.name, "memory_total_bytes": g.memory_total_bytes,
+                     "memory_used_bytes": g.memory_used_bytes,
+                     "compute_capability": g.compute_capability or (spec.compute_capability if spec else None),
+                     "catalog_id": spec.id if spec else None})
+    return {"gpus": gpus, "driver_version": smi.driver_version, "cuda_version": smi.cuda_version,
+            "interconnect": smi.interconnect}

@@ -1,0 +1,50 @@
+"""Exceptions factored out so every layer can raise them without import loops.
+
+Tree (the class carries the CLI exit code, click-style):
+
+    PlannerError            exit 1  a bug or an engine fault
+    ├── RuleEngineError     exit 1  the rules engine crashed or misbehaved
+    └── InputError          exit 2  bad value, unknown model/GPU, unreadable or malformed file
+        ├── ModelConfigError        config.json missing/malformed
+        ├── GpuError                unknown GPU name, bad catalog entry
+        ├── SmiError                nvidia-smi failed or its output cannot be parsed
+        └── PackError               a rule pack is invalid ("<file>:<line>: <where>: <message>")
+
+Infeasible plans are not errors: the CLI prints the plan and exits 3.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class PlannerError(Exception):
+    """Base class; anything else escaping to the CLI is a bug (exit 1)."""
+
+    exit_code: ClassVar[int] = 1
+
+
+class RuleEngineError(PlannerError):
+    """The rules engine failed while evaluating valid packs."""
+
+
+class InputError(PlannerError):
+    """The user's input (a flag, a file, a name) is wrong; the message says which and why."""
+
+    exit_code: ClassVar[int] = 2
+
+
+class ModelConfigError(InputError):
+    """A model's config.json (or its companions) is missing, unreadable or malformed."""
+
+
+class GpuError(InputError):
+    """An unknown GPU name, an ambiguous alias, or an invalid catalog entry."""
+
+
+class SmiError(InputError):
+    """nvidia-smi reported a failure, or its output could not be parsed."""
+
+
+class PackError(InputError):
+    """A rule pack (or pack test file) is invalid."""

@@ -1,0 +1,1 @@
+"""GPUs: the catalog of known GPUs, nvidia-smi parsers and the live probe."""

@@ -1,0 +1,140 @@
+"""GPU catalog: gpu_catalog/*.yaml -> validated GpuSpec, name/alias resolution.
+
+Every number in the catalog carries a source. Python holds no GPU figures.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from planner.errors import GpuError
+
+Dtype = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4", "int4"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """Where a figure comes from."""
+
+    fields: list[str] = Field(description="Catalog fields this source backs, e.g. ['memory_bytes'].")
+    url: str | None = Field(default=None, description="Datasheet or page URL.")
+    note: str | None = Field(default=None, description="What the source says, or how the value was derived.")
+
+
+class Interconnect(_Strict):
+    """How GPUs of this model talk to each other inside one node."""
+
+    type: Literal["nvlink", "pcie", "infinity-fabric", "nvlink-c2c"] = Field(
+        description="Best GPU-to-GPU link this SKU has inside a node."
+    )
+    bandwidth_bytes_per_s: float = Field(
+        gt=0, description="Total GPU-to-GPU bandwidth per GPU, both directions summed (NVLink) or PCIe x16 bidirectional."
+    )
+    pcie_gen: int | None = Field(default=None, ge=1, le=6, description="Host PCIe generation.")
+
+
+class GpuSpec(_Strict):
+    """One GPU model as vLLM users run it."""
+
+    id: str = Field(description="Stable kebab-case id, e.g. h100-sxm-80gb.")
+    vendor: Literal["nvidia", "amd"] = Field(description="GPU vendor.")
+    names: list[str] = Field(min_length=1, description="Names exactly as nvidia-smi (or rocm-smi) prints them.")
+    aliases: list[str] = Field(default_factory=list, description="Short names users type (--gpu H100).")
+    family: str = Field(description="Architecture family: volta, turing, ampere, ada, hopper, blackwell, cdna3, ...")
+    compute_capability: str | None = Field(default=None, description="CUDA compute capability, e.g. '9.0'.")
+    memory_bytes: int = Field(gt=0, description="Total memory CUDA reports (torch.cuda.mem_get_info()[1]).")
+    memory_bytes_measured: bool = Field(description="True when memory_bytes was measured, not derived.")
+    nvidia_smi_total_mib: int | None = Field(default=None, gt=0, description="'Total' memory as nvidia-smi prints it.")
+    hbm_bandwidth_bytes_per_s: float = Field(gt=0, description="Peak device-memory bandwidth, bytes/s.")
+    peak_tflops: dict[Dtype, float] = Field(description="Dense (no sparsity) peak tensor TFLOP/s per dtype.")
+    interconnect: Interconnect
+    fp8_supported: bool = Field(description="Hardware FP8 tensor cores (Ada, Hopper, Blackwell, CDNA3).")
+    fp4_supported: bool = Field(description="Hardware FP4 tensor cores (Blackwell).")
+    form_factor: str = Field(description="sxm, pcie, nvl, superchip, oam, consumer, ...")
+    tdp_watts: int | None = Field(default=None, gt=0, description="Board power.")
+    sources: list[Source] = Field(min_length=1, description="Provenance of the figures above.")
+
+    @field_validator("compute_capability")
+    @classmethod
+    def _cc(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"\d+\.\d+", v):
+            raise ValueError(f"compute_capability must look like '9.0', got {v!r}")
+        return v
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def load_catalog(directory: Path) -> dict[str, GpuSpec]:
+    """Load and validate every *.yaml under `directory`; error names file and field."""
+    from planner.yamlio import load_yaml_file, to_plain
+
+    specs: dict[str, GpuSpec] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        raw = to_plain(load_yaml_file(path))
+        if not isinstance(raw, dict):
+            raise GpuError(f"{path}: expected a mapping at the top level")
+        try:
+            spec = GpuSpec.model_validate(raw)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+            raise GpuError(f"{path}: {loc}: {err['msg']}") from None
+        if spec.id in specs:
+            raise GpuError(f"{path}: duplicate GPU id {spec.id!r}")
+        if path.stem != spec.id:
+            raise GpuError(f"{path}: id {spec.id!r} must match the file name {path.stem!r}")
+        specs[spec.id] = spec
+    return specs
+
+
+@functools.lru_cache(maxsize=4)
+def shipped_catalog() -> dict[str, GpuSpec]:
+    """The catalog shipped with the planner (cached per process)."""
+    from planner.resources import gpu_catalog_dir
+
+    return load_catalog(gpu_catalog_dir())
+
+
+def resolve_gpu(query: str, catalog: dict[str, GpuSpec] | None = None) -> GpuSpec:
+    """Resolve an id, an exact nvidia-smi name, or an alias; unknown or ambiguous names fail listing candidates.
+
+    Matching is case- and punctuation-insensitive. Exact id/name/alias matches win; otherwise a
+    unique substring match on names/ids is accepted.
+    """
+    cat = catalog if catalog is not None else shipped_catalog()
+    q = _norm(query)
+    if not q:
+        raise GpuError("empty GPU name")
+    exact = [s for s in cat.values() if q in {_norm(s.id), *(_norm(n) for n in s.names), *(_norm(a) for a in s.aliases)}]
+    if len(exact) == 1:
+        return exact[0]
+    if len(exact) > 1:
+        ids = ", ".join(sorted(s.id for s in exact))
+        raise GpuError(f"GPU name {query!r} is ambiguous; candidates: {ids}")
+    partial = [s for s in cat.values() if any(q in _norm(n) for n in (s.id, *s.names, *s.aliases))]
+    if len(partial) == 1:
+        return partial[0]
+    if partial:
+        ids = ", ".join(sorted(s.id for s in partial))
+        raise GpuError(f"GPU name {query!r} is ambiguous; candidates: {ids}")
+    raise GpuError(f"unknown GPU {query!r}; see `vllm-planner gpus` for the {len(cat)} known GPUs or pass --vram-gib")
+
+
+def match_smi_name(name: str, catalog: dict[str, GpuSpec] | None = None) -> GpuSpec | None:
+    """Catalog entry whose nvidia-smi name equals `name` (normalised), or None."""
+    cat = catalog if catalog is not None else shipped_catalog()
+    q = _norm(name)
+    for spec in cat.values():
+        if any(_norm(n) == q for n in spec.names):
+            return spec
+    return None

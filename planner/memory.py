@@ -1,0 +1,198 @@
+"""Per-GPU memory accounting, mirroring vLLM's startup (shared/spec/vllm-accounting.md).
+
+Pure: no I/O. All sizes are int bytes.
+
+    requested  = ceil(total x utilization)          (no ceil before 0.15: `budget_ceil`)
+    kv_cache   = requested - weights - activation_peak - non_torch - cuda_graphs(if in budget)
+    num_blocks = min over ranks (kv_cache_rank // bytes_per_block)
+    capacity   = num_blocks / cdiv(max_model_len, block_size) sequences; tokens = int(capacity x L)
+
+Empirical terms come from rule-pack params (names below), calibrated on real vLLM logs:
+  activation_sampler_bytes_per_logit, activation_base_gib      sampler peak  = base + k x min(T,S) x V
+  activation_hidden_factor                                      forward peak  = T x (mlp x I/TP + f x H) x b
+  non_torch_gib_tp1, non_torch_gib_tp_multi, non_torch_gib_pp   non-torch growth after the snapshot
+  cuda_graph_base_gib, cuda_graph_per_layer_gib                 CUDA-graph estimate
+  cuda_graph_in_budget, budget_ceil                             version switches (set by baseline rules)
+  context_baseline_gib                                          CUDA context + cuBLAS, outside the budget
+  oom_headroom_low_gib                                          headroom below which OOM risk is "medium"
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from planner.models.arch import ModelArch
+from planner.models.params import rank_weights
+from planner.units import GiB, cdiv
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}  # element sizes (physical constants)
+FP8_KV = ("fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc")
+KV_DTYPES = ("auto", "bfloat16", "float16", *FP8_KV)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryInputs:
+    """One configuration to account for."""
+
+    total_bytes: int  # CUDA-visible memory per GPU
+    tp: int
+    pp: int
+    dtype: str  # activation dtype the model runs in
+    linear_bytes_per_param: float  # decoder linear weights storage (quantization)
+    kv_cache_dtype: str
+    gpu_memory_utilization: float
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    block_size: int
+    enforce_eager: bool
+    scales: dict[str, float]  # baseline `scale` effects: quantity -> factor
+    free_bytes: int | None = None  # probed free memory (None when not probed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryResult:
+    """The accounting of the rank that bounds KV capacity (the binding rank)."""
+
+    total_bytes: int
+    budget_bytes: int
+    weights_bytes: int
+    activation_peak_bytes: int
+    non_torch_bytes: int
+    cuda_graph_bytes: int
+    cuda_graph_in_budget: bool
+    kv_cache_bytes: int
+    free_bytes: int | None
+    bytes_per_block: int
+    num_blocks: int
+    kv_bytes_per_token: int  # per GPU, all layers of the binding stage
+    kv_cache_tokens: int
+    max_concurrency: float
+    max_fitting_model_len: int
+    weights_fit: bool  # non-KV memory fits in the budget with room for at least 2 blocks
+    fits: bool  # and one max_model_len sequence fits
+    headroom_bytes: int  # physical memory left outside vLLM's budget and baseline usage
+    oom_risk: str  # low | medium | high
+    weights_total_bytes: int  # sum over all ranks of one replica
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def kv_dtype_bytes(kv_cache_dtype: str, dtype: str) -> int:
+    """Bytes per KV element (vllm-accounting.md section 2.6)."""
+    if kv_cache_dtype == "auto":
+        return DTYPE_BYTES[dtype]
+    if kv_cache_dtype in FP8_KV:
+        return 1
+    return DTYPE_BYTES[kv_cache_dtype]
+
+
+def kv_page_bytes_per_layer(arch: ModelArch, tp: int, kv_bytes: int, block_size: int) -> int:
+    """page_size_bytes of one attention layer on one GPU (vllm/v1/kv_cache_interface.py)."""
+    if arch.mla is not None:  # one latent "head", not split across TP
+        return block_size * (arch.mla.kv_lora_rank + arch.mla.qk_rope_head_dim) * kv_bytes
+    nkv_gpu = max(1, arch.num_kv_heads // tp)
+    return block_size * nkv_gpu * (arch.head_dim + arch.v_head_dim) * kv_bytes
+
+
+def rope_cache_bytes(arch: ModelArch, act_bytes: int) -> int:
+    """Rotary cos/sin cache: max_position x rotary_dim x dtype, one shared copy per GPU."""
+    if arch.max_position_embeddings is None:
+        return 0
+    rot = arch.mla.qk_rope_head_dim if arch.mla is not None else int(arch.head_dim * arch.partial_rotary_factor)
+    return arch.max_position_embeddings * rot * act_bytes
+
+
+def activation_peak_bytes(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any], *, last_stage: bool) -> int:
+    """Transient peak of vLLM's profile run: max(forward peak, sampler peak on the last stage)."""
+    act = DTYPE_BYTES[inp.dtype]
+    t = inp.max_num_batched_tokens
+    mats = 3 if arch.gated_mlp else 2
+    inter = arch.intermediate_size
+    if arch.moe is not None:
+        inter = max(inter, arch.moe.moe_intermediate_size * arch.moe.experts_per_token)
+    forward = t * (mats * inter / inp.tp + params["activation_hidden_factor"] * arch.hidden_size) * act
+    sampler = 0.0
+    if last_stage:
+        reqs = min(t, inp.max_num_seqs)
+        sampler = params["activation_base_gib"] * GiB + params["activation_sampler_bytes_per_logit"] * reqs * \
+            arch.vocab_size
+    return int(max(forward, sampler) * inp.scales.get("activation_peak_bytes", 1.0))
+
+
+def non_torch_bytes(inp: MemoryInputs, params: dict[str, Any]) -> int:
+    if inp.tp > 1:
+        gib = params["non_torch_gib_tp_multi"]
+    elif inp.pp > 1:
+        gib = params["non_torch_gib_pp"]
+    else:
+        gib = params["non_torch_gib_tp1"]
+    return int(gib * GiB * inp.scales.get("non_torch_bytes", 1.0))
+
+
+def cuda_graph_bytes(layers: int, inp: MemoryInputs, params: dict[str, Any]) -> int:
+    if inp.enforce_eager:
+        return 0
+    gib = params["cuda_graph_base_gib"] + params["cuda_graph_per_layer_gib"] * layers
+    return int(gib * GiB * inp.scales.get("cuda_graph_bytes", 1.0))
+
+
+def budget_bytes(total: int, util: float, ceil: bool) -> int:
+    """requested_memory: ceil(total x util) from 0.15, plain product before."""
+    raw = total * util
+    return math.ceil(raw) if ceil else int(raw)
+
+
+def account(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any]) -> MemoryResult:
+    """Account memory for every PP stage and return the stage that bounds the KV cache."""
+    act = DTYPE_BYTES[inp.dtype]
+    kv_b = kv_dtype_bytes(inp.kv_cache_dtype, inp.dtype)
+    budget = budget_bytes(inp.total_bytes, inp.gpu_memory_utilization, bool(params["budget_ceil"]))
+    in_budget = bool(params["cuda_graph_in_budget"])
+    rope = rope_cache_bytes(arch, act)
+    attn_layers_per_stage: list[int] = []
+    stages = []
+    weights_total = 0
+    for stage in range(inp.pp):
+        rw = rank_weights(arch, tp=inp.tp, pp=inp.pp, stage=stage, act_bytes=act,
+                          linear_bytes_per_param=inp.linear_bytes_per_param, rope_cache_bytes=rope)
+        weights = int(rw.total_bytes * inp.scales.get("weights_bytes", 1.0))
+        weights_total += weights * inp.tp
+        activation = activation_peak_bytes(arch, inp, params, last_stage=stage == inp.pp - 1)
+        nt = non_torch_bytes(inp, params)
+        cg = cuda_graph_bytes(rw.layers, inp, params)
+        kv = budget - weights - activation - nt - (cg if in_budget else 0)
+        from planner.models.params import pp_layer_split
+
+        layer_ids = pp_layer_split(arch.num_layers, inp.pp)[stage]
+        attn = sum(1 for i in layer_ids if arch.layer_types[i] not in ("mamba", "linear_attention"))
+        attn_layers_per_stage.append(attn)
+        page = kv_page_bytes_per_layer(arch, inp.tp, kv_b, inp.block_size)
+        bytes_per_block = max(1, attn * page)
+        blocks = max(0, kv) // bytes_per_block
+        stages.append((blocks, weights, activation, nt, cg, kv, bytes_per_block))
+    binding = min(range(inp.pp), key=lambda s: (stages[s][0], -stages[s][1]))
+    blocks, weights, activation, nt, cg, kv, bytes_per_block = stages[binding]
+    blocks_per_req = cdiv(inp.max_model_len, inp.block_size)
+    max_conc = blocks / blocks_per_req if blocks_per_req else 0.0
+    tokens = int(max_conc * inp.max_model_len)
+    max_fit_len = max(0, blocks - 1) * inp.block_size
+    weights_fit = kv >= 2 * bytes_per_block
+    fits = weights_fit and bytes_per_block * blocks_per_req <= kv - bytes_per_block
+    baseline = int(params["context_baseline_gib"] * GiB)
+    headroom = inp.total_bytes - budget - baseline - (0 if in_budget else cg)
+    if inp.free_bytes is not None:
+        headroom = min(headroom, inp.free_bytes - budget)
+    low = params["oom_headroom_low_gib"] * GiB
+    risk = "low" if headroom >= low else ("medium" if headroom >= 0 else "high")
+    return MemoryResult(
+        total_bytes=inp.total_bytes, budget_bytes=budget, weights_bytes=weights, activation_peak_bytes=activation,
+        non_torch_bytes=nt, cuda_graph_bytes=cg, cuda_graph_in_budget=in_budget, kv_cache_bytes=max(0, kv),
+        free_bytes=inp.free_bytes, bytes_per_block=bytes_per_block, num_blocks=blocks,
+        kv_bytes_per_token=bytes_per_block // inp.block_size, kv_cache_tokens=tokens, max_concurrency=max_conc,
+        max_fitting_model_len=max_fit_len, weights_fit=weights_fit, fits=fits, headroom_bytes=headroom,
+        oom_risk=risk, weights_total_bytes=weights_total,
+    )

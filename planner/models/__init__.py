@@ -1,0 +1,1 @@
+"""Model architecture: config.json parsing, sources (local, hub, bundled), parameter counting."""

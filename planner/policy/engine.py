@@ -1,0 +1,118 @@
+"""The one module that imports durable_rules: register compiled stages, evaluate facts, record firings.
+
+Actions never run user code: the closure registered for each rule only records which facts it
+matched. Effects are applied in Python by the resolver, so outcomes never depend on the engine's
+firing order, and an exception can never be swallowed into the engine's state.
+
+Per process: one ruleset per compiled stage hash (registered once; durable-rules never frees
+rulesets), the background dispatcher switched off, one sid per evaluation, state deleted in a
+`finally`, evaluations serialised behind a lock. Facts are asserted one at a time in canonical
+(type, id) order; a fact no rule matches is recorded as unmatched, not an error.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+from planner.errors import RuleEngineError
+from planner.policy.compiler import CRule, ruleset_hash, to_durable
+from planner.policy.reference import Firing
+
+ENGINE_NAME = "durable_rules"
+_LOCK = threading.Lock()
+_HOST: Any = None
+_REGISTERED: dict[str, dict[str, CRule]] = {}
+_FIRED: list[tuple[str, dict[str, Any]]] | None = None
+
+
+def available() -> bool:
+    """True when the durable_rules C extension can be imported (not on Python 3.13+)."""
+    try:
+        import durable.engine  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def engine_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("durable_rules")
+    except Exception:  # noqa: BLE001 - metadata lookups can fail in odd installs; the version is informational
+        return "unknown"
+
+
+def _host() -> Any:
+    global _HOST
+    if _HOST is None:
+        from durable import engine
+
+        class _AuditHost(engine.Host):  # type: ignore[misc, name-defined]
+            def _run(self) -> None:  # no background timer threads (durable-rules.md section 8)
+                return None
+
+            def get_action(self, action_name: str) -> Any:
+                def act(c: Any) -> None:
+                    if _FIRED is not None:
+                        matched = {alias: dict(fact) for alias, fact in c._m.items()}
+                        _FIRED.append((action_name, matched))
+
+                return act
+
+        _HOST = _AuditHost()
+    return _HOST
+
+
+def _ensure_registered(rules: tuple[CRule, ...]) -> str:
+    name = "stage_" + ruleset_hash(rules)
+    if name not in _REGISTERED:
+        try:
+            _host().register_rulesets({name: to_durable(rules)})
+        except Exception as e:  # noqa: BLE001 - the C extension raises bare Exception with numeric codes
+            raise RuleEngineError(f"durable_rules refused a compiled ruleset ({rules[0].stage} stage): {e}") from e
+        _REGISTERED[name] = {r.id: r for r in rules}
+    return name
+
+
+def evaluate(rules: tuple[CRule, ...], facts: list[dict[str, Any]]) -> list[Firing]:
+    """Run one stage over `facts` (already normalised) and return the firings in engine order."""
+    global _FIRED
+    if not rules:
+        return []
+    from durable.engine import MessageNotHandledException, MessageObservedException
+
+    with _LOCK:
+        name = _ensure_registered(rules)
+        host = _host()
+        sid = uuid.uuid4().hex
+        fired: list[tuple[str, dict[str, Any]]] = []
+        _FIRED = fired
+        try:
+            for fact in sorted(facts, key=lambda f: (f["type"], f["id"])):
+                try:
+                    host.assert_fact(name, {**fact, "sid": sid})
+                except MessageNotHandledException:
+                    pass  # no rule looks at this fact: fine
+                except MessageObservedException as e:
+                    raise RuleEngineError(f"duplicate fact id {fact['id']!r} in one evaluation") from e
+            state = host.get_state(name, sid)
+            if isinstance(state, dict) and state.get("exception"):
+                raise RuleEngineError(f"durable_rules action failed: {state['exception']}")
+        except RuleEngineError:
+            raise
+        except Exception as e:  # noqa: BLE001 - translate the extension's bare numeric errors
+            raise RuleEngineError(f"durable_rules failed while evaluating the {rules[0].stage} stage: {e}") from e
+        finally:
+            _FIRED = None
+            try:
+                host.delete_state(name, sid)
+            except Exception:  # noqa: BLE001, S110 - the sid may not exist when no fact was accepted
+                pass
+    out = []
+    for seq, (rule_id, matched) in enumerate(fired):
+        bindings = {a: {k: v for k, v in f.items() if k != "sid"} for a, f in matched.items()}
+        out.append(Firing(seq=seq, rule_id=rule_id, bindings=bindings))
+    return out

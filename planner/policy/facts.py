@@ -1,0 +1,170 @@
+"""Facts schema 1: the fact types rules can match, their fields and types, and normalisation.
+
+Pure: no I/O. Every fact handed to an evaluator passes `normalise_fact`, which enforces the
+schema and the engine's number limits (durable-rules rejects exponent literals such as 1e-05 and
+compares NaN unpredictably; see shared/spec/durable-rules.md section 5):
+  - bool, int, str fields keep their type; float fields are finite, |x| < 1e16 and values
+    with 0 < |x| < 1e-4 are flushed to 0.0;
+  - int fields must satisfy |x| < 1e16 (bytes are reported in int bytes up to 10 PB);
+  - fields are never null: a fact omits what it does not know.
+
+Identity: every fact gets `id = "<type>:<key>"` and `key = id` (joinable; `id` itself is
+reserved by the engine).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+FACT_SCHEMA_VERSION = 1
+
+# type -> field -> python type name ("int" | "float" | "bool" | "str"); "float" fields accept ints.
+FACT_SCHEMA: dict[str, dict[str, str]] = {
+    "gpu": {
+        "name": "str",  # as nvidia-smi prints it, or the catalog's first name
+        "catalog_id": "str",
+        "vendor": "str",
+        "family": "str",  # volta | turing | ampere | ada | hopper | blackwell | cdna3 | ...
+        "memory_bytes": "int",  # CUDA-visible total per GPU
+        "memory_gib": "float",
+        "count": "int",  # GPUs of this model available to the plan
+        "compute_capability": "float",  # 9.0
+        "fp8_supported": "bool",
+        "fp4_supported": "bool",
+        "interconnect": "str",  # nvlink | pcie | ...
+        "hbm_bandwidth_gbps": "float",  # GB/s (1e9 B/s)
+        "form_factor": "str",
+        "key": "str",
+    },
+    "model": {
+        "name": "str",
+        "model_type": "str",
+        "params": "int",
+        "active_params": "int",
+        "is_moe": "bool",
+        "attention": "str",  # full | sliding | chunked | mla | hybrid | ssm
+        "max_position_embeddings": "int",
+        "quantization": "str",  # effective quantization (checkpoint or --quantization), "none" when unquantized
+        "weight_bits": "float",  # bits per quantized weight (8, 4), absent when unquantized
+        "dtype": "str",  # bfloat16 | float16 | float32 (as the model will run)
+        "num_layers": "int",
+        "num_attention_heads": "int",
+        "num_kv_heads": "int",
+        "hidden_size": "int",
+        "vocab_size": "int",
+        "weights_gib": "float",  # total weights at the run dtype/quantization
+        "key": "str",
+    },
+    "cluster": {
+        "gpus": "int",
+        "nodes": "int",
+        "gpus_per_node": "int",
+        "interconnect": "str",
+        "key": "str",
+    },
+    "request": {
+        "mode": "str",  # latency | balanced | throughput
+        "max_model_len": "int",  # requested context; 0 when the user did not ask (model default)
+        "model_max_len": "int",  # the model's derived maximum length (vLLM rule)
+        "concurrency": "int",
+        "input_len": "int",
+        "output_len": "int",
+        "vllm_version": "str",
+        "vllm_minor": "int",  # 33 for 0.33.x; for simple version gates
+        "key": "str",
+    },
+    "candidate": {
+        "tensor_parallel_size": "int",
+        "pipeline_parallel_size": "int",
+        "data_parallel_size": "int",
+        "gpus_used": "int",
+        "quantization": "str",
+        "kv_cache_dtype": "str",
+        "fits": "bool",  # weights + overheads fit and at least one max-length sequence fits in KV
+        "weights_fit": "bool",  # weights + overheads fit (KV may still be too small)
+        "kv_pressure": "float",  # (concurrency x context tokens) / KV token capacity; >1 means queueing
+        "weights_fraction": "float",  # weights per GPU / budget per GPU
+        "kv_cache_gib": "float",
+        "kv_cache_tokens": "int",
+        "max_concurrency": "float",
+        "max_fitting_model_len": "int",  # longest max_model_len whose one sequence fits the KV cache
+        "is_min_fitting_tp": "bool",  # smallest TP (with PP=1) that fits, among auto-KV candidates
+        "is_max_tp": "bool",  # the largest valid TP on one node, among auto-KV candidates
+        "is_min_weights_fit_tp": "bool",  # smallest TP (PP=1) whose weights fit, when no layout fits fully
+        "is_baseline_kv": "bool",  # kv_cache_dtype auto (the model dtype)
+        "is_selected_layout": "bool",  # the TP/PP/DP layout currently decided
+        "is_selected": "bool",  # the layout and KV dtype currently decided
+        "key": "str",
+    },
+}
+
+_INT_LIMIT = 10**16
+_FLOAT_FLUSH = 1e-4
+
+
+class FactError(ValueError):
+    """A fact does not match the facts schema (a bug in a calculator, or a bad test file)."""
+
+
+def fact_id(fact_type: str, key: str) -> str:
+    """Stable identity of a fact."""
+    return f"{fact_type}:{key}"
+
+
+def _norm_value(fact_type: str, name: str, kind: str, value: Any) -> Any:
+    where = f"{fact_type}.{name}"
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise FactError(f"{where}: expected a boolean, got {value!r}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise FactError(f"{where}: expected a string, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FactError(f"{where}: expected a number, got {value!r}")
+    if kind == "int":
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise FactError(f"{where}: expected an integer, got {value!r}")
+            value = int(value)
+        if abs(value) >= _INT_LIMIT:
+            raise FactError(f"{where}: {value} is outside the engine's exact range (|x| < 1e16)")
+        return value
+    # float
+    value = float(value)
+    if not math.isfinite(value):
+        raise FactError(f"{where}: expected a finite number, got {value!r}")
+    if abs(value) >= _INT_LIMIT:
+        raise FactError(f"{where}: {value} is outside the engine's range (|x| < 1e16)")
+    if 0 < abs(value) < _FLOAT_FLUSH:
+        return 0.0
+    return value
+
+
+def normalise_fact(fact_type: str, key: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """Validate `fields` against the schema and return the engine-ready fact dict.
+
+    Unknown fields are an error; None values are dropped (a fact omits what it does not know).
+    """
+    if fact_type not in FACT_SCHEMA:
+        raise FactError(f"unknown fact type {fact_type!r}")
+    schema = FACT_SCHEMA[fact_type]
+    out: dict[str, Any] = {"type": fact_type, "id": fact_id(fact_type, key), "key": fact_id(fact_type, key)}
+    for name, value in fields.items():
+        if name in ("type", "id", "key"):
+            continue
+        if name not in schema:
+            raise FactError(f"{fact_type}.{name}: unknown field (facts schema {FACT_SCHEMA_VERSION})")
+        if value is None:
+            continue
+        out[name] = _norm_value(fact_type, name, schema[name], value)
+    return out
+
+
+def field_kind(fact_type: str, prop: str) -> str:
+    """The schema type of a fact field ("int" | "float" | "bool" | "str")."""
+    if prop == "key":
+        return "str"
+    return FACT_SCHEMA[fact_type][prop]

@@ -1,0 +1,491 @@
+"""Rule-pack schema 1: pydantic models of a pack file, validated before anything reaches the engine.
+
+Pure: no I/O. `parse_pack(raw, source)` takes the round-trip-loaded YAML (ruamel nodes keep line
+numbers) and returns a `Pack`, or raises PackError with one line:
+``site.yaml:14: rules[2].then[0]: unknown verb 'explode' (expected set|scale|recommend|forbid|prefer|warn)``.
+
+Format (see ARCHITECTURE.md "Rule packs"):
+  schema: 1            file-format version (an unknown major is refused)
+  name, version        pack name and semver content version
+  layer                vendor | site
+  requires             {planner: ">=0.1"}           (optional)
+  applies_to           [{pack: core, version: ">=1,<2"}]  (site packs, optional)
+  params               vendor: declarations; site: new values for declared params
+  overrides            site only: [{rule, enabled?, priority?, reason}]
+  rules                [{id, description, stage, priority, when, then, tags?}]
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from planner.errors import PackError
+from planner.policy.facts import FACT_SCHEMA, FACT_SCHEMA_VERSION
+
+SCHEMA_VERSION = 1
+STAGES = ("baseline", "sizing", "recommend")
+VERBS = ("set", "scale", "recommend", "forbid", "prefer", "warn")
+OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "exists")
+
+# Stable decision keys a `recommend` may target (ARCHITECTURE.md).
+DECISION_KEYS = (
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "data_parallel_size",
+    "quantization",
+    "kv_cache_dtype",
+    "gpu_memory_utilization",
+    "max_model_len",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "enforce_eager",
+    "block_size",
+    "enable_prefix_caching",
+    "enable_chunked_prefill",
+)
+
+_RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+$")
+_PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_ALIAS = re.compile(r"^[a-z][a-z0-9_]*$")
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
+
+Scalar = bool | int | float | str
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParamRef(_Strict):
+    """`{param: NAME}`: substituted with the effective parameter value."""
+
+    param: str
+
+
+class FactRef(_Strict):
+    """`{ref: alias.prop}`: the value of a property of a fact bound in the same rule."""
+
+    ref: str
+
+    @field_validator("ref")
+    @classmethod
+    def _dotted(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*", v):
+            raise ValueError(f"ref must look like 'alias.prop', got {v!r}")
+        return v
+
+    @property
+    def alias(self) -> str:
+        return self.ref.split(".", 1)[0]
+
+    @property
+    def prop(self) -> str:
+        return self.ref.split(".", 1)[1]
+
+
+Value = Scalar | ParamRef | FactRef
+CondValue = Scalar | list[Scalar] | ParamRef | FactRef
+
+
+class Condition(_Strict):
+    """One test on one fact property: `prop op value`."""
+
+    prop: str
+    op: Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "exists"]
+    value: CondValue
+
+
+class Pattern(_Strict):
+    """One `when` alias: a fact type and the conditions its properties must meet."""
+
+    alias: str
+    fact: str
+    conditions: tuple[Condition, ...] = ()
+
+
+class ParamDecl(_Strict):
+    """A vendor-declared knob: type, default, bounds, unit and provenance."""
+
+    type: Literal["float", "int", "bool", "str"]
+    default: Scalar
+    min: float | None = None
+    max: float | None = None
+    choices: list[str] | None = None
+    unit: str | None = None
+    description: str = Field(min_length=1)
+    source: str | None = None
+
+    @model_validator(mode="after")
+    def _default_fits(self) -> ParamDecl:
+        check_param_value(self, self.default)
+        return self
+
+
+class Override(_Strict):
+    """A site's change to a vendor rule's enabled flag or priority, with the reason required."""
+
+    rule: str
+    enabled: bool | None = None
+    priority: int | None = Field(default=None, ge=0, le=1000)
+    reason: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> Override:
+        if self.enabled is None and self.priority is None:
+            raise ValueError("an override must change 'enabled' or 'priority'")
+        return self
+
+
+class Action(_Strict):
+    """One `then` entry; exactly one verb key."""
+
+    verb: Literal["set", "scale", "recommend", "forbid", "prefer", "warn"]
+    target: str  # param name | quantity | decision key | "candidate" | warning code
+    value: Value | None = None  # set / recommend
+    factor: Value | None = None  # scale
+    score: Value | None = None  # prefer
+    reason: str | None = None  # recommend / forbid / prefer
+    message: str | None = None  # warn
+
+
+class Rule(_Strict):
+    """A rule: when every pattern matches (a conjunction), apply the actions."""
+
+    id: str
+    description: str = Field(min_length=1)
+    stage: Literal["baseline", "sizing", "recommend"]
+    priority: int = Field(default=500, ge=0, le=1000)
+    enabled: bool = True
+    tags: tuple[str, ...] = ()
+    when: tuple[Pattern, ...] = Field(min_length=1)
+    then: tuple[Action, ...] = Field(min_length=1)
+
+
+class AppliesTo(_Strict):
+    pack: str
+    version: str
+
+
+class Pack(_Strict):
+    """A validated pack file."""
+
+    schema_: int = Field(alias="schema")
+    name: str
+    version: str
+    layer: Literal["vendor", "site"]
+    description: str | None = None
+    requires: dict[str, str] = Field(default_factory=dict)
+    applies_to: tuple[AppliesTo, ...] = ()
+    params: dict[str, ParamDecl | Scalar] = Field(default_factory=dict)
+    overrides: tuple[Override, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    source: str = ""
+    lines: dict[str, int] = Field(default_factory=dict)  # "rules[2]" -> line, for error messages
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, v: str) -> str:
+        if not _SEMVER.match(v):
+            raise ValueError(f"version must be semver MAJOR.MINOR.PATCH, got {v!r}")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", v):
+            raise ValueError(f"name must be lowercase letters, digits, '.', '_' or '-', got {v!r}")
+        return v
+
+
+def check_param_value(decl: ParamDecl, value: object) -> None:
+    """Raise ValueError unless `value` has the declared type and lies within the bounds."""
+    kind = decl.type
+    ok = (
+        (kind == "bool" and isinstance(value, bool))
+        or (kind == "int" and isinstance(value, int) and not isinstance(value, bool))
+        or (kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (kind == "str" and isinstance(value, str))
+    )
+    if not ok:
+        raise ValueError(f"expected {kind}, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        if decl.min is not None and value < decl.min:
+            raise ValueError(f"{value!r} is below the minimum {decl.min}")
+        if decl.max is not None and value > decl.max:
+            raise ValueError(f"{value!r} is above the maximum {decl.max}")
+    if decl.choices is not None and value not in decl.choices:
+        raise ValueError(f"{value!r} is not one of {decl.choices}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw YAML -> model, with file:line errors
+
+
+class _Where:
+    """Tracks the path inside the document for error messages."""
+
+    def __init__(self, source: str, doc: Any) -> None:
+        self.source = source
+        self.doc = doc
+
+    def line(self, path: tuple[Any, ...]) -> int | None:
+        from planner.yamlio import line_of
+
+        node, line = self.doc, line_of(self.doc)
+        for part in path:
+            try:
+                child = node[part]
+            except (KeyError, IndexError, TypeError):
+                break
+            found = line_of(node, part) if isinstance(node, dict) else None
+            if found is None and isinstance(node, list):
+                lc = getattr(node, "lc", None)
+                try:
+                    found = int(lc.item(part)[0]) + 1 if lc is not None else None
+                except (KeyError, TypeError, IndexError, AttributeError):
+                    found = None
+            line = found or line
+            node = child
+        return line
+
+    def fail(self, path: tuple[Any, ...], message: str) -> PackError:
+        line = self.line(path)
+        where = _fmt_path(path)
+        prefix = f"{self.source}:{line}" if line else self.source
+        return PackError(f"{prefix}: {where + ': ' if where else ''}{message}")
+
+
+def _fmt_path(path: tuple[Any, ...]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _parse_value(raw: Any, w: _Where, path: tuple[Any, ...], *, allow_list: bool = False) -> Any:
+    from planner.yamlio import to_plain
+
+    plain = to_plain(raw)
+    if isinstance(plain, dict):
+        if set(plain) == {"param"}:
+            if not isinstance(plain["param"], str):
+                raise w.fail(path, "{param: NAME} needs a string name")
+            return ParamRef(param=plain["param"])
+        if set(plain) == {"ref"}:
+            try:
+                return FactRef(ref=plain["ref"])
+            except ValidationError as e:
+                raise w.fail(path, e.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        raise w.fail(path, f"expected a literal, {{param: NAME}} or {{ref: alias.prop}}, got {plain!r}")
+    if isinstance(plain, list):
+        if not allow_list:
+            raise w.fail(path, f"a list is only allowed with 'in', got {plain!r}")
+        for i, item in enumerate(plain):
+            if not isinstance(item, (bool, int, float, str)):
+                raise w.fail((*path, i), f"'in' lists hold literals only, got {item!r}")
+        return plain
+    if plain is None:
+        raise w.fail(path, "null is not a valid value (facts never hold null; use exists: false)")
+    if isinstance(plain, float) and plain != plain:
+        raise w.fail(path, "NaN is not a valid value")
+    return plain
+
+
+def _parse_pattern(alias: str, raw: Any, w: _Where, path: tuple[Any, ...]) -> Pattern:
+    if not _ALIAS.match(str(alias)):
+        raise w.fail(path, f"alias {alias!r} must be lowercase letters, digits and '_'")
+    if not isinstance(raw, dict):
+        raise w.fail(path, f"expected a mapping {{fact: TYPE, prop: condition}}, got {raw!r}")
+    if "fact" not in raw:
+        raise w.fail(path, "missing 'fact: TYPE'")
+    fact = raw["fact"]
+    if fact not in FACT_SCHEMA:
+        known = "|".join(sorted(FACT_SCHEMA))
+        raise w.fail((*path, "fact"), f"unknown fact type {fact!r} (facts schema {FACT_SCHEMA_VERSION}: {known})")
+    conds: list[Condition] = []
+    for prop, cond in raw.items():
+        if prop == "fact":
+            continue
+        ppath = (*path, prop)
+        if prop not in FACT_SCHEMA[fact]:
+            raise w.fail(ppath, f"unknown field {prop!r} of fact {fact!r} (known: {', '.join(FACT_SCHEMA[fact])})")
+        if isinstance(cond, dict) and not set(cond) <= {"param", "ref"}:
+            for op, val in cond.items():
+                if op not in OPERATORS:
+                    raise w.fail((*ppath, op), f"unknown operator {op!r} (expected {' '.join(OPERATORS)})")
+                value = _parse_value(val, w, (*ppath, op), allow_list=(op == "in"))
+                if op == "in" and not isinstance(value, list):
+                    raise w.fail((*ppath, op), "'in' needs a list of literals")
+                if op == "exists" and not isinstance(value, bool):
+                    raise w.fail((*ppath, op), "'exists' takes true or false")
+                if isinstance(value, FactRef) and op != "eq":
+                    raise w.fail(
+                        (*ppath, op),
+                        f"relational join {op} {{ref: {value.ref}}} is not allowed; only eq joins "
+                        "(durable-rules#381 crashes on relational joins)",
+                    )
+                conds.append(Condition(prop=str(prop), op=op, value=value))
+        else:
+            conds.append(Condition(prop=str(prop), op="eq", value=_parse_value(cond, w, ppath)))
+    return Pattern(alias=str(alias), fact=str(fact), conditions=tuple(conds))
+
+
+_VERB_FIELDS = {
+    "set": {"value"},
+    "scale": {"factor"},
+    "recommend": {"value", "reason"},
+    "forbid": {"reason"},
+    "prefer": {"score", "reason"},
+    "warn": {"message"},
+}
+_REQUIRED = {"set": {"value"}, "scale": {"factor"}, "recommend": {"value"}, "forbid": {"reason"},
+             "prefer": {"score"}, "warn": {"message"}}
+
+
+def _parse_action(raw: Any, w: _Where, path: tuple[Any, ...]) -> Action:
+    if not isinstance(raw, dict):
+        raise w.fail(path, f"expected a mapping with one verb ({'|'.join(VERBS)}), got {raw!r}")
+    verbs = [k for k in raw if k in VERBS]
+    if len(verbs) != 1:
+        unknown = [k for k in raw if k not in VERBS and k not in {"value", "factor", "score", "reason", "message"}]
+        if unknown:
+            raise w.fail(path, f"unknown verb {unknown[0]!r} (expected {'|'.join(VERBS)})")
+        raise w.fail(path, f"each action needs exactly one verb key: {'|'.join(VERBS)}")
+    verb = verbs[0]
+    extra = set(raw) - {verb} - _VERB_FIELDS[verb]
+    if extra:
+        raise w.fail((*path, sorted(extra)[0]), f"unexpected key {sorted(extra)[0]!r} for '{verb}'")
+    missing = _REQUIRED[verb] - set(raw)
+    if missing:
+        raise w.fail(path, f"'{verb}' needs '{sorted(missing)[0]}'")
+    target = raw[verb]
+    if not isinstance(target, str):
+        raise w.fail((*path, verb), f"expected a name, got {target!r}")
+    kwargs: dict[str, Any] = {"verb": verb, "target": target}
+    for key in ("value", "factor", "score"):
+        if key in raw:
+            kwargs[key] = _parse_value(raw[key], w, (*path, key))
+    for key in ("reason", "message"):
+        if key in raw:
+            if not isinstance(raw[key], str) or not raw[key].strip():
+                raise w.fail((*path, key), f"{key} must be a non-empty string")
+            kwargs[key] = str(raw[key])
+    if verb == "recommend" and target not in DECISION_KEYS:
+        raise w.fail((*path, verb), f"unknown decision key {target!r} (expected one of {', '.join(DECISION_KEYS)})")
+    if verb in ("forbid", "prefer") and target != "candidate":
+        raise w.fail((*path, verb), f"'{verb}' applies to 'candidate', got {target!r}")
+    return Action(**kwargs)
+
+
+def _parse_rule(raw: Any, w: _Where, path: tuple[Any, ...], layer: str) -> Rule:
+    if not isinstance(raw, dict):
+        raise w.fail(path, f"expected a rule mapping, got {raw!r}")
+    known = {"id", "description", "stage", "priority", "enabled", "tags", "when", "then"}
+    for key in raw:
+        if key not in known:
+            raise w.fail((*path, key), f"unknown rule key {key!r} (expected {', '.join(sorted(known))})")
+    rid = raw.get("id")
+    if not isinstance(rid, str) or not _RULE_ID.match(rid):
+        raise w.fail((*path, "id"), f"rule id must be dotted lowercase words like 'rec.kv-dtype.fp8', got {rid!r}")
+    if layer == "site" and not rid.startswith("site."):
+        raise w.fail((*path, "id"), f"site rules must start with 'site.', got {rid!r}")
+    if layer == "vendor" and rid.startswith("site."):
+        raise w.fail((*path, "id"), f"'site.' ids are reserved for site packs, got {rid!r}")
+    when = raw.get("when")
+    if not isinstance(when, dict) or not when:
+        raise w.fail((*path, "when"), "needs at least one alias: {fact: TYPE, ...}")
+    patterns = tuple(_parse_pattern(a, p, w, (*path, "when", a)) for a, p in when.items())
+    then = raw.get("then")
+    if not isinstance(then, list) or not then:
+        raise w.fail((*path, "then"), "needs a non-empty list of actions")
+    actions = tuple(_parse_action(a, w, (*path, "then", i)) for i, a in enumerate(then))
+    data = {k: raw[k] for k in ("description", "stage", "priority", "enabled", "tags") if k in raw}
+    from planner.yamlio import to_plain
+
+    try:
+        return Rule(id=rid, when=patterns, then=actions, **to_plain(data))
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else ""
+        raise w.fail((*path, field) if field else path, f"{rid}: {err['msg']}") from None
+
+
+def parse_pack(doc: Any, source: str) -> Pack:
+    """Validate one loaded pack document; errors are `source:line: where: message`."""
+    from planner.yamlio import to_plain
+
+    w = _Where(source, doc)
+    if not isinstance(doc, dict):
+        raise w.fail((), "a rule pack must be a mapping with schema, name, version, layer")
+    known = {"schema", "name", "version", "layer", "description", "requires", "applies_to", "params",
+             "overrides", "rules"}
+    for key in doc:
+        if key not in known:
+            raise w.fail((key,), f"unknown top-level key {key!r} (expected {', '.join(sorted(known))})")
+    schema = doc.get("schema")
+    if schema != SCHEMA_VERSION:
+        raise w.fail(("schema",), f"unsupported pack schema {schema!r} (this planner reads schema {SCHEMA_VERSION})")
+    layer = doc.get("layer")
+    if layer not in ("vendor", "site"):
+        raise w.fail(("layer",), f"layer must be 'vendor' or 'site', got {layer!r}")
+    rules_raw = doc.get("rules") or []
+    if not isinstance(rules_raw, list):
+        raise w.fail(("rules",), "rules must be a list")
+    rules = tuple(_parse_rule(r, w, ("rules", i), layer) for i, r in enumerate(rules_raw))
+    seen: dict[str, int] = {}
+    for i, rule in enumerate(rules):
+        if rule.id in seen:
+            raise w.fail(("rules", i, "id"), f"duplicate rule id {rule.id!r} (first at rules[{seen[rule.id]}])")
+        seen[rule.id] = i
+    lines = {f"rules[{i}]": w.line(("rules", i)) or 0 for i in range(len(rules))}
+    params_raw = doc.get("params") or {}
+    if not isinstance(params_raw, dict):
+        raise w.fail(("params",), "params must be a mapping")
+    params: dict[str, ParamDecl | Scalar] = {}
+    for name, decl in params_raw.items():
+        if not _PARAM_NAME.match(str(name)):
+            raise w.fail(("params", name), f"param name {name!r} must be lowercase letters, digits and '_'")
+        if layer == "vendor":
+            if not isinstance(decl, dict):
+                raise w.fail(("params", name), "vendor packs declare params as {type, default, description, ...}")
+            try:
+                params[str(name)] = ParamDecl.model_validate(to_plain(decl))
+            except ValidationError as e:
+                err = e.errors()[0]
+                loc = ".".join(str(p) for p in err["loc"])
+                raise w.fail(("params", name, *err["loc"][:1]), f"{loc + ': ' if loc else ''}"
+                             f"{err['msg'].removeprefix('Value error, ')}") from None
+        else:
+            value = to_plain(decl)
+            if not isinstance(value, (bool, int, float, str)):
+                raise w.fail(("params", name), f"site packs set params to a literal value, got {value!r}")
+            params[str(name)] = value
+    overrides_raw = doc.get("overrides") or []
+    if overrides_raw and layer != "site":
+        raise w.fail(("overrides",), "only site packs may override rules")
+    if not isinstance(overrides_raw, list):
+        raise w.fail(("overrides",), "overrides must be a list")
+    overrides = []
+    for i, o in enumerate(overrides_raw):
+        try:
+            overrides.append(Override.model_validate(to_plain(o)))
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise w.fail(("overrides", i), f"{loc + ': ' if loc else ''}{err['msg'].removeprefix('Value error, ')}") \
+                from None
+    top = {k: to_plain(doc[k]) for k in ("schema", "name", "version", "layer", "description", "requires",
+                                          "applies_to") if k in doc and doc[k] is not None}
+    if isinstance(top.get("version"), (int, float)):
+        raise w.fail(("version",), f"version must be a quoted semver string like \"1.0.0\", got {top['version']!r}")
+    try:
+        return Pack(**top, params=params, overrides=tuple(overrides), rules=rules, source=source, lines=lines)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else ""
+        raise w.fail((key,) if key else (), err["msg"].removeprefix("Value error, ")) from None

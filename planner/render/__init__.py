@@ -1,0 +1,1 @@
+"""Renderers: console (rich) and JSON."""

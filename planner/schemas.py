@@ -1,0 +1,183 @@
+"""The pydantic contract: what `plan` takes (PlanRequest) and prints with --json (PlanResponse).
+
+Field names are a stable contract (ARCHITECTURE.md "CLI and JSON contract"): extend, never rename.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Mode = Literal["latency", "balanced", "throughput"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Pinned(_Model):
+    """Settings the user fixed with vLLM's spelling; the planner evaluates them and recommends the rest."""
+
+    tensor_parallel_size: int | None = Field(default=None, ge=1, description="--tp")
+    pipeline_parallel_size: int | None = Field(default=None, ge=1, description="--pp")
+    dtype: str | None = Field(default=None, description="--dtype")
+    quantization: str | None = Field(default=None, description="--quantization")
+    kv_cache_dtype: str | None = Field(default=None, description="--kv-cache-dtype")
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1, description="--gpu-memory-utilization")
+    max_model_len: int | None = Field(default=None, ge=1, description="--max-model-len")
+    max_num_seqs: int | None = Field(default=None, ge=1, description="--max-num-seqs")
+    max_num_batched_tokens: int | None = Field(default=None, ge=1, description="--max-num-batched-tokens")
+    enforce_eager: bool | None = Field(default=None, description="--enforce-eager")
+
+
+class PlanRequest(_Model):
+    """Everything a plan depends on besides the rule packs."""
+
+    model: str = Field(description="Hub id, bundled catalog id or local directory.")
+    gpu: str | None = Field(default=None, description="GPU name, alias or catalog id (--gpu).")
+    vram_gib: float | None = Field(default=None, gt=0, le=4096, description="Override/declare GPU memory in GiB.")
+    from_file: str | None = Field(default=None, description="Saved nvidia-smi capture to plan for.")
+    gpus: int | None = Field(default=None, ge=1, le=4096, description="Number of GPUs (default: one node's worth).")
+    nodes: int = Field(default=1, ge=1, le=512, description="Number of nodes.")
+    gpus_per_node: int | None = Field(default=None, ge=1, le=64, description="GPUs per node.")
+    concurrency: int = Field(default=1, ge=1, le=1_000_000, description="Concurrent requests to serve.")
+    input_len: int = Field(default=1024, ge=1, le=100_000_000, description="Prompt tokens per request.")
+    output_len: int = Field(default=256, ge=1, le=100_000_000, description="Generated tokens per request.")
+    mode: Mode = Field(default="balanced", description="Optimisation objective.")
+    vllm_version: str | None = Field(default=None, description="Target vLLM version (default: newest known).")
+    pinned: Pinned = Field(default_factory=Pinned)
+    rules: list[str] = Field(default_factory=list, description="Site rule packs (--rules).")
+
+
+class Range(_Model):
+    low: float
+    expected: float
+    high: float
+
+
+class Workload(_Model):
+    concurrency: int
+    input_len: int
+    output_len: int
+
+
+class Performance(_Model):
+    workload: Workload
+    itl_ms: Range
+    ttft_ms: Range
+    decode_tokens_per_s_per_request: Range
+    output_tokens_per_s_total: Range
+    prefill_tokens_per_s: Range
+    effective_concurrency: int = Field(description="Concurrency vLLM actually runs (KV and max_num_seqs bound).")
+    assumptions: list[str] = Field(default_factory=list)
+
+
+class PerGpuMemory(_Model):
+    total_bytes: int
+    budget_bytes: int
+    weights_bytes: int
+    activation_peak_bytes: int
+    non_torch_bytes: int
+    cuda_graph_bytes: int
+    kv_cache_bytes: int
+    free_bytes: int | None
+
+
+class Memory(_Model):
+    per_gpu: PerGpuMemory
+    kv_cache_tokens: int
+    max_concurrency: float
+    headroom_bytes: int
+    oom_risk: Literal["low", "medium", "high"]
+    cuda_graph_in_budget: bool
+    bytes_per_block: int
+    num_blocks: int
+    kv_bytes_per_token: int
+    weights_total_bytes: int
+
+
+class VLLMConfig(_Model):
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    data_parallel_size: int
+    quantization: str | None
+    kv_cache_dtype: str
+    gpu_memory_utilization: float
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    enforce_eager: bool
+    block_size: int
+    dtype: str
+
+
+class DecisionOut(_Model):
+    value: Any
+    by: str
+    reason: str
+    superseded: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Warning_(_Model):
+    code: str
+    message: str
+    rule: str | None = None
+
+
+class ModelSummary(_Model):
+    name: str
+    source: str
+    architecture: str
+    params: int
+    active_params: int
+    dtype: str
+    quantization: str | None
+    max_position_embeddings: int | None
+    model_max_len: int
+    attention: str
+
+
+class HardwareSummary(_Model):
+    gpu: str
+    catalog_id: str | None
+    gpu_count: int
+    nodes: int
+    gpus_per_node: int
+    memory_bytes_per_gpu: int
+    interconnect: str
+    probed: bool
+
+
+class Alternative(_Model):
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    data_parallel_size: int
+    kv_cache_dtype: str
+    fits: bool
+    forbidden: list[str]
+    kv_cache_tokens: int
+    max_concurrency: float
+    weights_bytes: int
+    itl_ms: float | None = None
+    output_tokens_per_s_total: float | None = None
+
+
+class PlanResponse(_Model):
+    """The plan, as printed by `plan --json`."""
+
+    planner_version: str
+    plan_id: str
+    vllm_version: str
+    feasible: bool
+    infeasible_reason: str | None = None
+    model: ModelSummary
+    hardware: HardwareSummary
+    config: VLLMConfig
+    memory: Memory
+    performance: Performance
+    decisions: dict[str, DecisionOut]
+    audit: dict[str, Any]
+    warnings: list[Warning_]
+    alternatives: list[Alternative]
+    serve_command: str

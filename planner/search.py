@@ -1,0 +1,71 @@
+"""Candidate enumeration: which parallel layouts and KV dtypes vLLM could run on the given GPUs.
+
+Pure: no I/O. Validity here is vLLM's, not policy: the attention heads must divide by TP, KV heads
+must divide by TP when TP is smaller (vllm-accounting.md 2.1), TP stays inside a node, PP never
+exceeds the layer count. Which candidate to choose is the rule packs' business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.models.arch import ModelArch
+
+
+@dataclass(frozen=True, order=True)
+class Layout:
+    tp: int
+    pp: int
+    dp: int
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp * self.dp
+
+    @property
+    def key(self) -> str:
+        return f"tp{self.tp}-pp{self.pp}-dp{self.dp}"
+
+
+def tp_is_valid(arch: ModelArch, tp: int) -> str | None:
+    """None when vLLM accepts this TP for the model, else the reason it refuses."""
+    if arch.num_attention_heads % tp:
+        return f"{arch.num_attention_heads} attention heads are not divisible by tensor_parallel_size {tp}"
+    if arch.mla is None and 0 < arch.num_kv_heads and tp < arch.num_kv_heads and arch.num_kv_heads % tp:
+        return f"{arch.num_kv_heads} KV heads are not divisible by tensor_parallel_size {tp}"
+    if arch.mla is None and tp > arch.num_kv_heads > 0 and tp % arch.num_kv_heads:
+        return f"tensor_parallel_size {tp} is not a multiple of the {arch.num_kv_heads} KV heads"
+    return None
+
+
+def pp_is_valid(arch: ModelArch, pp: int) -> str | None:
+    if pp > arch.num_layers:
+        return f"pipeline_parallel_size {pp} exceeds the model's {arch.num_layers} layers"
+    return None
+
+
+def layouts(arch: ModelArch, *, total_gpus: int, gpus_per_node: int, nodes: int,
+            tp: int | None = None, pp: int | None = None) -> list[Layout]:
+    """Every valid (TP, PP, DP) using at most `total_gpus`; DP takes the GPUs left over.
+
+    TP stays within a node; PP spans 1..nodes stages (and divisors of the node's GPUs within one
+    node). Pinned tp/pp restrict the set; an invalid pin yields no layout (the caller explains).
+    """
+    tps = [t for t in range(1, gpus_per_node + 1) if gpus_per_node % t == 0 or t == gpus_per_node]
+    tps = [t for t in tps if t & (t - 1) == 0 or t == gpus_per_node]  # powers of two, or the whole node
+    if tp is not None:
+        tps = [tp] if tp <= total_gpus else []
+    pps = sorted({1, *(p for p in (2, 4, 8, 16) if p <= total_gpus), nodes} - {0})
+    if pp is not None:
+        pps = [pp]
+    out = []
+    for t in tps:
+        if tp_is_valid(arch, t) is not None:
+            continue
+        for p in pps:
+            if t * p > total_gpus or pp_is_valid(arch, p) is not None:
+                continue
+            if p > 1 and t * p <= gpus_per_node and nodes > 1 and pp is None:
+                continue  # on multi-node clusters keep PP for crossing nodes
+            out.append(Layout(tp=t, pp=p, dp=max(1, total_gpus // (t * p))))
+    return sorted(set(out), key=lambda lay: (lay.tp * lay.pp, lay.pp, lay.tp))
