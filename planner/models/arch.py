@@ -14,8 +14,12 @@ Layer kinds (ModelArch.layer_types) use vLLM's vocabulary:
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from planner.errors import ModelConfigError
 
 LAYER_KINDS = ("full_attention", "sliding_attention", "chunked_attention", "linear_attention", "mamba")
 
@@ -24,7 +28,8 @@ LAYER_KINDS = ("full_attention", "sliding_attention", "chunked_attention", "line
 class QuantInfo:
     """Checkpoint quantization as declared by the model files (not online --quantization)."""
 
-    method: str  # vLLM quantization name: fp8, compressed-tensors, awq, gptq, mxfp4, modelopt, modelopt_fp4, ...
+    # vLLM quantization name: fp8, compressed-tensors, awq, gptq, mxfp4, modelopt, modelopt_fp4, ...
+    method: str
     weight_bits: float | None = None  # 8 for fp8/int8, 4 for int4/fp4
     group_size: int | None = None  # AWQ/GPTQ/NVFP4 group size
     block_size: tuple[int, int] | None = None  # FP8 block quant, e.g. (128, 128)
@@ -107,14 +112,16 @@ class ModelArch:
     norm_has_bias: bool = False  # LayerNorm (weight+bias) vs RMSNorm (weight only)
     norms_per_layer: int = 2
     qk_norm: bool = False  # per-head q/k RMSNorm (Qwen3, gemma-3)
-    max_length_keys: dict[str, int] = field(default_factory=dict)  # every length key found (vLLM takes the min)
+    # every length key found (vLLM takes the min)
+    max_length_keys: dict[str, int] = field(default_factory=dict)
     moe: MoEInfo | None = None
     mla: MLAInfo | None = None
     ssm: SSMInfo | None = None
     quant: QuantInfo | None = None
     is_multimodal: bool = False  # text_config nested under a vision/audio wrapper
     safetensors_total_bytes: int | None = None  # exact bytes from model.safetensors.index.json metadata
-    safetensors_params: dict[str, int] | None = None  # dtype -> parameter count, from hub safetensors metadata
+    # dtype -> parameter count, from hub safetensors metadata
+    safetensors_params: dict[str, int] | None = None
     source: str = ""  # where the config came from: "local:/path", "hub:org/name", "catalog:org/name"
     provenance: str | None = None  # catalog provenance tag (VERBATIM, CONVERTED, ...)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -138,3 +145,736 @@ class ModelArch:
         if "sliding_attention" in kinds:
             return "sliding"
         return "full"
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing: config.json dict -> ModelArch
+# ---------------------------------------------------------------------------------------------
+
+# Sanity bounds for input validation (not policy): values beyond these are corrupt files.
+_MAX_LAYERS = 100_000
+_MAX_WIDTH = 10**6  # hidden size, intermediate sizes, head dims
+_MAX_COUNT = 10**6  # heads, experts
+_MAX_VOCAB = 10**8
+_MAX_LENGTH = 10**12  # context-length keys
+
+_NESTED_TEXT_KEYS = ("text_config", "llm_config", "language_config")
+
+# vllm/config/model.py derive_max_model_len_and_key: the keys vLLM takes the minimum of.
+MAX_LENGTH_KEYS = (
+    "max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
+    "max_target_positions", "max_sequence_length", "max_seq_length", "seq_len",
+)
+
+# vllm model_arch_config_convertor.get_total_num_kv_heads: alias keys, in vLLM's order.
+_KV_HEAD_KEYS = ("n_head_kv", "num_kv_heads", "num_key_value_heads", "multi_query_group_num",
+                 "num_attention_groups")
+_HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model")
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")
+_HEAD_KEYS = ("num_attention_heads", "n_head", "n_heads")
+_INTERMEDIATE_KEYS = ("intermediate_size", "ffn_hidden_size", "n_inner")
+_EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+_TOPK_KEYS = ("num_experts_per_tok", "experts_per_token", "num_experts_per_token", "moe_topk")
+
+# transformers Gemma3TextConfig.__init__ defaults (transformers/models/gemma3/configuration_gemma3.py):
+# the published gemma-3 text_config omits every key equal to its default.
+_GEMMA3_TEXT_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 262_208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+    "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+    "max_position_embeddings": 131_072, "rope_theta": 1_000_000.0, "sliding_window": 4096,
+    "sliding_window_pattern": 6, "tie_word_embeddings": True, "query_pre_attn_scalar": 256,
+}
+# transformers Gemma2Config.__init__ default sliding_window (configuration_gemma2.py).
+_GEMMA2_DEFAULTS: dict[str, Any] = {"sliding_window": 4096, "tie_word_embeddings": True}
+_CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gemma3_text": _GEMMA3_TEXT_DEFAULTS, "gemma2": _GEMMA2_DEFAULTS,
+}
+
+# transformers config classes whose `tie_word_embeddings` default is False (the base
+# PretrainedConfig default is True). Used only when neither the text nor the root config says.
+_UNTIED_BY_DEFAULT = frozenset({
+    "llama", "llama4_text", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
+    "qwen3_next", "deepseek_v2", "deepseek_v3", "phi3", "jamba", "gpt_oss", "mamba2", "granite",
+})
+
+# Model types with a plain 2-matrix MLP (fc_in/up + fc_out/down) rather than gate+up+down.
+_NON_GATED_MLP = frozenset({
+    "falcon", "gpt2", "gpt_bigcode", "gpt_neox", "gptj", "opt", "bloom", "mpt", "phi", "starcoder2",
+})
+# Model types whose norms are LayerNorm (weight + bias) rather than RMSNorm.
+_LAYERNORM_BIAS = frozenset({
+    "falcon", "gpt2", "gpt_bigcode", "gpt_neox", "gptj", "opt", "bloom", "phi", "starcoder2", "stablelm",
+})
+# Model types with per-head q/k RMSNorm weights (Llama-4's use_qk_norm is a weightless L2 norm).
+_QK_NORM = frozenset({"qwen3", "qwen3_moe", "qwen3_next", "gemma3", "gemma3_text", "olmo2", "olmoe"})
+# Qwen2-family attention: q/k/v projections always carry a bias (HF Qwen2Attention, bias=True).
+_QKV_BIAS = frozenset({"qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl"})
+_SLIDING_OFF_BY_DEFAULT = frozenset({"qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "qwen3_next"})
+_PURE_SSM = frozenset({"mamba", "mamba2", "falcon_mamba"})
+# vLLM's RWConfig registers the legacy Falcon model types under model_type "falcon".
+_MODEL_TYPE_ALIASES = {"RefinedWeb": "falcon", "RefinedWebModel": "falcon"}
+
+_DTYPES = {
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+    "float32": "float32", "fp32": "float32", "float": "float32",
+}
+
+_LAYER_TYPE_ALIASES = {
+    "full_attention": "full_attention", "attention": "full_attention", "global": "full_attention",
+    "sliding_attention": "sliding_attention", "sliding": "sliding_attention",
+    "chunked_attention": "chunked_attention", "linear_attention": "linear_attention",
+    "mamba": "mamba",
+}
+
+
+class _Cfg:
+    """A config dict plus the place it came from, for one-line error messages."""
+
+    def __init__(self, data: dict[str, Any], where: str, prefix: str = "") -> None:
+        self.data = data
+        self.where = where
+        self.prefix = prefix
+
+    def fail(self, key: str, expected: str, value: Any) -> ModelConfigError:
+        return ModelConfigError(f"{self.where}: {self.prefix}{key}: expected {expected}, got {value!r}")
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.data.get(key)
+        return default if value is None else value
+
+    def first_key(self, keys: Iterable[str]) -> str | None:
+        return next((k for k in keys if self.data.get(k) is not None), None)
+
+    def get_int(self, key: str, *, default: int | None = None, lo: int = 1,
+                hi: int = _MAX_WIDTH) -> int | None:
+        """An integer in [lo, hi]; integral floats (4096.0) are accepted, bools and NaN are not."""
+        value = self.data.get(key)
+        if value is None:
+            return default
+        ok = not isinstance(value, bool) and (
+            isinstance(value, int)
+            or (isinstance(value, float) and math.isfinite(value) and value.is_integer()))
+        if not ok or not lo <= int(value) <= hi:
+            what = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+            raise self.fail(key, f"{what} (at most {hi})" if ok else what, value)
+        return int(value)
+
+    def req_int(self, keys: Iterable[str], *, lo: int = 1, hi: int = _MAX_WIDTH) -> int:
+        keys = tuple(keys)
+        key = self.first_key(keys)
+        if key is None:
+            raise ModelConfigError(
+                f"{self.where}: {self.prefix}{keys[0]}: missing"
+                f" (also looked for {', '.join(keys[1:]) or '-'})"
+                if len(keys) > 1 else f"{self.where}: {self.prefix}{keys[0]}: missing")
+        value = self.get_int(key, lo=lo, hi=hi)
+        assert value is not None  # first_key found a non-None value
+        return value
+
+    def get_float(self, key: str, default: float | None = None) -> float | None:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.fail(key, "a finite number", value)
+        return float(value)
+
+    def get_bool(self, key: str, default: bool) -> bool:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.fail(key, "true or false", value)
+        return value
+
+    def int_list(self, key: str, *, lo: int = 0, hi: int = _MAX_LAYERS) -> list[int] | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise self.fail(key, "a list of integers", value)
+        sub = _Cfg({str(i): v for i, v in enumerate(value)}, self.where, f"{self.prefix}{key}[")
+        return [sub.get_int(str(i), lo=lo, hi=hi) or 0 for i in range(len(value))]
+
+
+def _where(name: str, source: str) -> str:
+    """The file an error message names: '/path/config.json', 'hub:org/name/config.json', ..."""
+    kind, _, ref = source.partition(":")
+    if not ref:
+        ref, kind = (source or name), ""
+    path = ref if ref.endswith(".json") else f"{ref.rstrip('/')}/config.json"
+    return path if kind in ("", "local") else f"{kind}:{path}"
+
+
+def _text_config(config: dict[str, Any], where: str) -> tuple[_Cfg, bool]:
+    """The LLM part of the config (nested under text_config/llm_config for multimodal wrappers)."""
+    for key in _NESTED_TEXT_KEYS:
+        nested = config.get(key)
+        if nested is None:
+            continue
+        if not isinstance(nested, dict):
+            raise ModelConfigError(f"{where}: {key}: expected an object, got {nested!r}")
+        data = dict(nested)
+        if "model_type" not in data and config.get("model_type") == "gemma3":
+            data["model_type"] = "gemma3_text"  # Gemma3Config.sub_configs["text_config"] is Gemma3TextConfig
+        return _Cfg(data, where, f"{key}."), True
+    return _Cfg(dict(config), where), any(k in config for k in ("vision_config", "audio_config"))
+
+
+def _apply_defaults(text: _Cfg, model_type: str) -> None:
+    """Fill keys a transformers config class would default (sparse gemma-3 text_config)."""
+    for key, value in _CONFIG_DEFAULTS.get(model_type, {}).items():
+        text.data.setdefault(key, value)
+
+
+def _model_type(text: _Cfg, root: dict[str, Any]) -> str:
+    value = text.get("model_type", root.get("model_type", ""))
+    if not isinstance(value, str):
+        raise text.fail("model_type", "a string", value)
+    return _MODEL_TYPE_ALIASES.get(value, value)
+
+
+def _architectures(root: _Cfg) -> tuple[str, ...]:
+    value = root.get("architectures", [])
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        raise root.fail("architectures", "a list of strings", value)
+    return tuple(value)
+
+
+def _config_dtype(root: _Cfg, text: _Cfg) -> str:
+    """vLLM _get_and_verify_dtype step 1: root dtype, else text-config dtype, else float32."""
+    for cfg in (root, text):
+        for key in ("dtype", "torch_dtype"):
+            value = cfg.get(key)
+            if value is None:
+                continue
+            norm = value.removeprefix("torch.").lower() if isinstance(value, str) else None
+            if norm not in _DTYPES:
+                raise cfg.fail(key, "one of bfloat16, float16, float32", value)
+            return _DTYPES[norm]
+    return "float32"  # vLLM's rule when no dtype is declared
+
+
+def _rope(text: _Cfg, root: _Cfg) -> tuple[dict[str, Any] | None, float | None, float | None]:
+    """(normalised rope scaling dict or None, rope_theta, partial_rotary_factor from rope_parameters)."""
+    params = text.get("rope_parameters")
+    key = "rope_parameters"
+    if params is None:
+        params, key = text.get("rope_scaling"), "rope_scaling"
+    if params is None:
+        return None, None, None
+    if not isinstance(params, dict):
+        raise text.fail(key, "an object", params)
+    if "rope_type" not in params and "type" not in params and isinstance(params.get("full_attention"), dict):
+        params = params["full_attention"]  # transformers>=5 per-layer-type rope_parameters (gemma-3)
+    rope = dict(params)
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if not isinstance(rope_type, str):
+        raise text.fail(f"{key}.rope_type", "a string", rope_type)
+    rope["rope_type"] = rope_type
+    theta = _Cfg(rope, text.where, f"{text.prefix}{key}.").get_float("rope_theta")
+    partial = _Cfg(rope, text.where, f"{text.prefix}{key}.").get_float("partial_rotary_factor")
+    for pos_key in ("original_max_position_embeddings",):  # Phi-3.5 keeps it at the top level
+        for cfg in (text, root):
+            if pos_key not in rope and cfg.has(pos_key):
+                rope[pos_key] = cfg.get_int(pos_key, hi=_MAX_LENGTH)
+    if rope_type == "default" and "factor" not in rope:
+        return None, theta, partial
+    if "factor" in rope:
+        _Cfg(rope, text.where, f"{text.prefix}{key}.").get_float("factor")
+    return rope, theta, partial
+
+
+def _length_keys(text: _Cfg) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for key in MAX_LENGTH_KEYS:
+        value = text.get_int(key, hi=_MAX_LENGTH)
+        if value is not None:
+            found[key] = value
+    return found
+
+
+def _num_kv_heads(text: _Cfg, model_type: str, num_heads: int) -> int:
+    """vLLM get_total_num_kv_heads: legacy Falcon multi_query -> 1, then the alias keys, else MHA."""
+    if model_type == "falcon" and not text.get_bool("new_decoder_architecture", False) \
+            and text.get_bool("multi_query", False):
+        return 1
+    key = text.first_key(_KV_HEAD_KEYS)
+    if key is None:
+        return num_heads
+    return text.get_int(key, hi=_MAX_COUNT) or num_heads
+
+
+def _head_dim(text: _Cfg, hidden: int, num_heads: int) -> int:
+    """vLLM get_head_size: head_dim if > 0, else hidden_size_per_head, else hidden // heads."""
+    for key in ("head_dim", "hidden_size_per_head"):
+        value = text.get_int(key, lo=0)
+        if value:
+            return value
+    if num_heads <= 0:
+        return 0
+    return hidden // num_heads
+
+
+def _is_pure_ssm(text: _Cfg, model_type: str) -> bool:
+    if model_type in _PURE_SSM:
+        return True
+    has_heads = text.first_key(_HEAD_KEYS) is not None
+    return not has_heads and any(text.has(k) for k in ("state_size", "ssm_state_size", "d_state"))
+
+
+# --------------------------------------------------------------------------- layer kinds
+
+
+def _pattern(n: int, every: int, hit: str, other: str) -> tuple[str, ...]:
+    """`hit` on every `every`-th layer (1-based: layers every-1, 2*every-1, ...), `other` elsewhere."""
+    return tuple(hit if (i + 1) % every == 0 else other for i in range(n))
+
+
+def _explicit_layer_types(text: _Cfg, n: int) -> tuple[str, ...] | None:
+    value = text.get("layer_types", text.get("layers_block_type"))
+    if value is None:
+        return None
+    key = "layer_types" if text.has("layer_types") else "layers_block_type"
+    if not isinstance(value, list) or len(value) < n:
+        raise text.fail(key, f"a list of {n} layer kinds", value)
+    kinds = []
+    for item in value[:n]:
+        if item not in _LAYER_TYPE_ALIASES:
+            raise text.fail(key, f"layer kinds among {', '.join(sorted(_LAYER_TYPE_ALIASES))}", item)
+        kinds.append(_LAYER_TYPE_ALIASES[item])
+    return tuple(kinds)
+
+
+def _sliding_window(text: _Cfg, model_type: str) -> int | None:
+    """The window, unless the config switches it off (Qwen2/3 `use_sliding_window: false`;
+    Qwen2Config and its descendants default use_sliding_window to False)."""
+    if not text.get_bool("use_sliding_window", model_type not in _SLIDING_OFF_BY_DEFAULT):
+        return None
+    return text.get_int("sliding_window", hi=_MAX_LENGTH)
+
+
+def _llama4_layers(text: _Cfg, n: int) -> tuple[str, ...]:
+    """Llama4TextConfig: rope layers use chunked attention; NoPE layers (no_rope_layers[i] == 0,
+    by default every no_rope_layer_interval-th = 4th layer) attend over the full context."""
+    if not text.has("attention_chunk_size"):
+        return ("full_attention",) * n
+    flags = text.int_list("no_rope_layers", lo=0, hi=1)
+    if flags is not None and len(flags) >= n:
+        return tuple("chunked_attention" if f else "full_attention" for f in flags[:n])
+    every = text.get_int("no_rope_layer_interval", default=4) or 4  # Llama4TextConfig default
+    return _pattern(n, every, "full_attention", "chunked_attention")
+
+
+def _jamba_layers(text: _Cfg, n: int) -> tuple[str, ...]:
+    """JambaConfig.layers_block_type: attention where i % attn_layer_period == attn_layer_offset."""
+    period = text.get_int("attn_layer_period", default=8) or 8  # JambaConfig defaults
+    offset = text.get_int("attn_layer_offset", default=4, lo=0)
+    return tuple("full_attention" if i % period == offset else "mamba" for i in range(n))
+
+
+def _layer_types(text: _Cfg, model_type: str, n: int, pure_ssm: bool,
+                 window: int | None) -> tuple[str, ...]:
+    explicit = _explicit_layer_types(text, n)
+    if explicit is not None:
+        return explicit
+    if pure_ssm:
+        return ("mamba",) * n
+    if model_type == "gemma2":  # Gemma2Config: even layers sliding, odd layers full
+        return _pattern(n, 2, "full_attention", "sliding_attention")
+    if model_type in ("gemma3", "gemma3_text", "cohere2"):
+        every = text.get_int("sliding_window_pattern", default=6 if "gemma3" in model_type else 4) or 6
+        return _pattern(n, every, "full_attention", "sliding_attention")
+    if model_type in ("llama4", "llama4_text"):
+        return _llama4_layers(text, n)
+    if model_type == "qwen3_next":  # Qwen3NextConfig default full_attention_interval 4
+        every = text.get_int("full_attention_interval", default=4) or 4
+        return _pattern(n, every, "full_attention", "linear_attention")
+    if model_type == "jamba":
+        return _jamba_layers(text, n)
+    if window is None:
+        return ("full_attention",) * n
+    if text.has("max_window_layers") and text.has("use_sliding_window"):
+        # Qwen2Config: with use_sliding_window, layers from max_window_layers on use the window
+        first = text.get_int("max_window_layers", lo=0, hi=_MAX_LAYERS) or 0
+        return tuple("sliding_attention" if i >= first else "full_attention" for i in range(n))
+    # A model-level sliding_window (Mistral v0.1, Phi-3-mini-4k): vLLM's Attention falls back to
+    # cache_config.sliding_window for every layer that has no per-layer window.
+    return ("sliding_attention",) * n
+
+
+# --------------------------------------------------------------------------- MoE / MLA / SSM
+
+
+def _moe_layers(text: _Cfg, model_type: str, n: int) -> tuple[int, ...]:
+    if model_type.startswith("deepseek"):
+        first = text.get_int("first_k_dense_replace", default=0, lo=0, hi=_MAX_LAYERS) or 0
+        freq = text.get_int("moe_layer_freq", default=1) or 1
+        return tuple(i for i in range(n) if i >= first and i % freq == 0)
+    if model_type in ("llama4", "llama4_text"):
+        explicit = text.int_list("moe_layers")
+        if explicit is not None:
+            return tuple(i for i in explicit if i < n)
+        step = text.get_int("interleave_moe_layer_step", default=1) or 1
+        return tuple(range(step - 1, n, step))
+    if model_type == "jamba":
+        period = text.get_int("expert_layer_period", default=2) or 2  # JambaConfig defaults
+        offset = text.get_int("expert_layer_offset", default=1, lo=0)
+        return tuple(i for i in range(n) if i % period == offset)
+    if text.has("decoder_sparse_step") or text.has("mlp_only_layers"):
+        step = text.get_int("decoder_sparse_step", default=1) or 1
+        dense = set(text.int_list("mlp_only_layers") or [])
+        return tuple(i for i in range(n) if i not in dense and (i + 1) % step == 0)
+    return tuple(range(n))
+
+
+def _moe(text: _Cfg, model_type: str, n: int) -> MoEInfo | None:
+    key = text.first_key(_EXPERT_KEYS)
+    experts = text.get_int(key, lo=0, hi=_MAX_COUNT) if key else None
+    if not experts:
+        return None
+    top_k = text.req_int(_TOPK_KEYS, hi=experts)
+    llama4 = model_type in ("llama4", "llama4_text")
+    if llama4:  # Llama4TextMoe: experts and the shared expert use intermediate_size
+        inter = text.req_int(("intermediate_size",))
+    else:
+        inter = text.req_int(("moe_intermediate_size", *_INTERMEDIATE_KEYS))
+    shared_n, shared_size = 0, 0
+    if text.has("n_shared_experts"):  # DeepSeek: n shared experts of moe_intermediate_size each
+        shared_n = text.get_int("n_shared_experts", lo=0, hi=_MAX_COUNT) or 0
+        shared_size = shared_n * inter
+    elif text.has("shared_expert_intermediate_size"):  # Qwen2-MoE / Qwen3-Next: one shared expert
+        shared_size = text.get_int("shared_expert_intermediate_size", lo=0) or 0
+        shared_n = 1 if shared_size else 0
+    elif llama4:
+        shared_n, shared_size = 1, inter
+    return MoEInfo(num_experts=experts, experts_per_token=top_k, moe_intermediate_size=inter,
+                   num_shared_experts=shared_n, shared_expert_intermediate_size=shared_size,
+                   moe_layers=_moe_layers(text, model_type, n))
+
+
+def _mla(text: _Cfg) -> MLAInfo | None:
+    if not text.has("kv_lora_rank"):
+        return None
+    return MLAInfo(
+        q_lora_rank=text.get_int("q_lora_rank"),
+        kv_lora_rank=text.req_int(("kv_lora_rank",)),
+        qk_nope_head_dim=text.req_int(("qk_nope_head_dim",)),
+        qk_rope_head_dim=text.req_int(("qk_rope_head_dim",)),
+        v_head_dim=text.req_int(("v_head_dim",)),
+    )
+
+
+def _ssm(text: _Cfg, model_type: str, hidden: int, kinds: tuple[str, ...]) -> SSMInfo | None:
+    """Recurrent-state geometry; defaults are the transformers config-class defaults."""
+    if "linear_attention" in kinds:  # Qwen3-Next Gated DeltaNet
+        nk = text.req_int(("linear_num_key_heads",), hi=_MAX_COUNT)
+        kd = text.req_int(("linear_key_head_dim",))
+        nv = text.req_int(("linear_num_value_heads",), hi=_MAX_COUNT)
+        vd = text.req_int(("linear_value_head_dim",))
+        return SSMInfo(kind="gdn", conv_kernel=text.get_int("linear_conv_kernel_dim", default=4) or 4,
+                       num_heads=nv, head_dim=vd, num_k_heads=nk, k_head_dim=kd, num_v_heads=nv,
+                       v_head_dim=vd)
+    if "mamba" not in kinds:
+        return None
+    if model_type == "jamba":  # JambaConfig: mamba_d_state 16, mamba_d_conv 4, mamba_expand 2
+        expand = text.get_int("mamba_expand", default=2) or 2
+        return SSMInfo(kind="mamba1", state_size=text.get_int("mamba_d_state", default=16) or 16,
+                       conv_kernel=text.get_int("mamba_d_conv", default=4) or 4, expand=expand,
+                       intermediate_size=expand * hidden)
+    expand = text.get_int("expand", default=2) or 2
+    inter = text.get_int("intermediate_size", default=expand * hidden) or expand * hidden
+    conv = text.get_int("conv_kernel", default=4) or 4
+    if model_type == "mamba2" or text.has("n_groups"):  # Mamba2Config: state_size 128, n_groups 1
+        return SSMInfo(kind="mamba2", state_size=text.get_int("state_size", default=128) or 128,
+                       conv_kernel=conv, expand=expand, intermediate_size=inter,
+                       num_heads=text.req_int(("num_heads",), hi=_MAX_COUNT),
+                       head_dim=text.req_int(("head_dim",)),
+                       n_groups=text.get_int("n_groups", default=1) or 1)
+    return SSMInfo(kind="mamba1", state_size=text.get_int("state_size", default=16) or 16,  # MambaConfig
+                   conv_kernel=conv, expand=expand, intermediate_size=inter)
+
+
+# --------------------------------------------------------------------------- quantization
+
+_BITS_BY_METHOD = {"fp8": 8, "fbgemm_fp8": 8, "mxfp4": 4, "modelopt": 8, "modelopt_fp4": 4}
+
+
+def _str_tuple(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    flat: list[str] = []
+    for item in value:
+        flat.extend(_str_tuple(item) if isinstance(item, list) else [str(item)])
+    return tuple(flat)
+
+
+def _modelopt(quant: _Cfg, raw: dict[str, Any]) -> QuantInfo:
+    """ModelOpt quantization (hf_quant_config.json `quantization` or config.json quant_method modelopt)."""
+    algo = str(quant.get("quant_algo", "")).upper()
+    kv = quant.get("kv_cache_quant_algo")
+    fp4 = "FP4" in algo
+    return QuantInfo(
+        method="modelopt_fp4" if fp4 else "modelopt",
+        weight_bits=4 if fp4 else (8 if "FP8" in algo else None),
+        group_size=quant.get_int("group_size"), format=algo.lower() or None,
+        modules_not_converted=_str_tuple(quant.get("exclude_modules", quant.get("ignore"))),
+        kv_cache_quant=str(kv) if kv is not None else None, raw=raw)
+
+
+def _compressed_tensors(q: _Cfg, raw: dict[str, Any]) -> QuantInfo:
+    groups = q.get("config_groups", {})
+    weights: dict[str, Any] = {}
+    if isinstance(groups, dict):
+        for group in groups.values():
+            if isinstance(group, dict) and isinstance(group.get("weights"), dict):
+                weights = group["weights"]
+                break
+    w = _Cfg(weights, q.where, f"{q.prefix}config_groups.*.weights.")
+    kv = q.get("kv_cache_scheme")
+    kv_name = None
+    if isinstance(kv, dict):
+        kv_name = f"{kv.get('type', '')}{kv.get('num_bits', '')}".strip() or None
+    return QuantInfo(method="compressed-tensors", weight_bits=w.get_float("num_bits"),
+                     group_size=w.get_int("group_size"), format=q.get("format"),
+                     symmetric=w.get_bool("symmetric", True) if weights else None,
+                     modules_not_converted=_str_tuple(q.get("ignore")), kv_cache_quant=kv_name, raw=raw)
+
+
+def _bitsandbytes(q: _Cfg, raw: dict[str, Any]) -> QuantInfo:
+    four = q.get_bool("load_in_4bit", False)
+    bits = 4 if four else (8 if q.get_bool("load_in_8bit", False) else None)
+    return QuantInfo(method="bitsandbytes", weight_bits=bits,
+                     format=q.get("bnb_4bit_quant_type") if four else None,
+                     modules_not_converted=_str_tuple(q.get("llm_int8_skip_modules")), raw=raw)
+
+
+def _quant_from_config(q: _Cfg, raw: dict[str, Any], key: str) -> QuantInfo:
+    method = q.get("quant_method", "compressed-tensors" if key == "compression_config" else None)
+    if not isinstance(method, str):
+        raise q.fail("quant_method", "a string", method)
+    method = method.lower()
+    if method == "modelopt":
+        return _modelopt(q, raw)
+    if method in ("compressed-tensors", "compressed_tensors"):
+        return _compressed_tensors(q, raw)
+    if method == "bitsandbytes":
+        return _bitsandbytes(q, raw)
+    block = q.int_list("weight_block_size", lo=1, hi=_MAX_WIDTH)
+    bits = q.get_float("bits", q.get_float("w_bit", q.get_float("weight_bits")))
+    zero_point = q.get("zero_point")
+    sym = q.get("sym")
+    return QuantInfo(
+        method=method,
+        weight_bits=bits if bits is not None else _BITS_BY_METHOD.get(method),
+        group_size=q.get_int("group_size" if q.has("group_size") else "q_group_size", lo=-1),
+        block_size=(block[0], block[1]) if block and len(block) == 2 else None,
+        format=q.get("fmt", q.get("version", q.get("checkpoint_format"))),
+        symmetric=sym if isinstance(sym, bool)
+        else (not zero_point if isinstance(zero_point, bool) else None),
+        desc_act=q.get("desc_act") if isinstance(q.get("desc_act"), bool) else None,
+        modules_not_converted=_str_tuple(q.get("modules_to_not_convert", q.get("ignored_layers"))),
+        raw=raw)
+
+
+def _quant(root: _Cfg, text: _Cfg, hf_quant_config: dict[str, Any] | None) -> QuantInfo | None:
+    """config.json's quantization_config / compression_config first, then ModelOpt hf_quant_config.json."""
+    for cfg in (root, text):
+        for key in ("quantization_config", "compression_config"):
+            value = cfg.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise cfg.fail(key, "an object", value)
+            return _quant_from_config(_Cfg(value, cfg.where, f"{cfg.prefix}{key}."), value, key)
+    if hf_quant_config is None:
+        return None
+    where = root.where.rsplit("/", 1)[0] + "/hf_quant_config.json"
+    section = hf_quant_config.get("quantization") if isinstance(hf_quant_config, dict) else None
+    if not isinstance(section, dict):
+        raise ModelConfigError(f"{where}: quantization: expected an object, got {section!r}")
+    return _modelopt(_Cfg(section, where, "quantization."), hf_quant_config)
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+def _safetensors_total(index: dict[str, Any] | None, where: str) -> int | None:
+    if index is None:
+        return None
+    meta = index.get("metadata") if isinstance(index, dict) else None
+    if not isinstance(meta, dict) or meta.get("total_size") is None:
+        return None
+    idx_where = where.rsplit("/", 1)[0] + "/model.safetensors.index.json"
+    return _Cfg(meta, idx_where, "metadata.").get_int("total_size", lo=0, hi=2**62)
+
+
+def _tied(text: _Cfg, root: _Cfg, model_type: str) -> bool:
+    for cfg in (text, root):
+        if cfg.has("tie_word_embeddings"):
+            return cfg.get_bool("tie_word_embeddings", True)
+    return model_type not in _UNTIED_BY_DEFAULT
+
+
+def _attention_bias(text: _Cfg, model_type: str) -> bool:
+    for key in ("attention_bias", "qkv_bias", "bias", "use_bias"):
+        if text.has(key) and not (key == "use_bias" and model_type in _PURE_SSM):
+            return text.get_bool(key, False)
+    return model_type in _QKV_BIAS
+
+
+def _norms_per_layer(text: _Cfg, model_type: str, pure_ssm: bool) -> int:
+    if pure_ssm:
+        return 1  # one RMSNorm before each mixer
+    if model_type.startswith("gemma2") or model_type.startswith("gemma3"):
+        return 4  # pre/post attention and pre/post feed-forward
+    if model_type == "falcon" and text.get_bool("parallel_attn", True) \
+            and not text.get_bool("new_decoder_architecture", False):
+        return 1  # one input_layernorm feeds both parallel branches
+    return 2
+
+
+def _dense_intermediate(text: _Cfg, model_type: str, hidden: int, pure_ssm: bool) -> int:
+    if pure_ssm:
+        return 0  # Mamba blocks have no MLP (intermediate_size is the SSM inner width)
+    if model_type in ("llama4", "llama4_text") and text.has("intermediate_size_mlp"):
+        return text.get_int("intermediate_size_mlp") or 0
+    key = text.first_key(_INTERMEDIATE_KEYS)
+    if key is not None:
+        return text.get_int(key, lo=0) or 0
+    if model_type == "falcon":
+        return 4 * hidden  # FalconMLP: dense_h_to_4h / dense_4h_to_h
+    return 0
+
+
+def _attention_shape(text: _Cfg, model_type: str, hidden: int, pure_ssm: bool,
+                     mla: MLAInfo | None) -> tuple[int, int, int, int]:
+    """(num_attention_heads, num_kv_heads, head_dim, v_head_dim)."""
+    if pure_ssm:
+        return 0, 0, 0, 0
+    heads = text.req_int(_HEAD_KEYS, hi=_MAX_COUNT)
+    kv = _num_kv_heads(text, model_type, heads)
+    if mla is not None:
+        return heads, kv, mla.qk_nope_head_dim + mla.qk_rope_head_dim, mla.v_head_dim
+    head_dim = _head_dim(text, hidden, heads)
+    if head_dim <= 0:
+        raise text.fail("head_dim", "a positive head size (hidden_size / num_attention_heads)", head_dim)
+    return heads, kv, head_dim, head_dim
+
+
+def parse_config(config: dict[str, Any], *, name: str, source: str = "",
+                 hf_quant_config: dict[str, Any] | None = None,
+                 safetensors_index: dict[str, Any] | None = None) -> ModelArch:
+    """Normalise one Hugging Face config.json dict into a ModelArch.
+
+    Args:
+        config: the parsed config.json.
+        name: the id the user gave (hub id, catalog id or directory).
+        source: "local:/path", "hub:org/name" or "catalog:org/name"; named in error messages.
+        hf_quant_config: parsed ModelOpt hf_quant_config.json, when the model has one.
+        safetensors_index: parsed model.safetensors.index.json, when the model has one.
+
+    Raises:
+        ModelConfigError: one line naming the file, the field and the offending value.
+    """
+    where = _where(name, source)
+    if not isinstance(config, dict):
+        raise ModelConfigError(f"{where}: expected a JSON object, got {type(config).__name__}")
+    root = _Cfg(config, where)
+    text, multimodal = _text_config(config, where)
+    model_type = _model_type(text, config)
+    _apply_defaults(text, model_type)
+    pure_ssm = _is_pure_ssm(text, model_type)
+    hidden = text.req_int(_HIDDEN_KEYS)
+    layers = text.req_int(_LAYER_KEYS, hi=_MAX_LAYERS)
+    mla = _mla(text)
+    heads, kv_heads, head_dim, v_head_dim = _attention_shape(text, model_type, hidden, pure_ssm, mla)
+    window = _sliding_window(text, model_type)
+    kinds = _layer_types(text, model_type, layers, pure_ssm, window)
+    if "sliding_attention" in kinds and window is None:
+        raise text.fail("sliding_window", "a window size for the sliding-attention layers", None)
+    rope, theta_from_params, partial_from_params = _rope(text, root)
+    length_keys = _length_keys(text)
+    return ModelArch(
+        name=name, model_type=model_type, architectures=_architectures(root),
+        hidden_size=hidden, num_layers=layers, num_attention_heads=heads, num_kv_heads=kv_heads,
+        head_dim=head_dim, v_head_dim=v_head_dim,
+        intermediate_size=_dense_intermediate(text, model_type, hidden, pure_ssm),
+        vocab_size=text.req_int(("vocab_size", "padded_vocab_size"), hi=_MAX_VOCAB),
+        tie_word_embeddings=_tied(text, root, model_type),
+        max_position_embeddings=next(iter(length_keys.values()), None),
+        config_dtype=_config_dtype(root, text), layer_types=kinds,
+        sliding_window=window if "sliding_attention" in kinds else None,
+        attention_chunk_size=text.get_int("attention_chunk_size", hi=_MAX_LENGTH)
+        if "chunked_attention" in kinds else None,
+        rope_scaling=rope,
+        rope_theta=text.get_float("rope_theta", theta_from_params),
+        partial_rotary_factor=text.get_float("partial_rotary_factor", partial_from_params or 1.0) or 1.0,
+        gated_mlp=model_type not in _NON_GATED_MLP,
+        attention_bias=False if pure_ssm else _attention_bias(text, model_type),
+        norm_has_bias=model_type in _LAYERNORM_BIAS,
+        norms_per_layer=_norms_per_layer(text, model_type, pure_ssm),
+        qk_norm=model_type in _QK_NORM,
+        max_length_keys=length_keys,
+        moe=_moe(text, model_type, layers), mla=mla, ssm=_ssm(text, model_type, hidden, kinds),
+        quant=_quant(root, text, hf_quant_config), is_multimodal=multimodal,
+        safetensors_total_bytes=_safetensors_total(safetensors_index, where),
+        source=source, raw=config,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# max_model_len: vllm/config/model.py _get_and_verify_max_len (spec section 4.1)
+# ---------------------------------------------------------------------------------------------
+
+# vLLM's fallback when the config has no length key ("assuming the model's maximum length is 2048").
+_VLLM_DEFAULT_MAX_LEN = 2048
+# Rope types whose factor is NOT multiplied into the derived length.
+_ROPE_NO_SCALE = {
+    "0.33": frozenset({"su", "longrope", "llama3", "yarn", "deepseek_yarn", "deepseek_llama_scaling"}),
+    "0.29": frozenset({"su", "longrope", "llama3"}),
+}
+
+
+def _derived_from_keys(arch: ModelArch) -> int:
+    keys = arch.max_length_keys
+    if "model_max_length" in keys:  # wins outright (Cohere)
+        return keys["model_max_length"]
+    return min(keys.values()) if keys else _VLLM_DEFAULT_MAX_LEN
+
+
+def derived_max_model_len(arch: ModelArch, *, rope_rule: str = "0.33") -> int:
+    """The largest max_model_len vLLM accepts without VLLM_ALLOW_LONG_MAX_MODEL_LEN.
+
+    Args:
+        arch: the parsed model.
+        rope_rule: "0.33" (vLLM 0.30+: yarn factors are not applied) or "0.29" (vLLM <= 0.29:
+            yarn gives original_max_position_embeddings x factor).
+    """
+    if rope_rule not in _ROPE_NO_SCALE:
+        raise ValueError(f"rope_rule: expected one of {', '.join(_ROPE_NO_SCALE)}, got {rope_rule!r}")
+    derived = _derived_from_keys(arch)
+    rope = arch.rope_scaling
+    if rope is None or "gemma3" in arch.model_type:
+        return derived
+    rope_type = rope.get("rope_type", "default")
+    factor = rope.get("factor")
+    if rope_type in _ROPE_NO_SCALE[rope_rule] or not isinstance(factor, (int, float)):
+        return derived
+    if rope_rule == "0.29" and rope_type == "yarn":
+        derived = int(rope.get("original_max_position_embeddings", derived))
+    return int(derived * factor)
+
+
+def default_max_model_len(arch: ModelArch, *, rope_rule: str = "0.33") -> int:
+    """What vLLM uses when --max-model-len is not given: the derived length, except LongRoPE
+    models, which default to original_max_position_embeddings (shorter sequences stay fast)."""
+    derived = derived_max_model_len(arch, rope_rule=rope_rule)
+    rope = arch.rope_scaling or {}
+    if rope.get("rope_type") == "longrope" and isinstance(rope.get("original_max_position_embeddings"), int):
+        return int(rope["original_max_position_embeddings"])
+    return derived

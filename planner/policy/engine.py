@@ -4,6 +4,11 @@ Actions never run user code: the closure registered for each rule only records w
 matched. Effects are applied in Python by the resolver, so outcomes never depend on the engine's
 firing order, and an exception can never be swallowed into the engine's state.
 
+Hazards found while building this adapter (not in shared/spec/durable-rules.md): a sid whose
+every asserted fact was unhandled (no alpha node accepted it) still counts toward the 1024
+live-sid limit, and `delete_state` on it aborts the process (SIGABRT). So every ruleset gets a
+no-op "sink" rule per fact type: every normalised fact is accepted, and every sid is deleted.
+
 Per process: one ruleset per compiled stage hash (registered once; durable-rules never frees
 rulesets), the background dispatcher switched off, one sid per evaluation, state deleted in a
 `finally`, evaluations serialised behind a lock. Facts are asserted one at a time in canonical
@@ -18,6 +23,7 @@ from typing import Any
 
 from planner.errors import RuleEngineError
 from planner.policy.compiler import CRule, ruleset_hash, to_durable
+from planner.policy.facts import FACT_SCHEMA
 from planner.policy.reference import Firing
 
 ENGINE_NAME = "durable_rules"
@@ -25,6 +31,7 @@ _LOCK = threading.Lock()
 _HOST: Any = None
 _REGISTERED: dict[str, dict[str, CRule]] = {}
 _FIRED: list[tuple[str, dict[str, Any]]] | None = None
+_SINK = "__sink__."
 
 
 def available() -> bool:
@@ -56,7 +63,7 @@ def _host() -> Any:
 
             def get_action(self, action_name: str) -> Any:
                 def act(c: Any) -> None:
-                    if _FIRED is not None:
+                    if _FIRED is not None and not action_name.startswith(_SINK):
                         matched = {alias: dict(fact) for alias, fact in c._m.items()}
                         _FIRED.append((action_name, matched))
 
@@ -69,8 +76,11 @@ def _host() -> Any:
 def _ensure_registered(rules: tuple[CRule, ...]) -> str:
     name = "stage_" + ruleset_hash(rules)
     if name not in _REGISTERED:
+        ruleset = to_durable(rules)
+        for fact_type in FACT_SCHEMA:  # accept every fact (see the module docstring)
+            ruleset[_SINK + fact_type] = {"all": [{"m": {"type": fact_type}}], "pri": 65000, "run": _SINK + fact_type}
         try:
-            _host().register_rulesets({name: to_durable(rules)})
+            _host().register_rulesets({name: ruleset})
         except Exception as e:  # noqa: BLE001 - the C extension raises bare Exception with numeric codes
             raise RuleEngineError(f"durable_rules refused a compiled ruleset ({rules[0].stage} stage): {e}") from e
         _REGISTERED[name] = {r.id: r for r in rules}
@@ -90,15 +100,17 @@ def evaluate(rules: tuple[CRule, ...], facts: list[dict[str, Any]]) -> list[Firi
         sid = uuid.uuid4().hex
         fired: list[tuple[str, dict[str, Any]]] = []
         _FIRED = fired
+        accepted = False
         try:
             for fact in sorted(facts, key=lambda f: (f["type"], f["id"])):
                 try:
                     host.assert_fact(name, {**fact, "sid": sid})
-                except MessageNotHandledException:
-                    pass  # no rule looks at this fact: fine
+                    accepted = True
+                except MessageNotHandledException as e:  # impossible with sink rules: a fact outside the schema
+                    raise RuleEngineError(f"fact {fact.get('id')!r} of unknown type reached the engine") from e
                 except MessageObservedException as e:
                     raise RuleEngineError(f"duplicate fact id {fact['id']!r} in one evaluation") from e
-            state = host.get_state(name, sid)
+            state = host.get_state(name, sid) if accepted else None
             if isinstance(state, dict) and state.get("exception"):
                 raise RuleEngineError(f"durable_rules action failed: {state['exception']}")
         except RuleEngineError:
@@ -107,10 +119,8 @@ def evaluate(rules: tuple[CRule, ...], facts: list[dict[str, Any]]) -> list[Firi
             raise RuleEngineError(f"durable_rules failed while evaluating the {rules[0].stage} stage: {e}") from e
         finally:
             _FIRED = None
-            try:
+            if accepted:  # never delete a sid without state: that aborts the process
                 host.delete_state(name, sid)
-            except Exception:  # noqa: BLE001, S110 - the sid may not exist when no fact was accepted
-                pass
     out = []
     for seq, (rule_id, matched) in enumerate(fired):
         bindings = {a: {k: v for k, v in f.items() if k != "sid"} for a, f in matched.items()}

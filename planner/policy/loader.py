@@ -123,9 +123,12 @@ def _pack_sha(pack: Pack) -> str:
 
 def read_pack_file(path: Path) -> Pack:
     """Load and validate one pack file."""
-    from planner.yamlio import load_yaml_file
+    from planner.yamlio import YamlError, load_yaml_file
 
-    doc = load_yaml_file(path)
+    try:
+        doc = load_yaml_file(path)
+    except YamlError as e:
+        raise PackError(str(e)) from None
     return parse_pack(doc, str(path))
 
 

@@ -1,0 +1,293 @@
+"""Where a model's config comes from: a local directory, the bundled catalog, or the Hugging Face hub.
+
+The one module that imports huggingface_hub (and only lazily, on the hub path, so local and catalog
+loads work without touching the network stack). Everything here is I/O; the parsing itself is the
+pure `planner.models.arch.parse_config`.
+
+Resolution order for `load_model(ref)`:
+  1. `ref` is an existing directory (or a config.json file) -> read config.json, plus
+     hf_quant_config.json and model.safetensors.index.json when present;
+  2. `ref` looks like a filesystem path but does not exist -> ModelConfigError;
+  3. `ref` is a bundled catalog id (case-insensitive) -> the packaged copy;
+  4. `ref` is a valid hub id -> config.json (and the two companions) through `hf_hub_download`
+     into the user's Hugging Face cache (atomic writes; never weights), plus per-dtype parameter
+     counts from the safetensors headers when the hub can give them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from planner.errors import ModelConfigError
+from planner.models.arch import ModelArch, parse_config
+
+CONFIG_FILE = "config.json"
+QUANT_FILE = "hf_quant_config.json"  # ModelOpt (nvidia/*-FP8, *-NVFP4)
+INDEX_FILE = "model.safetensors.index.json"
+
+CATALOG_DIR = Path(__file__).resolve().parent / "catalog"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CatalogEntry:
+    """One bundled model (transcribed from the catalog's INDEX.md)."""
+
+    id: str  # hub id, e.g. "meta-llama/Llama-3.1-8B-Instruct"
+    provenance: str  # VERBATIM, CONVERTED, RE-SERIALIZED, ABRIDGED, ... (see INDEX.md)
+    source: str  # where the file was copied from
+    architecture: str  # architectures[0] of the config
+    notes: str
+    published_params: int | None  # a parameter count a source states, when there is one
+    published_params_note: str  # that count as written, with its source and caveats
+
+    @property
+    def directory(self) -> Path:
+        return CATALOG_DIR / self.id
+
+
+# --------------------------------------------------------------------------- JSON files
+
+
+def _json_constant(name: str) -> float:
+    """Accept the non-RFC-8259 constants Python writes (Mamba-Codestral's time_step_limit has
+    Infinity); NaN in a size field is then rejected by parse_config's validation."""
+    return float(name)
+
+
+def _read_json(path: Path, label: str | None = None) -> dict[str, Any]:
+    """A JSON object from `path`; every failure is a one-line ModelConfigError naming the file."""
+    label = label or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ModelConfigError(f"{label}: no such file") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModelConfigError(f"{label}: cannot read: {err}") from err
+    try:
+        data = json.loads(text, parse_constant=_json_constant)
+    except json.JSONDecodeError as err:
+        raise ModelConfigError(f"{label}: not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ModelConfigError(f"{label}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _optional_json(path: Path, label: str | None = None) -> dict[str, Any] | None:
+    return _read_json(path, label) if path.is_file() else None
+
+
+# --------------------------------------------------------------------------- local directory
+
+
+def _load_local(config_path: Path, name: str) -> ModelArch:
+    """config.json at `config_path`, with the companion files beside it."""
+    directory = config_path.parent
+    if not config_path.is_file():
+        raise ModelConfigError(f"{config_path}: no such file (a model directory needs a config.json)")
+    return parse_config(
+        _read_json(config_path), name=name,
+        source=f"local:{directory if config_path.name == CONFIG_FILE else config_path}",
+        hf_quant_config=_optional_json(directory / QUANT_FILE),
+        safetensors_index=_optional_json(directory / INDEX_FILE),
+    )
+
+
+def _looks_like_path(ref: str) -> bool:
+    """True for refs that can only mean a filesystem path (hub ids are 'name' or 'org/name')."""
+    return (ref.startswith(("/", ".", "~")) or "\\" in ref or ref.count("/") > 1
+            or (os.sep != "/" and os.sep in ref) or ref.endswith(".json"))
+
+
+# --------------------------------------------------------------------------- bundled catalog
+
+
+@functools.lru_cache(maxsize=1)
+def _catalog() -> tuple[CatalogEntry, ...]:
+    path = CATALOG_DIR / "index.json"
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:  # a broken install, not a user error
+        raise ModelConfigError(f"{path}: bundled model catalog unreadable: {err}") from err
+    return tuple(CatalogEntry(**row) for row in rows)
+
+
+def list_catalog() -> list[CatalogEntry]:
+    """Every bundled model, sorted by id (case-insensitive)."""
+    return sorted(_catalog(), key=lambda e: e.id.lower())
+
+
+def catalog_entry(model_id: str) -> CatalogEntry | None:
+    """The bundled entry whose id matches `model_id` case-insensitively, or None."""
+    wanted = model_id.strip().lower()
+    return next((e for e in _catalog() if e.id.lower() == wanted), None)
+
+
+def _load_catalog(entry: CatalogEntry, name: str) -> ModelArch:
+    directory = entry.directory
+    label = f"catalog:{entry.id}"
+    arch = parse_config(
+        _read_json(directory / CONFIG_FILE, f"{label}/{CONFIG_FILE}"), name=name, source=label,
+        hf_quant_config=_optional_json(directory / QUANT_FILE, f"{label}/{QUANT_FILE}"),
+        safetensors_index=_optional_json(directory / INDEX_FILE, f"{label}/{INDEX_FILE}"),
+    )
+    return dataclasses.replace(arch, provenance=entry.provenance)
+
+
+# --------------------------------------------------------------------------- Hugging Face hub
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Transport exception types of the HTTP client huggingface_hub uses (httpx2 in 2.x)."""
+    found: list[type[BaseException]] = [OSError, TimeoutError]
+    for module, attr in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
+        try:
+            found.append(getattr(__import__(module), attr))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+def _valid_hub_id(ref: str) -> bool:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if ".." in ref or ref.startswith("/") or "\\" in ref:
+        return False
+    try:
+        validate_repo_id(ref)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _hub_error(ref: str, revision: str | None, err: BaseException) -> ModelConfigError:
+    """Translate a huggingface_hub failure into one actionable line."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    url = f"{constants.ENDPOINT}/{ref}"
+    if isinstance(err, GatedRepoError):
+        return ModelConfigError(f"'{ref}' is a gated model on the Hugging Face hub ({url}): accept its "
+                                "licence there and set HF_TOKEN, or pass a local directory")
+    if isinstance(err, RepositoryNotFoundError):
+        return ModelConfigError(f"model '{ref}' not found on the Hugging Face hub ({url}): check the id; "
+                                "for a private model set HF_TOKEN, or pass a local directory")
+    if isinstance(err, RevisionNotFoundError):
+        return ModelConfigError(f"revision '{revision}' not found for '{ref}' "
+                                f"on the Hugging Face hub ({url})")
+    if isinstance(err, EntryNotFoundError) and not isinstance(err, LocalEntryNotFoundError):
+        return ModelConfigError(f"'{ref}' has no {CONFIG_FILE} on the Hugging Face hub ({url}); "
+                                "is it a model repository in transformers format?")
+    cause = err.__cause__ or err.__context__
+    reason = str(cause) if cause is not None and str(cause) else str(err)
+    reason = " ".join(reason.split()) or type(err).__name__
+    return ModelConfigError(f"cannot fetch {CONFIG_FILE} for '{ref}' from the Hugging Face hub ({url}): "
+                            f"{reason[:300]}; check the id, network access or HF_TOKEN, "
+                            "or pass a local directory")
+
+
+def _hub_preflight(ref: str, revision: str | None, token: str | None, timeout_s: float) -> None:
+    """One HEAD for config.json without hf_hub_download's retry-with-backoff, so that an unknown
+    repo, a gated repo or an unreachable endpoint fails at once and with its real cause."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    url = hf_hub_url(ref, CONFIG_FILE, revision=revision)
+    try:
+        get_hf_file_metadata(url, token=token, timeout=timeout_s)
+    except (HfHubHTTPError, ValueError, *_network_errors()) as err:
+        raise _hub_error(ref, revision, err) from err
+
+
+def _hub_file(ref: str, filename: str, revision: str | None, token: str | None,
+              timeout_s: float, *, required: bool) -> dict[str, Any] | None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        path = hf_hub_download(ref, filename, revision=revision, token=token, etag_timeout=timeout_s)
+    except (HfHubHTTPError, EntryNotFoundError, ValueError, *_network_errors()) as err:
+        missing = isinstance(err, EntryNotFoundError) and not isinstance(err, LocalEntryNotFoundError)
+        if not required and (missing or isinstance(err, HfHubHTTPError)):
+            return None  # an optional companion file the hub does not serve: plan without it
+        raise _hub_error(ref, revision, err) from err
+    return _read_json(Path(path), f"hub:{ref}/{filename}")
+
+
+def _hub_param_counts(ref: str, revision: str | None, token: str | None,
+                      timeout_s: float) -> dict[str, int] | None:
+    """dtype -> parameter count from the safetensors headers (range requests, no weights); None on
+    any failure: the counts are a cross-check, not a requirement."""
+    from huggingface_hub import get_safetensors_metadata
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        NotASafetensorsRepoError,
+        SafetensorsParsingError,
+    )
+
+    hub_errors = (HfHubHTTPError, EntryNotFoundError, NotASafetensorsRepoError, SafetensorsParsingError,
+                  ValueError, KeyError, *_network_errors())
+    try:
+        meta = get_safetensors_metadata(ref, revision=revision, token=token, timeout=timeout_s)
+    except hub_errors:
+        return None
+    counts = getattr(meta, "parameter_count", None)
+    return {str(k): int(v) for k, v in counts.items()} if isinstance(counts, dict) and counts else None
+
+
+def _load_hub(ref: str, revision: str | None, token: str | None, timeout_s: float) -> ModelArch:
+    _hub_preflight(ref, revision, token, timeout_s)
+    config = _hub_file(ref, CONFIG_FILE, revision, token, timeout_s, required=True)
+    quant = _hub_file(ref, QUANT_FILE, revision, token, timeout_s, required=False)
+    index = _hub_file(ref, INDEX_FILE, revision, token, timeout_s, required=False)
+    source = f"hub:{ref}" + (f"@{revision}" if revision else "")
+    arch = parse_config(config, name=ref, source=source, hf_quant_config=quant, safetensors_index=index)
+    return dataclasses.replace(arch, safetensors_params=_hub_param_counts(ref, revision, token, timeout_s))
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def load_model(ref: str, *, revision: str | None = None, token: str | None = None,
+               timeout_s: float = 10.0) -> ModelArch:
+    """Resolve `ref` (directory, catalog id or hub id) and parse its config.
+
+    Args:
+        ref: a model directory (or its config.json), a bundled catalog id, or a hub id "org/name".
+        revision: hub branch, tag or commit (hub only).
+        token: hub token; None lets huggingface_hub use HF_TOKEN or the stored login.
+        timeout_s: seconds to wait for the hub's metadata answers.
+
+    Raises:
+        ModelConfigError: one line saying what was wrong and what to try.
+    """
+    ref = ref.strip()
+    if not ref:
+        raise ModelConfigError("model: expected a directory, a catalog id or a Hugging Face id, got ''")
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return _load_local(path.resolve() / CONFIG_FILE, ref)
+    if path.is_file() and path.name.endswith(".json"):
+        return _load_local(path.resolve(), ref)
+    if _looks_like_path(ref):
+        raise ModelConfigError(f"no such model directory: {ref}")
+    entry = catalog_entry(ref)
+    if entry is not None and revision is None:
+        return _load_catalog(entry, ref)
+    if not _valid_hub_id(ref):
+        raise ModelConfigError(f"model: {ref!r} is not a model directory, a bundled catalog id or a "
+                               "Hugging Face id (org/name)")
+    return _load_hub(ref, revision, token, timeout_s)

@@ -1,0 +1,196 @@
+"""probe_local against a real fake ``nvidia-smi`` executable on PATH, and read_capture on real files."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from planner.errors import SmiError
+from planner.hardware.probe import MAX_CAPTURE_BYTES, probe_local, read_capture
+from planner.hardware.smi_parse import MIB, PROBE_QUERY_FIELDS
+
+DATA = Path(__file__).parents[2] / "data" / "nvidia-smi"
+
+QUERY_2X3090 = (
+    "0, NVIDIA GeForce RTX 3090, 24576, 22943, 8.6, GPU-00000000-0000-0000-0000-000000000000, "
+    "00000000:09:00.0, 560.35.05, [N/A]\n"
+    "1, NVIDIA GeForce RTX 3090, 24576, 22943, 8.6, GPU-11111111-1111-1111-1111-111111111111, "
+    "00000000:0A:00.0, 560.35.05, [N/A]\n"
+)
+INVALID_FIELD = 'Field "compute_cap" is not a valid field to query.\n'
+HAS_FAILED = (
+    "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest "
+    "NVIDIA driver is installed and running.\n"
+)
+
+# The fake answers per sub-command from files beside it: <name>.out (stdout) and <name>.rc (exit code).
+FAKE = """#!/bin/sh
+here=$(dirname "$0")
+printf '%s\\n' "$*" >> "$here/argv.log"
+case "$1" in
+  --query-gpu=*) part=query ;;
+  topo) part=topo ;;
+  "") part=table ;;
+  *) part=other ;;
+esac
+if [ -f "$here/$part.sleep" ]; then sleep "$(cat "$here/$part.sleep")"; fi
+[ -f "$here/$part.out" ] && cat "$here/$part.out"
+exit "$(cat "$here/$part.rc" 2>/dev/null || echo 0)"
+"""
+
+
+class Fake:
+    """A directory holding the fake nvidia-smi, first on PATH."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def answer(self, part: str, out: str = "", rc: int = 0, sleep: float | None = None) -> None:
+        (self.dir / f"{part}.out").write_text(out, encoding="utf-8")
+        (self.dir / f"{part}.rc").write_text(str(rc), encoding="utf-8")
+        if sleep is not None:
+            (self.dir / f"{part}.sleep").write_text(str(sleep), encoding="utf-8")
+
+    def calls(self) -> list[str]:
+        log = self.dir / "argv.log"
+        return log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fake:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "nvidia-smi"
+    script.write_text(FAKE, encoding="utf-8")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    return Fake(bin_dir)
+
+
+def _fixture(name: str) -> str:
+    return (DATA / name).read_text(encoding="utf-8")
+
+
+def test_query_table_and_topology_are_merged(fake: Fake) -> None:
+    fake.answer("query", QUERY_2X3090)
+    fake.answer("table", _fixture("2xRTX3090_smi_560_procs-vLLM.txt"))
+    fake.answer("topo", _fixture("2xRTX3090_topo_NV4-bridge_560.txt"))
+    probe = probe_local()
+    assert [g.name for g in probe.gpus] == ["NVIDIA GeForce RTX 3090"] * 2
+    assert [g.compute_capability for g in probe.gpus] == ["8.6", "8.6"]
+    assert [g.memory_total_bytes for g in probe.gpus] == [24576 * MIB] * 2
+    assert probe.driver_version == "560.35.05" and probe.cuda_version == "12.6"
+    assert [p.pid for p in probe.processes] == [2921, 2922]
+    assert probe.interconnect == "nvlink"
+    assert probe.formats == ("csv", "table", "topo")
+    assert fake.calls() == [
+        f"--query-gpu={','.join(PROBE_QUERY_FIELDS)} --format=csv,noheader,nounits",
+        "",
+        "topo -m",
+    ]
+
+
+def test_old_driver_falls_back_to_the_table(fake: Fake) -> None:
+    fake.answer("query", INVALID_FIELD, rc=2)
+    fake.answer("table", _fixture("1xT4_smi_470_ECCoff_16127MiB.txt"))
+    fake.answer("topo", "", rc=255)
+    probe = probe_local()
+    assert [(g.name, g.memory_total_bytes) for g in probe.gpus] == [("Tesla T4", 16127 * MIB)]
+    assert probe.driver_version == "470.82.01" and probe.interconnect is None
+    assert probe.formats == ("table",)
+
+
+def test_optional_parts_may_fail(fake: Fake) -> None:
+    fake.answer("query", QUERY_2X3090)
+    fake.answer("table", HAS_FAILED, rc=9)
+    fake.answer("topo", "garbage\n", rc=0)
+    probe = probe_local()
+    assert len(probe.gpus) == 2 and probe.cuda_version is None and probe.topology is None
+
+
+def test_missing_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SmiError) as info:
+        probe_local()
+    assert str(info.value) == (
+        "nvidia-smi not found on PATH; name a GPU with --gpu NAME "
+        "or pass a saved capture with --from-file FILE"
+    )
+
+
+def test_timeout_kills_nvidia_smi(fake: Fake) -> None:
+    fake.answer("query", QUERY_2X3090, sleep=30)
+    started = time.monotonic()
+    with pytest.raises(SmiError, match=r"did not finish within 0\.5 s \(timeout\)"):
+        probe_local(timeout_s=0.5)
+    assert time.monotonic() - started < 10
+
+
+def test_failure_exit_quotes_first_line(fake: Fake) -> None:
+    fake.answer("query", HAS_FAILED, rc=9)
+    with pytest.raises(SmiError) as info:
+        probe_local()
+    message = str(info.value)
+    assert "exit 9" in message and "\"NVIDIA-SMI has failed because it couldn't communicate" in message
+    assert "\n" not in message
+
+
+def test_failure_of_the_fallback_table(fake: Fake) -> None:
+    fake.answer("query", INVALID_FIELD, rc=2)
+    fake.answer("table", "No devices were found\n", rc=6)
+    with pytest.raises(SmiError, match=r'exit 6.*"No devices were found"'):
+        probe_local()
+
+
+# ------------------------------------------------------------------------------------- read_capture
+
+
+def test_read_capture_fixture() -> None:
+    probe = read_capture(DATA / "8xH100-SXM_smi_565.txt")
+    assert len(probe.gpus) == 8 and probe.source.endswith("8xH100-SXM_smi_565.txt")
+
+
+def test_read_capture_failure_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "saved.txt"
+    path.write_bytes((DATA / "fail_No-devices-were-found_trailing-spaces.txt").read_bytes())
+    with pytest.raises(SmiError) as info:
+        read_capture(path)
+    assert str(info.value) == f'{path}: nvidia-smi failed: "No devices were found"'
+
+
+def test_read_capture_utf16_powershell_redirect(tmp_path: Path) -> None:
+    path = tmp_path / "win.txt"
+    path.write_bytes(_fixture("1xRTX4070_smi_550.txt").encode("utf-16"))
+    assert read_capture(path).gpus[0].name == "NVIDIA GeForce RTX 4070"
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: None, "no such file"),
+        (lambda p: p.mkdir(), "is a directory"),
+        (lambda p: p.write_bytes(b"\x80\x81 not utf-8"), "not a UTF-8 text file"),
+        (lambda p: p.write_bytes(b"a" * (MAX_CAPTURE_BYTES + 1)), "too large"),
+        (lambda p: p.write_text("", encoding="utf-8"), "no GPUs recognised in"),
+    ],
+    ids=["missing", "directory", "not-utf8", "too-large", "empty"],
+)
+def test_read_capture_errors(tmp_path: Path, setup: object, message: str) -> None:
+    path = tmp_path / "capture.txt"
+    setup(path)  # type: ignore[operator]
+    with pytest.raises(SmiError, match=message) as info:
+        read_capture(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
+def test_read_capture_unreadable(tmp_path: Path) -> None:
+    path = tmp_path / "locked.txt"
+    path.write_text("x", encoding="utf-8")
+    path.chmod(0)
+    with pytest.raises(SmiError, match="cannot read"):
+        read_capture(path)
