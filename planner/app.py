@@ -363,7 +363,8 @@ def _settings_from(decisions: dict[str, Decision], prev: Settings, cands: list[C
                     kv_cache_dtype=str(val("kv_cache_dtype", prev.kv_cache_dtype)), layout=layout)
 
 
-def _settle(ctx: PlanContext, base_facts: list[dict[str, Any]]) -> tuple[dict[str, Decision], list[Candidate], Settings]:
+def _settle(ctx: PlanContext, base_facts: list[dict[str, Any]]
+            ) -> tuple[dict[str, Decision], list[Candidate], Settings]:
     req, arch, hw = ctx.req, ctx.arch, ctx.hw
     lays = layouts(arch, total_gpus=hw.count, gpus_per_node=hw.gpus_per_node, nodes=hw.nodes,
                    tp=req.pinned.tensor_parallel_size, pp=req.pinned.pipeline_parallel_size)
@@ -380,16 +381,17 @@ def _settle(ctx: PlanContext, base_facts: list[dict[str, Any]]) -> tuple[dict[st
     decisions: dict[str, Decision] = {}
     cands: list[Candidate] = []
     for _ in range(MAX_SETTLE_PASSES):
-        cands = [Candidate(layout=lay, kv_cache_dtype=kv, memory=_memory(ctx, lay, kv, settings, ctx.target_len, scales),
-                           forbidden=[]) for lay in lays for kv in kv_opts]
+        cands = [Candidate(layout=lay, kv_cache_dtype=kv, forbidden=[],
+                           memory=_memory(ctx, lay, kv, settings, ctx.target_len, scales))
+                 for lay in lays for kv in kv_opts]
         flags = _flags(cands, settings)
         facts = [_candidate_fact(c, req, flags[c.key]) for c in cands]
         sizing = ctx.run.run_stage("sizing", base_facts + facts)
         for c in cands:
             c.forbidden = sizing.forbidden.get(f"candidate:{c.key}", [])
         flags = _flags(cands, settings)
-        facts = [_candidate_fact(c, req, flags[c.key]) for c in cands]
-        rec = ctx.run.run_stage("recommend", base_facts + [f for f, c in zip(facts, cands) if not c.forbidden])
+        allowed = [_candidate_fact(c, req, flags[c.key]) for c in cands if not c.forbidden]
+        rec = ctx.run.run_stage("recommend", base_facts + allowed)
         decisions = resolve(rec.proposals, pinned)
         new = _settings_from(decisions, settings, cands)
         if new == settings:
@@ -468,12 +470,14 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
     chosen = next((c for c in cands if c.layout == layout and c.kv_cache_dtype == kv), None)
     if not mem.weights_fit:
         feasible = False
-        reason = (f"weights and overheads need {(mem.weights_bytes + mem.activation_peak_bytes + mem.non_torch_bytes) / GiB:.2f}"
-                  f" GiB per GPU but the budget is {mem.budget_bytes / GiB:.2f} GiB")
+        need = mem.weights_bytes + mem.activation_peak_bytes + mem.non_torch_bytes
+        reason = (f"weights and overheads need {need / GiB:.2f} GiB per GPU but the budget is "
+                  f"{mem.budget_bytes / GiB:.2f} GiB")
     elif not mem.fits:
         feasible = False
-        reason = (f"one {max_len}-token sequence needs {mem.bytes_per_block * -(-max_len // settings.block_size) / GiB:.2f}"
-                  f" GiB of KV cache but only {mem.kv_cache_bytes / GiB:.2f} GiB is left")
+        need = mem.bytes_per_block * -(-max_len // settings.block_size)
+        reason = (f"one {max_len}-token sequence needs {need / GiB:.2f} GiB of KV cache but only "
+                  f"{mem.kv_cache_bytes / GiB:.2f} GiB is left")
     elif chosen is not None and chosen.forbidden:
         feasible = False
         reason = "; ".join(f"{f['rule']}: {f['reason']}" for f in chosen.forbidden)

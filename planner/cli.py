@@ -41,7 +41,7 @@ class PlannerGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(130)
-        except Exception as e:  # noqa: BLE001 - last-resort bug report, one line unless --debug
+        except Exception as e:
             if debug:
                 raise
             click.echo(f"error: internal error ({type(e).__name__}: {e}); rerun with --debug for the traceback",

@@ -119,7 +119,7 @@ class DecisionOut(_Model):
     superseded: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class Warning_(_Model):
+class PlanWarning(_Model):
     code: str
     message: str
     rule: str | None = None
@@ -178,6 +178,6 @@ class PlanResponse(_Model):
     performance: Performance
     decisions: dict[str, DecisionOut]
     audit: dict[str, Any]
-    warnings: list[Warning_]
+    warnings: list[PlanWarning]
     alternatives: list[Alternative]
     serve_command: str

@@ -31,7 +31,7 @@ def tp_is_valid(arch: ModelArch, tp: int) -> str | None:
     """None when vLLM accepts this TP for the model, else the reason it refuses."""
     if arch.num_attention_heads % tp:
         return f"{arch.num_attention_heads} attention heads are not divisible by tensor_parallel_size {tp}"
-    if arch.mla is None and 0 < arch.num_kv_heads and tp < arch.num_kv_heads and arch.num_kv_heads % tp:
+    if arch.mla is None and arch.num_kv_heads > 0 and tp < arch.num_kv_heads and arch.num_kv_heads % tp:
         return f"{arch.num_kv_heads} KV heads are not divisible by tensor_parallel_size {tp}"
     if arch.mla is None and tp > arch.num_kv_heads > 0 and tp % arch.num_kv_heads:
         return f"tensor_parallel_size {tp} is not a multiple of the {arch.num_kv_heads} KV heads"

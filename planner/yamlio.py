@@ -20,7 +20,7 @@ class YamlError(InputError):
     """A YAML file could not be read or parsed."""
 
 
-def _yaml():  # noqa: ANN202 - ruamel types are not worth exporting
+def _yaml():
     from ruamel.yaml import YAML
 
     y = YAML(typ="rt")  # round-trip loader keeps line numbers; it never constructs arbitrary objects

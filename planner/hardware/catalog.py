@@ -36,7 +36,8 @@ class Interconnect(_Strict):
         description="Best GPU-to-GPU link this SKU has inside a node."
     )
     bandwidth_bytes_per_s: float = Field(
-        gt=0, description="Total GPU-to-GPU bandwidth per GPU, both directions summed (NVLink) or PCIe x16 bidirectional."
+        gt=0,
+        description="Total GPU-to-GPU bandwidth per GPU, both directions summed (NVLink) or PCIe x16 bidirectional.",
     )
     pcie_gen: int | None = Field(default=None, ge=1, le=6, description="Host PCIe generation.")
 
@@ -72,6 +73,10 @@ class GpuSpec(_Strict):
 
 def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _keys(spec: GpuSpec) -> set[str]:
+    return {_norm(spec.id), *(_norm(n) for n in spec.names), *(_norm(a) for a in spec.aliases)}
 
 
 def load_catalog(directory: Path) -> dict[str, GpuSpec]:
@@ -115,7 +120,7 @@ def resolve_gpu(query: str, catalog: dict[str, GpuSpec] | None = None) -> GpuSpe
     q = _norm(query)
     if not q:
         raise GpuError("empty GPU name")
-    exact = [s for s in cat.values() if q in {_norm(s.id), *(_norm(n) for n in s.names), *(_norm(a) for a in s.aliases)}]
+    exact = [s for s in cat.values() if q in _keys(s)]
     if len(exact) == 1:
         return exact[0]
     if len(exact) > 1:

@@ -81,7 +81,7 @@ def _ensure_registered(rules: tuple[CRule, ...]) -> str:
             ruleset[_SINK + fact_type] = {"all": [{"m": {"type": fact_type}}], "pri": 65000, "run": _SINK + fact_type}
         try:
             _host().register_rulesets({name: ruleset})
-        except Exception as e:  # noqa: BLE001 - the C extension raises bare Exception with numeric codes
+        except Exception as e:
             raise RuleEngineError(f"durable_rules refused a compiled ruleset ({rules[0].stage} stage): {e}") from e
         _REGISTERED[name] = {r.id: r for r in rules}
     return name
@@ -115,7 +115,7 @@ def evaluate(rules: tuple[CRule, ...], facts: list[dict[str, Any]]) -> list[Firi
                 raise RuleEngineError(f"durable_rules action failed: {state['exception']}")
         except RuleEngineError:
             raise
-        except Exception as e:  # noqa: BLE001 - translate the extension's bare numeric errors
+        except Exception as e:
             raise RuleEngineError(f"durable_rules failed while evaluating the {rules[0].stage} stage: {e}") from e
         finally:
             _FIRED = None

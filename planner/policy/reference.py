@@ -81,7 +81,7 @@ def evaluate(rules: tuple[CRule, ...], facts: list[dict[str, Any]]) -> list[Firi
                 continue
             bound: dict[str, dict[str, Any]] = {}
             ok = True
-            for p, f in zip(rule.patterns, combo):
+            for p, f in zip(rule.patterns, combo, strict=True):
                 if not pattern_holds(p, f, bound):
                     ok = False
                     break

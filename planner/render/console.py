@@ -27,9 +27,10 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
     c.print(f"{verdict}  {m.name} on {hw.gpu_count} x {hw.gpu}  (vLLM {p.vllm_version}, plan {p.plan_id})")
     if p.infeasible_reason:
         c.print(f"  [red]{p.infeasible_reason}[/]")
-    c.print(f"  model: {m.architecture}, {m.params / 1e9:.2f} B params"
-            f"{f' ({m.active_params / 1e9:.2f} B active)' if m.active_params != m.params else ''}, {m.dtype}"
-            f"{f', {m.quantization}' if m.quantization else ''}, attention {m.attention}, max length {m.model_max_len:,}")
+    active = f" ({m.active_params / 1e9:.2f} B active)" if m.active_params != m.params else ""
+    quant = f", {m.quantization}" if m.quantization else ""
+    c.print(f"  model: {m.architecture}, {m.params / 1e9:.2f} B params{active}, {m.dtype}{quant}, "
+            f"attention {m.attention}, max length {m.model_max_len:,}")
 
     t = Table(title="Configuration", show_header=True, header_style="bold")
     t.add_column("setting")
