@@ -390,8 +390,8 @@ def _settle(ctx: PlanContext, base_facts: list[dict[str, Any]]
         for c in cands:
             c.forbidden = sizing.forbidden.get(f"candidate:{c.key}", [])
         flags = _flags(cands, settings)
-        allowed = [_candidate_fact(c, req, flags[c.key]) for c in cands if not c.forbidden]
-        rec = ctx.run.run_stage("recommend", base_facts + allowed)
+        facts = [_candidate_fact(c, req, {**flags[c.key], "forbidden": bool(c.forbidden)}) for c in cands]
+        rec = ctx.run.run_stage("recommend", base_facts + facts)
         decisions = resolve(rec.proposals, pinned)
         new = _settings_from(decisions, settings, cands)
         if new == settings:
@@ -404,15 +404,16 @@ def _no_rule(key: str, value: Any, why: str) -> Decision:
     return Decision(key=key, value=value, by="planner", reason=why)
 
 
-def plan_context(req: PlanRequest, packset: PackSet | None = None) -> PlanContext:
-    """Load everything a plan needs and run the baseline stage."""
+def plan_context(req: PlanRequest, packset: PackSet | None = None, *, arch: ModelArch | None = None,
+                 hw: Hardware | None = None) -> PlanContext:
+    """Load everything a plan needs and run the baseline stage (arch/hw may be supplied preloaded)."""
     from planner.models.arch import derived_max_model_len
     from planner.models.sources import load_model
 
     packset = packset or load_packset(tuple(req.rules))
     version, vwarn = resolve_version(req.vllm_version)
-    arch = load_model(req.model)
-    hw = resolve_hardware(req)
+    arch = arch or load_model(req.model)
+    hw = hw or resolve_hardware(req)
     dtype = run_dtype(arch, req.pinned.dtype, hw.compute_capability)
     quant = quantization_of(arch, req.pinned.quantization)
     minor = Version(version).minor
@@ -435,9 +436,10 @@ def plan_context(req: PlanRequest, packset: PackSet | None = None) -> PlanContex
     return ctx
 
 
-def plan(req: PlanRequest, packset: PackSet | None = None) -> PlanResponse:
+def plan(req: PlanRequest, packset: PackSet | None = None, *, arch: ModelArch | None = None,
+         hw: Hardware | None = None) -> PlanResponse:
     """Plan one deployment. Infeasible plans are returned with feasible=false, never raised."""
-    ctx = plan_context(req, packset)
+    ctx = plan_context(req, packset, arch=arch, hw=hw)
     stages = ctx.run.stages
     base_facts = [gpu_fact(ctx.hw), model_fact(ctx.arch, ctx.quant, ctx.dtype),
                   request_fact(req, ctx.version, ctx.model_max_len),
@@ -518,7 +520,7 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
                    "num_blocks": mem.num_blocks, "kv_bytes_per_token": mem.kv_bytes_per_token,
                    "weights_total_bytes": mem.weights_total_bytes},
         "performance": _perf_json(req, perf, ctx.run.params),
-        "decisions": {k: d.to_json() for k, d in sorted(decisions.items())},
+        "decisions": {k: _decision_json(d) for k, d in sorted(decisions.items())},
         "audit": audit,
         "warnings": warnings,
         "alternatives": _alternatives(ctx, cands, layout, kv, settings),
@@ -528,6 +530,13 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
                                                 sort_keys=True).encode()).hexdigest()[:12]
     body["serve_command"] = serve_command(arch.name, config, ctx.run.params, pinned=req.pinned, nodes=hw.nodes)
     return PlanResponse.model_validate(body)
+
+
+def _decision_json(d: Decision) -> dict[str, Any]:
+    out = d.to_json()
+    if d.key == "quantization" and out["value"] == "none":
+        out["value"] = None  # facts spell "no quantization" as "none"; the contract (like vLLM) uses null
+    return out
 
 
 def _perf_inputs(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: Settings) -> PerfInputs:

@@ -92,6 +92,7 @@ FACT_SCHEMA: dict[str, dict[str, str]] = {
         "is_min_fitting_tp": "bool",  # smallest TP (with PP=1) that fits, among auto-KV candidates
         "is_max_tp": "bool",  # the largest valid TP on one node, among auto-KV candidates
         "is_min_weights_fit_tp": "bool",  # smallest TP (PP=1) whose weights fit, when no layout fits fully
+        "forbidden": "bool",  # a sizing rule dropped this candidate (it stays visible for reporting)
         "is_min_tp": "bool",  # the smallest valid layout, flagged only when no layout's weights fit
         "is_baseline_kv": "bool",  # kv_cache_dtype auto (the model dtype)
         "is_selected_layout": "bool",  # the TP/PP/DP layout currently decided
