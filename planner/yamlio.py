@@ -20,10 +20,12 @@ class YamlError(InputError):
     """A YAML file could not be read or parsed."""
 
 
-def _yaml():
+def _yaml(fast: bool = False) -> Any:
+    """The round-trip loader keeps line numbers and comments; the fast one is ruamel's safe loader
+    (libyaml-based when ruamel.yaml.clib is installed). Neither constructs arbitrary objects."""
     from ruamel.yaml import YAML
 
-    y = YAML(typ="rt")  # round-trip loader keeps line numbers; it never constructs arbitrary objects
+    y = YAML(typ="safe") if fast else YAML(typ="rt")
     y.allow_duplicate_keys = False
     return y
 
@@ -36,8 +38,8 @@ def _count_aliases(text: str) -> int:
     return len(re.findall(r"(?:^|[\s\[\{,:-])\*[A-Za-z0-9_-]+", text))
 
 
-def load_yaml_text(text: str, source: str) -> Any:
-    """Parse YAML text; errors name `source` and the line."""
+def load_yaml_text(text: str, source: str, *, fast: bool = False) -> Any:
+    """Parse YAML text; errors name `source` and the line. `fast` skips line/comment tracking."""
     if len(text.encode("utf-8", "replace")) > MAX_YAML_BYTES:
         raise YamlError(f"{source}: file is larger than {MAX_YAML_BYTES // (1024 * 1024)} MiB; refusing to parse")
     if _count_aliases(text) > MAX_ALIASES:
@@ -45,7 +47,7 @@ def load_yaml_text(text: str, source: str) -> Any:
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     try:
-        return _yaml().load(io.StringIO(text))
+        return _yaml(fast).load(io.StringIO(text))
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -56,7 +58,7 @@ def load_yaml_text(text: str, source: str) -> Any:
         raise YamlError(f"{source}: invalid YAML: {first}") from None
 
 
-def load_yaml_file(path: Path) -> Any:
+def load_yaml_file(path: Path, *, fast: bool = False) -> Any:
     """Read and parse a YAML file; errors name the file."""
     try:
         if path.stat().st_size > MAX_YAML_BYTES:
@@ -70,7 +72,7 @@ def load_yaml_file(path: Path) -> Any:
         raise YamlError(f"{path}: not UTF-8 text") from None
     except OSError as e:
         raise YamlError(f"{path}: cannot read: {e.strerror}") from None
-    return load_yaml_text(text, str(path))
+    return load_yaml_text(text, str(path), fast=fast)
 
 
 def line_of(node: Any, key: Any = None) -> int | None:

@@ -85,7 +85,7 @@ def load_catalog(directory: Path) -> dict[str, GpuSpec]:
 
     specs: dict[str, GpuSpec] = {}
     for path in sorted(directory.glob("*.yaml")):
-        raw = to_plain(load_yaml_file(path))
+        raw = to_plain(load_yaml_file(path, fast=True))
         if not isinstance(raw, dict):
             raise GpuError(f"{path}: expected a mapping at the top level")
         try:

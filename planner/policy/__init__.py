@@ -11,6 +11,7 @@ Glossary
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,12 @@ class PolicyRun:
     def __post_init__(self) -> None:
         self.params = self.packset.param_values()
         self.param_set_by = {n: p.set_by for n, p in self.packset.params.items()}
+        if self.evaluator == "auto":
+            self.evaluator = os.environ.get("VLLM_PLANNER_EVALUATOR", "auto")
+        if self.evaluator not in ("auto", "durable", "reference"):
+            from planner.errors import InputError
+
+            raise InputError(f"$VLLM_PLANNER_EVALUATOR: {self.evaluator!r} is not auto, durable or reference")
         if self.evaluator == "auto":
             from planner.policy import engine
 

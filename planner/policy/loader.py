@@ -121,12 +121,12 @@ def _pack_sha(pack: Pack) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def read_pack_file(path: Path) -> Pack:
-    """Load and validate one pack file."""
+def read_pack_file(path: Path, *, fast: bool = False) -> Pack:
+    """Load and validate one pack file (`fast`: no line numbers, for the happy path)."""
     from planner.yamlio import YamlError, load_yaml_file
 
     try:
-        doc = load_yaml_file(path)
+        doc = load_yaml_file(path, fast=fast)
     except YamlError as e:
         raise PackError(str(e)) from None
     return parse_pack(doc, str(path))
@@ -172,8 +172,10 @@ def load_packset(rules: tuple[str, ...] = (), *, use_env: bool = True,
                  vendor_paths: list[Path] | None = None) -> PackSet:
     """Load vendor + site packs and build the effective pack set."""
     files = (vendor_pack_paths() if vendor_paths is None else vendor_paths) + site_pack_paths(rules, use_env=use_env)
-    packs = [read_pack_file(p) for p in files]
-    return build_packset(packs)
+    try:  # fast loader first; on any problem, reload with line tracking so the error names file:line
+        return build_packset([read_pack_file(p, fast=True) for p in files])
+    except PackError:
+        return build_packset([read_pack_file(p) for p in files])
 
 
 def _check_requires(pack: Pack, loaded: list[LoadedPack]) -> None:

@@ -199,3 +199,17 @@ def test_hub_id_offline_fails_fast_and_cleanly(tmp_path: Path) -> None:
                        capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
     assert r.returncode == 2, r.stderr
     assert "acme/not-in-catalog" in one_error_line(r.stderr)
+
+
+def test_reference_evaluator_plans_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python 3.13+ fallback (reference evaluator) reaches the same decisions as durable-rules."""
+    args = (*LLAMA8, "--gpu", "H100", "--gpus", "4", "--concurrency", "256", "--input-len", "8192")
+    monkeypatch.setenv("VLLM_PLANNER_EVALUATOR", "durable")
+    durable = plan_json(*args)
+    monkeypatch.setenv("VLLM_PLANNER_EVALUATOR", "reference")
+    reference = plan_json(*args)
+    assert reference["audit"]["engine"] == "reference"
+    assert {k: v["value"] for k, v in durable["decisions"].items()} == \
+        {k: v["value"] for k, v in reference["decisions"].items()}
+    assert sorted(f["rule"] for f in durable["audit"]["firings"]) == \
+        sorted(f["rule"] for f in reference["audit"]["firings"])
