@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+import os
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +231,11 @@ class Candidate:
     kv_cache_dtype: str
     memory: MemoryResult
     forbidden: list[dict[str, str]]
+    preferred_by: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def preference(self) -> float:
+        return float(sum(float(p["score"]) for p in self.preferred_by))
 
     @property
     def key(self) -> str:
@@ -249,12 +256,13 @@ def _pressure(req: PlanRequest, mem: MemoryResult, dp: int) -> float:
     return want / have
 
 
-def _candidate_fact(c: Candidate, req: PlanRequest, flags: dict[str, bool]) -> dict[str, Any]:
+def _candidate_fact(c: Candidate, req: PlanRequest, quant: str | None, flags: dict[str, Any]) -> dict[str, Any]:
     m = c.memory
     return normalise_fact("candidate", c.key, {
         "tensor_parallel_size": c.layout.tp, "pipeline_parallel_size": c.layout.pp,
         "data_parallel_size": c.layout.dp, "gpus_used": c.layout.gpus,
-        "quantization": "none", "kv_cache_dtype": c.kv_cache_dtype, "fits": m.fits, "weights_fit": m.weights_fit,
+        "quantization": quant or "none", "kv_cache_dtype": c.kv_cache_dtype, "fits": m.fits,
+        "weights_fit": m.weights_fit,
         "kv_pressure": round(_pressure(req, m, c.layout.dp), 6),
         "weights_fraction": round(m.weights_bytes / m.budget_bytes, 6) if m.budget_bytes else 1.0,
         "kv_cache_gib": round(m.kv_cache_bytes / GiB, 4), "kv_cache_tokens": m.kv_cache_tokens,
@@ -272,6 +280,8 @@ def _flags(cands: list[Candidate], settings: Settings) -> dict[str, dict[str, bo
     single = [c for c in allowed if c.layout.pp == 1]
     max_tp = max(single, key=lambda c: c.layout.tp, default=None)
     min_tp = min(base, key=lambda c: (c.layout.tp * c.layout.pp, c.layout.pp), default=None)
+    scored = [c for c in allowed if c.memory.fits and c.preference > 0]
+    preferred = min(scored, key=lambda c: (-c.preference, c.layout.tp * c.layout.pp, c.layout.pp), default=None)
     out = {}
     for c in cands:
         is_base = c in base
@@ -281,6 +291,7 @@ def _flags(cands: list[Candidate], settings: Settings) -> dict[str, dict[str, bo
             "is_min_tp": c is min_tp and min_fit is None and min_wfit is None,
             "is_baseline_kv": is_base, "is_selected_layout": sel_layout,
             "is_selected": sel_layout and c.kv_cache_dtype == settings.kv_cache_dtype,
+            "is_preferred": c is preferred, "preference": c.preference, "forbidden": bool(c.forbidden),
         }
     return out
 
@@ -385,12 +396,13 @@ def _settle(ctx: PlanContext, base_facts: list[dict[str, Any]]
                            memory=_memory(ctx, lay, kv, settings, ctx.target_len, scales))
                  for lay in lays for kv in kv_opts]
         flags = _flags(cands, settings)
-        facts = [_candidate_fact(c, req, flags[c.key]) for c in cands]
+        facts = [_candidate_fact(c, req, ctx.quant, flags[c.key]) for c in cands]
         sizing = ctx.run.run_stage("sizing", base_facts + facts)
         for c in cands:
             c.forbidden = sizing.forbidden.get(f"candidate:{c.key}", [])
+            c.preferred_by = sizing.preferences.get(f"candidate:{c.key}", [])
         flags = _flags(cands, settings)
-        facts = [_candidate_fact(c, req, {**flags[c.key], "forbidden": bool(c.forbidden)}) for c in cands]
+        facts = [_candidate_fact(c, req, ctx.quant, flags[c.key]) for c in cands]
         rec = ctx.run.run_stage("recommend", base_facts + facts)
         decisions = resolve(rec.proposals, pinned)
         new = _settings_from(decisions, settings, cands)
@@ -410,7 +422,9 @@ def plan_context(req: PlanRequest, packset: PackSet | None = None, *, arch: Mode
     from planner.models.arch import derived_max_model_len
     from planner.models.sources import load_model
 
+    t0 = time.perf_counter()
     packset = packset or load_packset(tuple(req.rules))
+    load_ms = (time.perf_counter() - t0) * 1000
     version, vwarn = resolve_version(req.vllm_version)
     arch = arch or load_model(req.model)
     hw = hw or resolve_hardware(req)
@@ -422,6 +436,7 @@ def plan_context(req: PlanRequest, packset: PackSet | None = None, *, arch: Mode
         raise InputError(f"--max-model-len {req.pinned.max_model_len} exceeds the model's maximum length "
                          f"{model_max_len} (vLLM refuses unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)")
     run = PolicyRun(packset)
+    run.timing_ms["load"] = load_ms
     ctx = PlanContext(req=req, arch=arch, hw=hw, version=version, packset=packset, run=run, dtype=dtype,
                       quant=quant, target_len=req.pinned.max_model_len or model_max_len, model_max_len=model_max_len)
     run.notices.extend(vwarn)
@@ -439,6 +454,38 @@ def plan_context(req: PlanRequest, packset: PackSet | None = None, *, arch: Mode
 def plan(req: PlanRequest, packset: PackSet | None = None, *, arch: ModelArch | None = None,
          hw: Hardware | None = None) -> PlanResponse:
     """Plan one deployment. Infeasible plans are returned with feasible=false, never raised."""
+    return plan_with_context(req, packset, arch=arch, hw=hw)[0]
+
+
+def audit_record(resp: PlanResponse, ctx: PlanContext) -> dict[str, Any]:
+    """One --audit-log record: everything needed to see why this plan came out as it did."""
+    import datetime
+
+    from planner.policy import engine
+
+    facts = ctx.run.input_facts()
+    blob = json.dumps(facts, sort_keys=True).encode()
+    engine_version = engine.engine_version() if ctx.run.engine_name == "durable_rules" else __version__
+    return {
+        "schema": "vllm-planner/audit/1", "decision_id": resp.plan_id,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+        "planner": {"version": __version__, "engine": {"name": ctx.run.engine_name, "version": engine_version}},
+        "request": ctx.req.model_dump(mode="json"),
+        "packs": resp.audit["packs"], "params": resp.audit["params"], "overrides": resp.audit["overrides"],
+        "input": {"facts_sha256": hashlib.sha256(blob).hexdigest(), "facts": facts},
+        "firings": resp.audit["firings"],
+        "decisions": {k: v.model_dump(mode="json") for k, v in resp.decisions.items()},
+        "rule_results": ctx.run.rule_results(),
+        "warnings": [w.model_dump(mode="json") for w in resp.warnings],
+        "config": resp.config.model_dump(mode="json"), "feasible": resp.feasible,
+        "timing_ms": {k: round(v, 2) for k, v in ctx.run.timing_ms.items()},
+        "evaluations": ctx.run.evaluations,
+    }
+
+
+def plan_with_context(req: PlanRequest, packset: PackSet | None = None, *, arch: ModelArch | None = None,
+                      hw: Hardware | None = None) -> tuple[PlanResponse, PlanContext]:
+    """plan(), also returning the context (for the audit log)."""
     ctx = plan_context(req, packset, arch=arch, hw=hw)
     stages = ctx.run.stages
     base_facts = [gpu_fact(ctx.hw), model_fact(ctx.arch, ctx.quant, ctx.dtype),
@@ -447,7 +494,7 @@ def plan(req: PlanRequest, packset: PackSet | None = None, *, arch: ModelArch | 
                                                   "gpus_per_node": ctx.hw.gpus_per_node,
                                                   "interconnect": ctx.hw.interconnect})]
     decisions, cands, settings = _settle(ctx, base_facts)
-    return _assemble(ctx, decisions, cands, settings, stages)
+    return _assemble(ctx, decisions, cands, settings, stages), ctx
 
 
 def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Candidate], settings: Settings,
@@ -581,7 +628,7 @@ def _perf_json(req: PlanRequest, perf: PerfResult | None, params: dict[str, Any]
 def _alternatives(ctx: PlanContext, cands: list[Candidate], layout: Layout, kv: str, s: Settings
                   ) -> list[dict[str, Any]]:
     out = []
-    ranked = sorted(cands, key=lambda c: (not c.memory.fits, bool(c.forbidden), c.layout.gpus,
+    ranked = sorted(cands, key=lambda c: (not c.memory.fits, bool(c.forbidden), -c.preference, c.layout.gpus,
                                           c.layout.tp * c.layout.pp, -c.memory.kv_cache_tokens))
     for c in ranked:
         if c.layout == layout and c.kv_cache_dtype == kv:
@@ -590,6 +637,7 @@ def _alternatives(ctx: PlanContext, cands: list[Candidate], layout: Layout, kv: 
         out.append({"tensor_parallel_size": c.layout.tp, "pipeline_parallel_size": c.layout.pp,
                     "data_parallel_size": c.layout.dp, "kv_cache_dtype": c.kv_cache_dtype, "fits": c.memory.fits,
                     "forbidden": [f"{f['rule']}: {f['reason']}" for f in c.forbidden],
+                    "preference": c.preference, "preferred_by": [p["rule"] for p in c.preferred_by],
                     "kv_cache_tokens": c.memory.kv_cache_tokens, "max_concurrency": round(c.memory.max_concurrency, 4),
                     "weights_bytes": c.memory.weights_bytes,
                     "itl_ms": round(perf.itl_ms, 3) if perf else None,
@@ -613,3 +661,18 @@ def detect(path: Path | None) -> dict[str, Any]:
                      "catalog_id": spec.id if spec else None})
     return {"gpus": gpus, "driver_version": smi.driver_version, "cuda_version": smi.cuda_version,
             "interconnect": smi.interconnect}
+
+
+def append_audit(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line with a single write (a reader never sees half a record)."""
+    line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
+    if path.is_dir():
+        raise InputError(f"--audit-log {path}: is a directory")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise InputError(f"--audit-log {path}: cannot append: {e.strerror}") from None

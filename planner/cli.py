@@ -120,11 +120,16 @@ def _request(kw: dict[str, Any]) -> Any:
 @_plan_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--explain", is_flag=True, help="Explain which rule decided each setting and what it beat.")
-def plan(as_json: bool, explain: bool, **kw: Any) -> int:
+@click.option("--audit-log", "audit_log", type=click.Path(), help="Append one JSON audit record per plan to FILE.")
+def plan(as_json: bool, explain: bool, audit_log: str | None, **kw: Any) -> int:
     """Plan a deployment and print the report (exit 3 when it does not fit)."""
-    from planner.app import plan as make_plan
+    from planner.app import plan_with_context
 
-    result = make_plan(_request(kw))
+    result, ctx = plan_with_context(_request(kw))
+    if audit_log:
+        from planner.app import append_audit, audit_record
+
+        append_audit(Path(audit_log), audit_record(result, ctx))
     if as_json:
         from planner.render.json import render_json
 
@@ -204,51 +209,135 @@ def rules() -> None:
 
 @rules.command("list")
 @click.option("--rules", "extra", multiple=True, type=click.Path(), help="Site rule pack (file or dir).")
-def rules_list(extra: tuple[str, ...]) -> int:
-    """List the loaded packs and their rules."""
+@click.option("--json", "as_json", is_flag=True)
+def rules_list(extra: tuple[str, ...], as_json: bool) -> int:
+    """List the loaded packs (in load order) and their rules."""
     from planner.policy.loader import load_packset
-    from planner.render.console import render_rows
+    from planner.policy.views import packs_view
 
     ps = load_packset(extra)
-    render_rows("packs", ["name", "version", "layer", "source", "sha256"],
+    rules = [{"id": r.id, "stage": r.rule.stage, "priority": r.priority, "enabled": r.enabled, "pack": r.pack,
+              "layer": r.layer} for r in ps.rules]
+    if as_json:
+        from planner.render.json import render_json
+
+        click.echo(render_json({"packs": packs_view(ps), "rules": rules}))
+        return 0
+    from planner.render.console import render_rows
+
+    render_rows("packs (load order)", ["name", "version", "layer", "source", "sha256"],
                 [[p.name, p.pack.version, p.layer, p.source, p.sha256[:12]] for p in ps.packs])
     render_rows("rules", ["id", "stage", "priority", "enabled", "pack"],
-                [[r.id, r.rule.stage, str(r.priority), "yes" if r.enabled else "no", r.pack] for r in ps.rules])
+                [[r["id"], r["stage"], str(r["priority"]), "yes" if r["enabled"] else "no", r["pack"]] for r in rules])
     return 0
 
 
 @rules.command("show")
 @click.option("--rules", "extra", multiple=True, type=click.Path(), help="Site rule pack (file or dir).")
-def rules_show(extra: tuple[str, ...]) -> int:
-    """Print the effective params with who set them."""
+@click.option("--effective", is_flag=True, help="The merged policy: every rule and param with its provenance.")
+@click.option("--json", "as_json", is_flag=True)
+def rules_show(extra: tuple[str, ...], effective: bool, as_json: bool) -> int:
+    """Show the packs, or (--effective) the merged rules and params with where each value came from."""
     from planner.policy.loader import load_packset
+    from planner.policy.views import effective_view
+
+    view = effective_view(load_packset(extra))
+    if not effective:
+        view = {"packs": view["packs"], "overrides": view["overrides"]}
+    if as_json:
+        from planner.render.json import render_json
+
+        click.echo(render_json(view))
+        return 0
     from planner.render.console import render_rows
 
-    ps = load_packset(extra)
-    render_rows("params", ["name", "value", "set by", "unit", "source"],
-                [[n, repr(p.value), p.set_by, p.decl.unit or "", p.decl.source or ""] for n, p in ps.params.items()])
+    render_rows("packs (load order)", ["name", "version", "layer", "source", "rules", "params", "overrides"],
+                [[p["name"], p["version"], p["layer"], p["source"], str(p["rules"]), str(p["params"]),
+                  str(p["overrides"])] for p in view["packs"]])
+    if effective:
+        render_rows("params", ["name", "value", "default", "set by", "unit", "may be set by rules", "source"],
+                    [[n, repr(p["value"]), repr(p["default"]), p["set_by"], p["unit"] or "",
+                      ", ".join(p["may_be_set_by_rules"]), p["source"] or ""] for n, p in view["params"].items()])
+        render_rows("rules", ["id", "stage", "priority", "enabled", "defined at", "changed by"],
+                    [[r["id"], r["stage"], str(r["priority"]), "yes" if r["enabled"] else "no", r["defined_at"],
+                      "; ".join(f"{k}: {v}" for k, v in r["provenance"].items() if v.startswith("override"))]
+                     for r in view["rules"]])
+    for ov in view["overrides"]:
+        click.echo(f"override {ov['rule']} by {ov['by']}: {ov['changed']} ({ov['reason']})")
+    return 0
+
+
+@rules.command("explain")
+@click.argument("rule_id")
+@click.option("--facts", "facts_file", required=True, type=click.Path(),
+              help="A pack test file, a list of facts, or an audit log written by plan --audit-log.")
+@click.option("--case", help="With a pack test file: apply this case's patch.")
+@click.option("--rules", "extra", multiple=True, type=click.Path(), help="Site rule pack (file or dir).")
+@click.option("--json", "as_json", is_flag=True)
+def rules_explain(rule_id: str, facts_file: str, case: str | None, extra: tuple[str, ...], as_json: bool) -> int:
+    """Tell why RULE fires or does not on the given facts: each condition with the value it saw."""
+    from planner.policy.explain import explain
+    from planner.policy.loader import load_packset
+    from planner.policy.packtest import load_facts_file
+
+    ex = explain(load_packset(extra), rule_id, load_facts_file(Path(facts_file), case))
+    if as_json:
+        from planner.render.json import render_json
+
+        click.echo(render_json(ex.to_json()))
+        return 0
+    verdict = f"FIRED {ex.fired} time(s)" if ex.fired else "NOT FIRED"
+    click.echo(f"{ex.rule_id} ({ex.pack}, {ex.stage}, priority {ex.priority}"
+               f"{'' if ex.enabled else ', disabled'}): {verdict}")
+    for alias, (fact_type, checks) in ex.aliases.items():
+        click.echo(f"  {alias}: {fact_type}")
+        for fc in checks:
+            click.echo(f"    {fc.fact_id}: {'matches' if fc.matches else 'does not match'}")
+            for c in fc.conditions:
+                click.echo(f"      {'ok  ' if c.holds else 'FAIL'} {c.prop} {c.op} {c.expected!r}: saw {c.seen!r}")
+    for n in ex.notes:
+        click.echo(f"  note: {n}")
     return 0
 
 
 @rules.command("lint")
 @click.argument("paths", nargs=-1, type=click.Path())
-def rules_lint(paths: tuple[str, ...]) -> int:
-    """Validate the shipped packs plus any site packs given."""
-    from planner.policy.loader import load_packset
+@click.option("--strict", is_flag=True, help="Exit 1 on findings (engine-limit risks), not only on errors.")
+def rules_lint(paths: tuple[str, ...], strict: bool) -> int:
+    """Validate the shipped packs plus the site packs given; print every problem, one per line."""
+    from planner.policy.lint import lint
+    from planner.policy.loader import site_pack_paths, vendor_pack_paths
 
-    ps = load_packset(paths, use_env=False)
-    click.echo(f"ok: {len(ps.packs)} pack(s), {len(ps.rules)} rules, {len(ps.params)} params")
-    return 0
+    report = lint(vendor_pack_paths() + site_pack_paths(paths, use_env=False))
+    for line in report.errors:
+        click.echo(line, err=True)
+    for line in report.findings:
+        click.echo(f"warning: {line}", err=True)
+    if report.errors:
+        click.echo(f"{len(report.errors)} error(s)", err=True)
+        return 2
+    ps = report.packset
+    assert ps is not None
+    click.echo(f"ok: {len(ps.packs)} pack(s), {len(ps.rules)} rules, {len(ps.params)} params"
+               + (f", {len(report.findings)} finding(s)" if report.findings else ""))
+    return 1 if strict and report.findings else 0
 
 
 @rules.command("test")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--evaluator", type=click.Choice(["both", "durable", "reference"]), default="both", show_default=True)
-def rules_test(paths: tuple[str, ...], evaluator: str) -> int:
-    """Run pack tests (*.test.yaml) through durable-rules and the reference evaluator."""
+@click.option("--coverage", is_flag=True,
+              help="Fail unless every rule under test fires in one case and not in another.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def rules_test(paths: tuple[str, ...], evaluator: str, coverage: bool, fmt: str) -> int:
+    """Run pack tests (*.test.yaml) through durable-rules and the reference evaluator (they must agree).
+
+    Exit 0 when every case passes, 1 on a failing case or coverage gap, 2 on an invalid pack or test file.
+    """
     from planner.policy import engine
     from planner.policy.loader import read_pack_file, vendor_pack_paths
-    from planner.policy.packtest import find_test_files, run_test_file
+    from planner.policy.packtest import coverage as cover
+    from planner.policy.packtest import find_test_files, run_test_file, test_layers
     from planner.resources import rules_dir
 
     evaluators: tuple[str, ...] = ("durable", "reference") if evaluator == "both" else (evaluator,)
@@ -257,19 +346,29 @@ def rules_test(paths: tuple[str, ...], evaluator: str) -> int:
         evaluators = ("reference",)
     base = [read_pack_file(p) for p in vendor_pack_paths()]
     files = find_test_files([Path(p) for p in paths] if paths else [rules_dir()])
-    failed = total = 0
-    for f in files:
-        for res in run_test_file(f, base, evaluators):
-            total += 1
-            if res.passed:
-                click.echo(f"PASS {res.file} :: {res.name}")
-            else:
-                failed += 1
-                click.echo(f"FAIL {res.file} :: {res.name}")
-                for msg in res.failures:
-                    click.echo(f"     {msg}")
-    click.echo(f"{total - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    results = [res for f in files for res in run_test_file(f, base, evaluators)]
+    failed = sum(not r.passed for r in results)
+    site_rules = {r.id for f in files for p in test_layers(f) for r in p.rules}
+    scope = site_rules or {r.id for p in base for r in p.rules if r.enabled}
+    gaps = cover(results, scope) if coverage else {"never_fired": [], "never_not_fired": []}
+    if fmt == "json":
+        from planner.render.json import render_json
+
+        click.echo(render_json({"cases": [r.__dict__ for r in results], "evaluators": list(evaluators),
+                                "summary": {"passed": len(results) - failed, "failed": failed},
+                                "coverage": gaps if coverage else None}))
+    else:
+        for res in results:
+            click.echo(f"{'PASS' if res.passed else 'FAIL'} {res.file} :: {res.name}")
+            for msg in res.failures:
+                click.echo(f"     {msg}")
+        if coverage:
+            for rid in gaps["never_fired"]:
+                click.echo(f"COVERAGE {rid}: never fires in any case")
+            for rid in gaps["never_not_fired"]:
+                click.echo(f"COVERAGE {rid}: fires in every case (add a case where it must not)")
+        click.echo(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed or gaps["never_fired"] or gaps["never_not_fired"] else 0
 
 
 def main() -> None:

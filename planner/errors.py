@@ -48,3 +48,12 @@ class SmiError(InputError):
 
 class PackError(InputError):
     """A rule pack (or pack test file) is invalid."""
+
+
+class PackProblemsError(PackError):
+    """Several problems in rule packs: the message is the first; `problems` holds them all (for lint)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        more = f" (and {len(problems) - 1} more; run `vllm-planner rules lint`)" if len(problems) > 1 else ""
+        super().__init__(problems[0] + more)

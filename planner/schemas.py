@@ -156,6 +156,8 @@ class Alternative(_Model):
     kv_cache_dtype: str
     fits: bool
     forbidden: list[str]
+    preference: float = 0.0
+    preferred_by: list[str] = Field(default_factory=list)
     kv_cache_tokens: int
     max_concurrency: float
     weights_bytes: int

@@ -53,7 +53,6 @@ FACT_SCHEMA: dict[str, dict[str, str]] = {
         "num_kv_heads": "int",
         "hidden_size": "int",
         "vocab_size": "int",
-        "weights_gib": "float",  # total weights at the run dtype/quantization
         "key": "str",
     },
     "cluster": {
@@ -93,6 +92,8 @@ FACT_SCHEMA: dict[str, dict[str, str]] = {
         "is_max_tp": "bool",  # the largest valid TP on one node, among auto-KV candidates
         "is_min_weights_fit_tp": "bool",  # smallest TP (PP=1) whose weights fit, when no layout fits fully
         "forbidden": "bool",  # a sizing rule dropped this candidate (it stays visible for reporting)
+        "preference": "float",  # sum of the sizing stage's `prefer` scores for this candidate
+        "is_preferred": "bool",  # fits, not forbidden, highest preference > 0 (ties: fewest GPUs)
         "is_min_tp": "bool",  # the smallest valid layout, flagged only when no layout's weights fit
         "is_baseline_kv": "bool",  # kv_cache_dtype auto (the model dtype)
         "is_selected_layout": "bool",  # the TP/PP/DP layout currently decided

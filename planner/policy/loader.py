@@ -24,7 +24,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from planner import __version__
-from planner.errors import PackError
+from planner.errors import PackError, PackProblemsError
 from planner.policy.facts import FACT_SCHEMA, field_kind
 from planner.policy.schema import FactRef, Pack, ParamDecl, ParamRef, Rule, check_param_value, parse_pack
 
@@ -257,8 +257,14 @@ def build_packset(packs: list[Pack]) -> PackSet:
         loaded.append(LoadedPack(pack=pack, source=pack.source, sha256=_pack_sha(pack), order=order))
     params = {n: EffectiveParam(name=n, decl=decls[n][0], value=values[n][0], set_by=values[n][1]) for n in decls}
     packset = PackSet(packs=loaded, params=params, rules=list(rules.values()), overrides=overrides_log)
+    problems: list[str] = []
     for er in packset.rules:
-        check_rule_refs(er, params)
+        try:
+            check_rule_refs(er, params)
+        except PackError as e:
+            problems.append(str(e))
+    if problems:
+        raise PackProblemsError(problems)
     return packset
 
 
@@ -319,8 +325,11 @@ def check_rule_refs(er: EffectiveRule, params: dict[str, EffectiveParam]) -> Non
         if act.verb in ("forbid", "prefer"):
             if "candidate" not in aliases.values():
                 raise PackError(_where(er, f"{path}: '{act.verb}: candidate' needs a candidate alias in 'when'"))
-            if rule.stage == "baseline":
-                raise PackError(_where(er, f"{path}: '{act.verb}' belongs in the sizing or recommend stage"))
+            if rule.stage != "sizing":
+                raise PackError(_where(er, f"{path}: '{act.verb}' belongs in the sizing stage (candidates are "
+                                           "dropped and scored before settings are recommended)"))
+            if act.verb == "prefer" and isinstance(act.score, (bool, str)):
+                raise PackError(_where(er, f"{path}: prefer score must be a number, got {act.score!r}"))
         if rule.stage == "baseline" and "candidate" in aliases.values():
             raise PackError(_where(er, "when: baseline rules cannot match candidates (they are built later)"))
 

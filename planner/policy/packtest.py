@@ -111,6 +111,15 @@ def check_case(packset: PackSet, facts: list[dict[str, Any]], expect: dict[str, 
     return failures, fired
 
 
+def test_layers(path: Path) -> list[Any]:
+    """The extra (site) packs a test file loads, validated."""
+    from planner.yamlio import load_yaml_file, to_plain
+
+    doc = to_plain(load_yaml_file(path))
+    layers = (doc.get("layers") if isinstance(doc, dict) else None) or []
+    return [read_pack_file((path.parent / p).resolve()) for p in layers]
+
+
 def run_test_file(path: Path, base_packs: list[Any], evaluators: tuple[str, ...]) -> list[CaseResult]:
     """All cases of one *.test.yaml file."""
     from planner.yamlio import load_yaml_file, to_plain
@@ -152,3 +161,51 @@ def find_test_files(paths: list[Path]) -> list[Path]:
         else:
             raise PackError(f"{p}: no such test file or directory")
     return out
+
+
+def load_facts_file(path: Path, case: str | None = None) -> list[dict[str, Any]]:
+    """Facts for `rules explain`: a pack-test file (optionally one of its cases), a YAML/JSON list of
+    facts, or an audit record written by `plan --audit-log` (JSON Lines: the last record is used)."""
+    import json
+
+    from planner.yamlio import load_yaml_file, to_plain
+
+    if path.suffix in (".jsonl", ".log") or path.name.endswith(".audit.json"):
+        try:
+            lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            doc: Any = json.loads(lines[-1]) if lines else None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise PackError(f"{path}: not an audit log (JSON Lines): {e}") from None
+    else:
+        doc = to_plain(load_yaml_file(path))
+    if isinstance(doc, dict) and "input" in doc and isinstance(doc["input"], dict):
+        doc = doc["input"]  # an audit record
+    raw = doc.get("facts") if isinstance(doc, dict) else doc
+    if not isinstance(raw, list):
+        raise PackError(f"{path}: expected a list of facts, a pack test (facts: [...]) or an audit record")
+    raw = copy.deepcopy(raw)
+    for f in raw:
+        if isinstance(f, dict) and "key" not in f and isinstance(f.get("id"), str) and ":" in f["id"]:
+            f["key"] = f["id"].split(":", 1)[1]
+        elif isinstance(f, dict) and isinstance(f.get("key"), str) and f["key"].startswith(f"{f.get('type')}:"):
+            f["key"] = f["key"].split(":", 1)[1]
+    if case is not None:
+        cases = {c.get("name"): c for c in (doc.get("cases") or [])} if isinstance(doc, dict) else {}
+        if case not in cases:
+            raise PackError(f"{path}: no case named {case!r} (cases: {', '.join(map(str, cases)) or 'none'})")
+        for fid, patch in (cases[case].get("patch") or {}).items():
+            hit = [f for f in raw if f"{f['type']}:{f.get('key', f.get('id'))}" == fid]
+            if not hit:
+                raise PackError(f"{path}: case {case!r} patches unknown fact {fid!r}")
+            hit[0].update(patch)
+    return _facts(raw, str(path))
+
+
+def coverage(results: list[CaseResult], rule_ids: set[str]) -> dict[str, list[str]]:
+    """Rules never fired, and rules that fired in every case (never shown not firing)."""
+    fired_any: set[str] = set()
+    fired_all = set(rule_ids)
+    for r in results:
+        fired_any |= set(r.fired)
+        fired_all &= set(r.fired)
+    return {"never_fired": sorted(rule_ids - fired_any), "never_not_fired": sorted(fired_all)}

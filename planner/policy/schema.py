@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from planner.errors import PackError
+from planner.errors import PackError, PackProblemsError
 from planner.policy.facts import FACT_SCHEMA, FACT_SCHEMA_VERSION
 
 SCHEMA_VERSION = 1
@@ -436,12 +436,22 @@ def parse_pack(doc: Any, source: str) -> Pack:
     rules_raw = doc.get("rules") or []
     if not isinstance(rules_raw, list):
         raise w.fail(("rules",), "rules must be a list")
-    rules = tuple(_parse_rule(r, w, ("rules", i), layer) for i, r in enumerate(rules_raw))
+    problems: list[str] = []
+    parsed: list[Rule] = []
+    for i, r in enumerate(rules_raw):  # collect every rule's problem, so `rules lint` can show them all
+        try:
+            parsed.append(_parse_rule(r, w, ("rules", i), layer))
+        except PackError as e:
+            problems += e.problems if isinstance(e, PackProblemsError) else [str(e)]
     seen: dict[str, int] = {}
-    for i, rule in enumerate(rules):
+    for i, rule in enumerate(parsed):
         if rule.id in seen:
-            raise w.fail(("rules", i, "id"), f"duplicate rule id {rule.id!r} (first at rules[{seen[rule.id]}])")
+            problems.append(str(w.fail(("rules", i, "id"),
+                                       f"duplicate rule id {rule.id!r} (first at rules[{seen[rule.id]}])")))
         seen[rule.id] = i
+    if problems:
+        raise PackProblemsError(problems)
+    rules = tuple(parsed)
     lines = {f"rules[{i}]": w.line(("rules", i)) or 0 for i in range(len(rules))}
     params_raw = doc.get("params") or {}
     if not isinstance(params_raw, dict):

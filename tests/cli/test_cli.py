@@ -58,13 +58,13 @@ def test_plan_llama8b_h100_contract() -> None:
 
 def test_site_pack_changes_decision_and_audit(tmp_path: Path) -> None:
     """A site rule wins over the vendor default, and the audit names the pack, its layer and what it beat."""
-    p = plan_json(*LLAMA8, *H100, "--rules", str(ROOT / "examples" / "site-pack.yaml"))
+    p = plan_json(*LLAMA8, *H100, "--rules", str(ROOT / "examples" / "site" / "acme.yaml"))
     d = p["decisions"]["gpu_memory_utilization"]
-    assert (d["value"], d["by"]) == (0.85, "site.example.util-085")
+    assert (d["value"], d["by"]) == (0.85, "site.acme.h100-util-085")
     assert d["superseded"][0]["rule"] == "rec.util.vllm-default"
     assert abs(p["memory"]["per_gpu"]["budget_bytes"] / p["memory"]["per_gpu"]["total_bytes"] - 0.85) < 1e-6
     layers = {pk["name"]: pk["layer"] for pk in p["audit"]["packs"]}
-    assert layers == {"core": "vendor", "example-site": "site"}
+    assert layers == {"core": "vendor", "acme-site": "site"}
     assert "--gpu-memory-utilization 0.85" in p["serve_command"]
 
 
