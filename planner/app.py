@@ -571,6 +571,9 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
         "audit": audit,
         "warnings": warnings,
         "alternatives": _alternatives(ctx, cands, layout, kv, settings),
+        "dropped": [{"tensor_parallel_size": c.layout.tp, "pipeline_parallel_size": c.layout.pp,
+                     "data_parallel_size": c.layout.dp, "kv_cache_dtype": c.kv_cache_dtype,
+                     "reasons": [f"{f['rule']}: {f['reason']}" for f in c.forbidden]} for c in cands if c.forbidden],
     }
     body["plan_id"] = hashlib.sha256(json.dumps({"config": config, "model": arch.name, "gpu": hw.name,
                                                  "packs": ctx.packset.sha256, "v": ctx.version},

@@ -165,6 +165,16 @@ class Alternative(_Model):
     output_tokens_per_s_total: float | None = None
 
 
+class Dropped(_Model):
+    """A candidate a sizing rule removed, with every reason."""
+
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    data_parallel_size: int
+    kv_cache_dtype: str
+    reasons: list[str]
+
+
 class PlanResponse(_Model):
     """The plan, as printed by `plan --json`."""
 
@@ -182,4 +192,5 @@ class PlanResponse(_Model):
     audit: dict[str, Any]
     warnings: list[PlanWarning]
     alternatives: list[Alternative]
+    dropped: list[Dropped] = Field(default_factory=list, description="Candidates removed by sizing rules.")
     serve_command: str

@@ -93,6 +93,11 @@ def render_explain(p: PlanResponse, c: Console) -> None:
         c.print(f"  [bold]{key}[/] = {d.value!r}  by [cyan]{d.by}[/]: {d.reason}", markup=True)
         for s in d.superseded:
             c.print(f"      beat {s.get('rule')} = {s.get('value')!r} ({s.get('why')})", markup=False)
+    if p.dropped:
+        c.print("[bold]Candidates dropped by sizing rules[/]")
+        for a in p.dropped:
+            c.print(f"  TP {a.tensor_parallel_size} x PP {a.pipeline_parallel_size} (DP {a.data_parallel_size}, "
+                    f"KV {a.kv_cache_dtype}): {'; '.join(a.reasons)}", markup=False)
     c.print("[bold]Rule packs[/]")
     for pk in p.audit.get("packs", []):
         c.print(f"  {pk['name']} {pk['version']} ({pk['layer']}) {pk['source']} sha256:{pk['sha256'][:12]}",

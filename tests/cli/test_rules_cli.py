@@ -54,6 +54,9 @@ def test_site_forbid_moves_the_layout() -> None:
     assert (p["config"]["tensor_parallel_size"], p["config"]["pipeline_parallel_size"]) == (2, 2)
     forbids = [f for f in p["audit"]["firings"] if f["rule"] == "site.acme.no-wide-tp-over-pcie"]
     assert forbids and all(f["bindings"]["cand.tensor_parallel_size"] > 2 for f in forbids)
+    dropped = {(d["tensor_parallel_size"], d["kv_cache_dtype"]) for d in p["dropped"]
+               if any(r.startswith("site.acme.no-wide-tp-over-pcie") for r in d["reasons"])}
+    assert (4, "auto") in dropped
 
 
 def test_explain_names_site_and_superseded_vendor_rules() -> None:
