@@ -63,14 +63,19 @@ def _host() -> Any:
 
             def get_action(self, action_name: str) -> Any:
                 def act(c: Any) -> None:
-                    if _FIRED is not None and not action_name.startswith(_SINK):
-                        matched = {alias: dict(fact) for alias, fact in c._m.items()}
-                        _FIRED.append((action_name, matched))
+                    if not action_name.startswith(_SINK):
+                        _record(action_name, {alias: dict(fact) for alias, fact in c._m.items()})
 
                 return act
 
         _HOST = _AuditHost()
     return _HOST
+
+
+def _record(rule_id: str, matched: dict[str, Any]) -> None:
+    """What every action does: note the firing. Outcomes are decided later, in Python."""
+    if _FIRED is not None:
+        _FIRED.append((rule_id, matched))
 
 
 def _ensure_registered(rules: tuple[CRule, ...]) -> str:

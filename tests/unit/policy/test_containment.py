@@ -71,3 +71,15 @@ def test_cli_engine_failure_is_exit_1_one_line() -> None:
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: the rules engine (durable_rules) did not answer")
     assert "Traceback" not in r.stderr
+
+
+def test_exception_inside_an_action_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """durable-rules stores an action's exception in its state and returns normally; the adapter raises."""
+    assert len(engine.evaluate(RULES, FACTS)) == 1  # registered and working in this process
+
+    def boom(*_: object) -> None:
+        raise ValueError("boom")
+
+    monkeypatch.setattr(engine, "_record", boom)  # the recording action now raises inside the engine
+    with pytest.raises(RuleEngineError, match=r"action failed.*boom"):
+        engine.evaluate(RULES, FACTS)
