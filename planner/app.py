@@ -288,7 +288,7 @@ def _flags(cands: list[Candidate], settings: Settings) -> dict[str, dict[str, bo
         sel_layout = settings.layout is not None and c.layout == settings.layout
         out[c.key] = {
             "is_min_fitting_tp": c is min_fit, "is_min_weights_fit_tp": c is min_wfit, "is_max_tp": c is max_tp,
-            "is_min_tp": c is min_tp and min_fit is None and min_wfit is None,
+            "is_min_tp": c is min_tp and not any(x.memory.weights_fit for x in base),
             "is_baseline_kv": is_base, "is_selected_layout": sel_layout,
             "is_selected": sel_layout and c.kv_cache_dtype == settings.kv_cache_dtype,
             "is_preferred": c is preferred, "preference": c.preference, "forbidden": bool(c.forbidden),
@@ -358,6 +358,19 @@ def _pinned_decisions(req: PlanRequest, quant: str | None) -> dict[str, Any]:
     return out
 
 
+def _check_decisions(decisions: dict[str, Decision]) -> None:
+    """A rule's value that vLLM would reject (from a ref or a param set at run time) is a pack error."""
+    from planner.errors import PackError
+    from planner.policy.schema import check_decision_value
+
+    for key, d in decisions.items():
+        if d.by == "user":
+            continue
+        problem = check_decision_value(key, d.value)
+        if problem:
+            raise PackError(f"rule {d.by} recommends {key} = {d.value!r}: {problem}")
+
+
 def _settings_from(decisions: dict[str, Decision], prev: Settings, cands: list[Candidate]) -> Settings:
     def val(key: str, default: Any) -> Any:
         return decisions[key].value if key in decisions and decisions[key].value is not None else default
@@ -405,6 +418,7 @@ def _settle(ctx: PlanContext, base_facts: list[dict[str, Any]]
         facts = [_candidate_fact(c, req, ctx.quant, flags[c.key]) for c in cands]
         rec = ctx.run.run_stage("recommend", base_facts + facts)
         decisions = resolve(rec.proposals, pinned)
+        _check_decisions(decisions)
         new = _settings_from(decisions, settings, cands)
         if new == settings:
             break
@@ -503,11 +517,14 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
 
     req, arch, hw = ctx.req, ctx.arch, ctx.hw
     layout = settings.layout
-    if layout is None:  # no rule chose a layout: show the smallest valid one, infeasible
-        layout = min((c.layout for c in cands), key=lambda lay: (lay.tp * lay.pp, lay.pp))
+    if layout is None:  # no rule chose a layout: every fitting one was dropped by sizing rules
+        fitting = sorted((c for c in cands if c.memory.weights_fit), key=lambda c: (c.layout.gpus, c.layout.pp))
+        layout = (fitting[0] if fitting else min(cands, key=lambda c: (c.layout.gpus, c.layout.pp))).layout
+        why = "every layout that fits was dropped by sizing rules; showing the smallest"
         for key, v in (("tensor_parallel_size", layout.tp), ("pipeline_parallel_size", layout.pp),
                        ("data_parallel_size", layout.dp)):
-            decisions.setdefault(key, _no_rule(key, v, "no layout fits; showing the smallest valid one"))
+            decisions.setdefault(key, _no_rule(key, v, why))
+    decisions.setdefault("pipeline_parallel_size", _no_rule("pipeline_parallel_size", layout.pp, "follows the layout"))
     decisions.setdefault("data_parallel_size", _no_rule("data_parallel_size", layout.dp, "GPUs left over"))
     max_len = int(decisions["max_model_len"].value) if "max_model_len" in decisions else ctx.target_len
     kv = settings.kv_cache_dtype
@@ -529,7 +546,7 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
                   f"{mem.kv_cache_bytes / GiB:.2f} GiB is left")
     elif chosen is not None and chosen.forbidden:
         feasible = False
-        reason = "; ".join(f"{f['rule']}: {f['reason']}" for f in chosen.forbidden)
+        reason = "forbidden by policy: " + "; ".join(f"{f['rule']}: {f['reason']}" for f in chosen.forbidden)
     if hw.free_bytes is not None and hw.free_bytes < mem.budget_bytes:
         warnings.append({"code": "W-FREE-MEMORY", "rule": None, "message":
                          f"the GPU shows {hw.free_bytes / GiB:.2f} GiB free but the budget is "

@@ -7,6 +7,7 @@ stderr, with the traceback only under --debug.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,13 @@ MODES = ("latency", "balanced", "throughput")
 
 class PlannerGroup(click.Group):
     """Maps planner errors to exit codes and one-line messages (click's own usage errors too)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:  # `| head` closed stdout: stop quietly with 141, as Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(141) from None
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("standalone_mode", False)
@@ -215,7 +223,7 @@ def rules_list(extra: tuple[str, ...], as_json: bool) -> int:
     from planner.policy.loader import load_packset
     from planner.policy.views import packs_view
 
-    ps = load_packset(extra)
+    ps = load_packset(extra, with_lines=True)
     rules = [{"id": r.id, "stage": r.rule.stage, "priority": r.priority, "enabled": r.enabled, "pack": r.pack,
               "layer": r.layer} for r in ps.rules]
     if as_json:
@@ -241,7 +249,7 @@ def rules_show(extra: tuple[str, ...], effective: bool, as_json: bool) -> int:
     from planner.policy.loader import load_packset
     from planner.policy.views import effective_view
 
-    view = effective_view(load_packset(extra))
+    view = effective_view(load_packset(extra, with_lines=True))
     if not effective:
         view = {"packs": view["packs"], "overrides": view["overrides"]}
     if as_json:
@@ -280,7 +288,8 @@ def rules_explain(rule_id: str, facts_file: str, case: str | None, extra: tuple[
     from planner.policy.loader import load_packset
     from planner.policy.packtest import load_facts_file
 
-    ex = explain(load_packset(extra), rule_id, load_facts_file(Path(facts_file), case))
+    facts, layers = load_facts_file(Path(facts_file), case)
+    ex = explain(load_packset((*extra, *map(str, layers)), with_lines=True), rule_id, facts)
     if as_json:
         from planner.render.json import render_json
 

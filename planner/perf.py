@@ -111,7 +111,8 @@ def estimate(inp: PerfInputs, params: dict[str, Any]) -> PerfResult | None:
     ]
     return PerfResult(
         itl_ms=itl, ttft_ms=ttft, decode_tokens_per_s_per_request=1000.0 / itl,
-        output_tokens_per_s_total=batch * inp.dp * 1000.0 / itl, prefill_tokens_per_s=prefill * inp.dp,
+        output_tokens_per_s_total=min(inp.concurrency, batch * inp.dp) * 1000.0 / itl,
+        prefill_tokens_per_s=prefill * inp.dp,
         effective_concurrency=min(inp.concurrency, batch * inp.dp), batch_per_replica=batch,
         assumptions=tuple(assumptions),
     )

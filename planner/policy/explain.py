@@ -84,7 +84,7 @@ def _checks(rule: CRule, alias: str, facts: list[dict[str, Any]]) -> list[FactCh
     pat = next(p for p in rule.patterns if p.alias == alias)
     out = []
     for f in sorted((f for f in facts if f.get("type") == pat.fact), key=lambda f: f["id"]):
-        fc = FactCheck(fact_id=f["id"])
+        fc = FactCheck(fact_id=f["id"])  # matching facts are listed first, below
         for c in pat.conds:
             if isinstance(c.value, FactRef):
                 expected: Any = f"= {c.value.ref} (join)"
@@ -95,4 +95,4 @@ def _checks(rule: CRule, alias: str, facts: list[dict[str, Any]]) -> list[FactCh
             fc.conditions.append(ConditionCheck(prop=c.prop, op=c.op, expected=expected, seen=f.get(c.prop, "<absent>"),
                                                 holds=holds))
         out.append(fc)
-    return out
+    return sorted(out, key=lambda fc: not fc.matches)

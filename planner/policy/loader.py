@@ -26,7 +26,16 @@ from packaging.version import Version
 from planner import __version__
 from planner.errors import PackError, PackProblemsError
 from planner.policy.facts import FACT_SCHEMA, field_kind
-from planner.policy.schema import FactRef, Pack, ParamDecl, ParamRef, Rule, check_param_value, parse_pack
+from planner.policy.schema import (
+    FactRef,
+    Pack,
+    ParamDecl,
+    ParamRef,
+    Rule,
+    check_decision_value,
+    check_param_value,
+    parse_pack,
+)
 
 # Quantities a baseline `scale` may multiply (applied by the calculators).
 SCALABLE = (
@@ -84,6 +93,7 @@ class EffectiveRule:
     enabled: bool
     priority: int
     overridden: tuple[dict[str, Any], ...] = ()
+    sublines: dict[str, int] = field(default_factory=dict)  # "then[0]", "when.gpu.family" -> line
 
     @property
     def id(self) -> str:
@@ -168,14 +178,20 @@ def site_pack_paths(rules: tuple[str, ...] = (), *, use_env: bool = True) -> lis
     return paths
 
 
-def load_packset(rules: tuple[str, ...] = (), *, use_env: bool = True,
-                 vendor_paths: list[Path] | None = None) -> PackSet:
-    """Load vendor + site packs and build the effective pack set."""
+def load_packset(rules: tuple[str, ...] = (), *, use_env: bool = True, vendor_paths: list[Path] | None = None,
+                 with_lines: bool = False) -> PackSet:
+    """Load vendor + site packs and build the effective pack set.
+
+    Plans use the fast loader (no line numbers) and reload with line tracking only to report an
+    error; `with_lines` (the `rules` commands) keeps every rule's file:line for display.
+    """
     files = (vendor_pack_paths() if vendor_paths is None else vendor_paths) + site_pack_paths(rules, use_env=use_env)
-    try:  # fast loader first; on any problem, reload with line tracking so the error names file:line
-        return build_packset([read_pack_file(p, fast=True) for p in files])
-    except PackError:
-        return build_packset([read_pack_file(p) for p in files])
+    if not with_lines:
+        try:
+            return build_packset([read_pack_file(p, fast=True) for p in files])
+        except PackError:
+            pass
+    return build_packset([read_pack_file(p) for p in files])
 
 
 def _check_requires(pack: Pack, loaded: list[LoadedPack]) -> None:
@@ -221,16 +237,18 @@ def build_packset(packs: list[Pack]) -> PackSet:
                 decls[pname] = (decl, pack.name)
                 values[pname] = (decl.default, "default")
             else:
+                where = f"{pack.source}:{pack.lines.get(f'params.{pname}', 0)}: params.{pname}"
                 if pname not in decls:
-                    raise PackError(f"{pack.source}: params.{pname}: not declared by any vendor pack")
+                    raise PackError(f"{where}: not declared by any vendor pack")
                 try:
                     check_param_value(decls[pname][0], decl)
                 except ValueError as e:
-                    raise PackError(f"{pack.source}: params.{pname}: {e}") from None
+                    raise PackError(f"{where}: {e}") from None
                 values[pname] = (decl, pack.name)
-        for ov in pack.overrides:
+        for k, ov in enumerate(pack.overrides):
             if ov.rule not in rules:
-                raise PackError(f"{pack.source}: overrides: unknown rule {ov.rule!r} (no loaded pack defines it)")
+                raise PackError(f"{pack.source}:{pack.lines.get(f'overrides[{k}]', 0)}: overrides[{k}]: unknown rule "
+                                f"{ov.rule!r} (no loaded pack defines it)")
             old = rules[ov.rule]
             changed: dict[str, Any] = {}
             if ov.enabled is not None and ov.enabled != old.enabled:
@@ -243,7 +261,7 @@ def build_packset(packs: list[Pack]) -> PackSet:
                 rule=old.rule, pack=old.pack, layer=old.layer, order=old.order, source=old.source, line=old.line,
                 enabled=old.enabled if ov.enabled is None else ov.enabled,
                 priority=old.priority if ov.priority is None else ov.priority,
-                overridden=(*old.overridden, record),
+                overridden=(*old.overridden, record), sublines=old.sublines,
             )
         for i, rule in enumerate(pack.rules):
             if rule.id in rules:
@@ -251,9 +269,11 @@ def build_packset(packs: list[Pack]) -> PackSet:
                 raise PackError(f"{pack.source}:{pack.lines.get(f'rules[{i}]', 0)}: rules[{i}]: duplicate rule id "
                                 f"{rule.id!r} (already defined in {prev.source}:{prev.line}); "
                                 "disable it with an override and add a site.* rule instead")
+            prefix = f"rules[{i}]."
+            sub = {k[len(prefix):]: v for k, v in pack.lines.items() if k.startswith(prefix)}
             rules[rule.id] = EffectiveRule(rule=rule, pack=pack.name, layer=pack.layer, order=order,
                                            source=pack.source, line=pack.lines.get(f"rules[{i}]", 0),
-                                           enabled=rule.enabled, priority=rule.priority)
+                                           enabled=rule.enabled, priority=rule.priority, sublines=sub)
         loaded.append(LoadedPack(pack=pack, source=pack.source, sha256=_pack_sha(pack), order=order))
     params = {n: EffectiveParam(name=n, decl=decls[n][0], value=values[n][0], set_by=values[n][1]) for n in decls}
     packset = PackSet(packs=loaded, params=params, rules=list(rules.values()), overrides=overrides_log)
@@ -269,7 +289,10 @@ def build_packset(packs: list[Pack]) -> PackSet:
 
 
 def _where(er: EffectiveRule, path: str) -> str:
-    return f"{er.source}:{er.line}: {er.id}: {path}"
+    """`file:line: rule-id: path: message`, with the line of the condition or action when known."""
+    location = path.split(":", 1)[0]
+    line = er.sublines.get(location) or er.line
+    return f"{er.source}:{line}: {er.id}: {path}"
 
 
 def check_rule_refs(er: EffectiveRule, params: dict[str, EffectiveParam]) -> None:
@@ -306,6 +329,12 @@ def check_rule_refs(er: EffectiveRule, params: dict[str, EffectiveParam]) -> Non
                     raise PackError(_where(er, f"{path}: ref to unknown alias {v.alias!r}"))
                 if v.prop not in FACT_SCHEMA[aliases[v.alias]]:
                     raise PackError(_where(er, f"{path}: unknown field {v.prop!r} of fact {aliases[v.alias]!r}"))
+        if act.verb == "recommend":
+            literal = params[act.value.param].value if isinstance(act.value, ParamRef) else act.value
+            if not isinstance(literal, FactRef):
+                problem = check_decision_value(act.target, literal)
+                if problem:
+                    raise PackError(_where(er, f"{path}: recommend {act.target}: {problem}"))
         if act.verb == "set":
             if act.target not in params:
                 raise PackError(_where(er, f"{path}: set: undeclared param {act.target!r}"))

@@ -31,6 +31,35 @@ from planner.policy.loader import PackSet, build_packset, read_pack_file
 from planner.policy.resolver import resolve
 
 FLOAT_TOL = 1e-9
+_TOP_KEYS = {"tests_for", "layers", "facts", "expect", "cases"}
+_EXPECT_KEYS = {"fired", "not_fired", "decisions", "warnings", "forbidden"}
+_CASE_KEYS = {"name", "patch", "expect", "layers"}
+_DECISION_KEYS = {"value", "by"}
+
+
+def _check_keys(where: str, got: Any, allowed: set[str]) -> None:
+    if not isinstance(got, dict):
+        raise PackError(f"{where}: expected a mapping, got {got!r}")
+    unknown = sorted(set(got) - allowed)
+    if unknown:
+        raise PackError(f"{where}: unknown key {unknown[0]!r} (expected {', '.join(sorted(allowed))})")
+
+
+def validate_test_doc(doc: Any, source: str) -> None:
+    """A misspelt key must fail loudly, never let a test pass vacuously."""
+    _check_keys(source, doc, _TOP_KEYS)
+    if "facts" not in doc:
+        raise PackError(f"{source}: a pack test needs 'facts' (and 'expect' or 'cases')")
+    expects = [("expect", doc.get("expect"))]
+    for i, case in enumerate(doc.get("cases") or []):
+        _check_keys(f"{source}: cases[{i}]", case, _CASE_KEYS)
+        expects.append((f"cases[{i}].expect", case.get("expect")))
+    for where, exp in expects:
+        if exp is None:
+            continue
+        _check_keys(f"{source}: {where}", exp, _EXPECT_KEYS)
+        for key, want in (exp.get("decisions") or {}).items():
+            _check_keys(f"{source}: {where}.decisions.{key}", want, _DECISION_KEYS)
 
 
 @dataclass
@@ -125,10 +154,19 @@ def run_test_file(path: Path, base_packs: list[Any], evaluators: tuple[str, ...]
     from planner.yamlio import load_yaml_file, to_plain
 
     doc = to_plain(load_yaml_file(path))
-    if not isinstance(doc, dict) or "facts" not in doc:
-        raise PackError(f"{path}: a pack test needs 'facts' and 'expect'")
+    validate_test_doc(doc, str(path))
     extra = [read_pack_file((path.parent / p).resolve()) for p in doc.get("layers", []) or []]
     packset = build_packset([*base_packs, *extra])
+    known = {r.id for r in packset.rules}
+    named = set(doc.get("tests_for") or [])
+    for case in [doc, *(doc.get("cases") or [])]:
+        exp = case.get("expect") or {}
+        named |= set(exp.get("fired") or []) | set(exp.get("not_fired") or [])
+        named |= {d["by"] for d in (exp.get("decisions") or {}).values() if "by" in d}
+    unknown = sorted(named - known)
+    if unknown:
+        raise PackError(f"{path}: names rule {unknown[0]!r}, which no loaded pack defines "
+                        "(a typo, or a site pack missing from 'layers')")
     base_facts = _facts(doc["facts"], str(path))
     results = [CaseResult(file=str(path), name="base", passed=True)]
     failures, fired = check_case(packset, base_facts, doc.get("expect") or {}, evaluators)
@@ -163,9 +201,10 @@ def find_test_files(paths: list[Path]) -> list[Path]:
     return out
 
 
-def load_facts_file(path: Path, case: str | None = None) -> list[dict[str, Any]]:
-    """Facts for `rules explain`: a pack-test file (optionally one of its cases), a YAML/JSON list of
-    facts, or an audit record written by `plan --audit-log` (JSON Lines: the last record is used)."""
+def load_facts_file(path: Path, case: str | None = None) -> tuple[list[dict[str, Any]], list[Path]]:
+    """Facts for `rules explain`, and the site packs they were evaluated with: a pack-test file
+    (optionally one of its cases; its `layers`), a YAML/JSON list of facts, or an audit record
+    written by `plan --audit-log` (JSON Lines: the last record; its site packs by source path)."""
     import json
 
     from planner.yamlio import load_yaml_file, to_plain
@@ -178,8 +217,12 @@ def load_facts_file(path: Path, case: str | None = None) -> list[dict[str, Any]]
             raise PackError(f"{path}: not an audit log (JSON Lines): {e}") from None
     else:
         doc = to_plain(load_yaml_file(path))
+    packs: list[Path] = []
     if isinstance(doc, dict) and "input" in doc and isinstance(doc["input"], dict):
+        packs = [Path(p["source"]) for p in doc.get("packs", []) if p.get("layer") == "site" and p.get("source")]
         doc = doc["input"]  # an audit record
+    elif isinstance(doc, dict) and doc.get("layers"):
+        packs = [(path.parent / p).resolve() for p in doc["layers"]]
     raw = doc.get("facts") if isinstance(doc, dict) else doc
     if not isinstance(raw, list):
         raise PackError(f"{path}: expected a list of facts, a pack test (facts: [...]) or an audit record")
@@ -198,7 +241,7 @@ def load_facts_file(path: Path, case: str | None = None) -> list[dict[str, Any]]
             if not hit:
                 raise PackError(f"{path}: case {case!r} patches unknown fact {fid!r}")
             hit[0].update(patch)
-    return _facts(raw, str(path))
+    return _facts(raw, str(path)), packs
 
 
 def coverage(results: list[CaseResult], rule_ids: set[str]) -> dict[str, list[str]]:

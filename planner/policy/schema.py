@@ -47,6 +47,32 @@ DECISION_KEYS = (
     "enable_chunked_prefill",
 )
 
+_POSITIVE_INT_KEYS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "max_model_len",
+                      "max_num_seqs", "max_num_batched_tokens", "block_size")
+_BOOL_KEYS = ("enforce_eager", "enable_prefix_caching", "enable_chunked_prefill")
+
+
+def check_decision_value(key: str, value: object) -> str | None:
+    """None when `value` is a valid vLLM value for decision `key`, else what is wrong with it."""
+    from planner.memory import KV_DTYPES
+
+    if key in _POSITIVE_INT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000_000:
+            return f"expected a positive integer, got {value!r}"
+    elif key == "gpu_memory_utilization":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            return f"expected a fraction in (0, 1], got {value!r}"
+    elif key == "kv_cache_dtype":
+        if value not in KV_DTYPES:
+            return f"expected one of {', '.join(KV_DTYPES)}, got {value!r}"
+    elif key in _BOOL_KEYS:
+        if not isinstance(value, bool):
+            return f"expected true or false, got {value!r}"
+    elif key == "quantization" and not isinstance(value, str):
+        return f"expected a quantization name or none, got {value!r}"
+    return None
+
+
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+$")
 _PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _ALIAS = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -453,6 +479,16 @@ def parse_pack(doc: Any, source: str) -> Pack:
         raise PackProblemsError(problems)
     rules = tuple(parsed)
     lines = {f"rules[{i}]": w.line(("rules", i)) or 0 for i in range(len(rules))}
+    for i, raw_rule in enumerate(rules_raw):  # finer locations, for errors found after parsing
+        for j in range(len(raw_rule.get("then") or [])):
+            lines[f"rules[{i}].then[{j}]"] = w.line(("rules", i, "then", j)) or 0
+        for alias, pat in (raw_rule.get("when") or {}).items():
+            for prop in pat if isinstance(pat, dict) else ():
+                lines[f"rules[{i}].when.{alias}.{prop}"] = w.line(("rules", i, "when", alias, prop)) or 0
+    for name in doc.get("params") or {}:
+        lines[f"params.{name}"] = w.line(("params", name)) or 0
+    for i in range(len(doc.get("overrides") or [])):
+        lines[f"overrides[{i}]"] = w.line(("overrides", i)) or 0
     params_raw = doc.get("params") or {}
     if not isinstance(params_raw, dict):
         raise w.fail(("params",), "params must be a mapping")

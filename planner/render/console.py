@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -9,6 +11,19 @@ from rich.table import Table
 
 from planner.schemas import PlanResponse
 from planner.units import GiB
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """`| head` closed stdout: exit 141 like other Unix tools (rich's default is 1, our 'bug' code)."""
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(141)
+
+
+def make_console() -> Console:
+    """A console that does not wrap reports at 80 columns when stdout is a pipe or a file."""
+    probe = Console()
+    return _Console(highlight=False, width=None if probe.is_terminal else 160)
 
 
 def _g(n: int | None) -> str:
@@ -21,7 +36,7 @@ def _r(rng: Any, unit: str, digits: int = 1) -> str:
 
 def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | None = None) -> None:
     """A readable plan: verdict, configuration, memory, speed, serve command, warnings (and the audit)."""
-    c = console or Console(highlight=False)
+    c = console or make_console()
     m, hw, cfg = p.model, p.hardware, p.config
     verdict = "[bold green]FITS[/]" if p.feasible else "[bold red]DOES NOT FIT[/]"
     c.print(f"{verdict}  {m.name} on {hw.gpu_count} x {hw.gpu}  (vLLM {p.vllm_version}, plan {p.plan_id})")
@@ -55,7 +70,8 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
         rows.insert(1, ("free now (probed)", g.free_bytes))
     for label, val in rows:
         mt.add_row(label, _g(val))
-    mt.add_row("KV capacity", f"{mem.kv_cache_tokens:,} tokens ({mem.max_concurrency:.2f}x max_model_len)")
+    mt.add_row("KV capacity (per replica)",
+               f"{mem.kv_cache_tokens:,} tokens ({mem.max_concurrency:.2f}x max_model_len)")
     mt.add_row("headroom / OOM risk", f"{_g(mem.headroom_bytes)} / {mem.oom_risk}")
     c.print(mt)
 
@@ -108,7 +124,7 @@ def render_explain(p: PlanResponse, c: Console) -> None:
 
 
 def render_detect(data: dict[str, Any], console: Console | None = None) -> None:
-    c = console or Console(highlight=False)
+    c = console or make_console()
     t = Table(title=f"GPUs (driver {data.get('driver_version') or '?'}, CUDA {data.get('cuda_version') or '?'}, "
                     f"interconnect {data.get('interconnect') or 'unknown'})", header_style="bold")
     for col in ("#", "name", "memory total", "used", "CC", "catalog"):
@@ -120,7 +136,7 @@ def render_detect(data: dict[str, Any], console: Console | None = None) -> None:
 
 
 def render_rows(title: str, columns: list[str], rows: list[list[str]], console: Console | None = None) -> None:
-    c = console or Console(highlight=False)
+    c = console or make_console()
     t = Table(title=title, header_style="bold")
     for col in columns:
         t.add_column(col)

@@ -174,3 +174,46 @@ def test_scale_verb_reaches_the_calculators(tmp_path: Path) -> None:
     w0 = json.loads(run(*args)[1])["memory"]["per_gpu"]["weights_bytes"]
     w1 = json.loads(run(*args, "--rules", str(p))[1])["memory"]["per_gpu"]["weights_bytes"]
     assert w1 == int(w0 * 1.10)
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("facts: []\nexpect: {decisons: {}}\n", "unknown key 'decisons'"),
+    ("facts: []\nexpect: {fird: [x]}\n", "unknown key 'fird'"),
+    ("facts: []\nlayer: [x.yaml]\nexpect: {}\n", "unknown key 'layer'"),
+    ("facts: []\nexpect: {fired: [site.nope.rule]}\n", "names rule 'site.nope.rule'"),
+    ("facts: []\ncases: [{name: a, expect: {decisions: {max_num_seqs: {valu: 1}}}}]\n", "unknown key 'valu'"),
+])
+def test_misspelt_test_file_is_an_error(tmp_path: Path, text: str, needle: str) -> None:
+    """A typo in a test file exits 2 instead of letting the test pass vacuously."""
+    t = tmp_path / "x.test.yaml"
+    t.write_text(text)
+    rc, _, err = run("rules", "test", str(t))
+    assert rc == 2 and needle in err
+
+
+def test_explain_uses_test_layers_and_audit_packs(tmp_path: Path) -> None:
+    """explain finds site rules through the test file's layers, and through an audit record's site packs."""
+    tests = str(ROOT / "examples" / "site" / "tests" / "acme.test.yaml")
+    rc, out, _ = run("rules", "explain", "site.acme.h100-util-085", "--facts", tests)
+    assert rc == 0 and "FIRED 1 time(s)" in out
+    log = tmp_path / "audit.jsonl"
+    rc, _, _ = run("plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100", "--rules", ACME,
+                   "--audit-log", str(log), "--json")
+    assert rc == 0
+    rc, out, _ = run("rules", "explain", "site.acme.h100-util-085", "--facts", str(log))
+    assert rc == 0 and "FIRED 1 time(s)" in out
+
+
+def test_pinned_layout_forbidden_by_site_is_reported_as_policy(tmp_path: Path) -> None:
+    p = tmp_path / "s.yaml"
+    p.write_text("schema: 1\nname: s\nversion: 1.0.0\nlayer: site\nrules:\n"
+                 "  - {id: site.s.no-tp8, description: d, stage: sizing, "
+                 "when: {c: {fact: candidate, tensor_parallel_size: 8}}, "
+                 "then: [{forbid: candidate, reason: no TP 8}]}\n")
+    rc, out, _ = run("plan", "--model", "meta-llama/Llama-3.1-70B-Instruct", "--gpu", "H100", "--gpus", "8",
+                     "--tp", "8", "--rules", str(p), "--json")
+    assert rc == 3
+    plan = json.loads(out)
+    assert plan["infeasible_reason"] == "forbidden by policy: site.s.no-tp8: no TP 8"
+    assert plan["decisions"]["tensor_parallel_size"]["by"] == "user"
+    assert "smallest-when-nothing-fits" not in json.dumps(plan["decisions"])

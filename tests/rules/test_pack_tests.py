@@ -33,12 +33,12 @@ def test_wrong_expectation_fails(tmp_path: Path) -> None:
         "  - {type: request, key: '0', mode: balanced, vllm_minor: 33, vllm_version: '0.33.0'}\n"
         "expect:\n"
         "  decisions: {gpu_memory_utilization: {value: 0.5}}\n"
-        "  fired: [rec.nonexistent]\n"
+        "  not_fired: [rec.util.vllm-default]\n"
     )
     (res,) = run_test_file(t, BASE, EVALUATORS)
     assert not res.passed
     assert any("expected value 0.5, got 0.92" in f for f in res.failures)
-    assert any("rec.nonexistent" in f for f in res.failures)
+    assert any("expected rec.util.vllm-default not to fire" in f for f in res.failures)
 
 
 def test_every_vendor_rule_is_exercised() -> None:
