@@ -37,7 +37,7 @@ from planner.search import Layout, layouts, pp_is_valid, tp_is_valid
 from planner.units import GiB
 
 # vLLM versions whose accounting the planner knows (shared/spec/vllm-accounting.md section 0).
-KNOWN_VLLM_VERSIONS = ("0.8.5", "0.11.0", "0.15.0", "0.19.0", "0.20.0", "0.25.0", "0.29.0", "0.33.0")
+KNOWN_VLLM_VERSIONS = ("0.6.4", "0.8.5", "0.11.0", "0.15.0", "0.19.0", "0.20.0", "0.25.0", "0.29.0", "0.33.0")
 DEFAULT_VLLM_VERSION = KNOWN_VLLM_VERSIONS[-1]
 MAX_SETTLE_PASSES = 4
 DTYPE_ALIASES = {"auto": "auto", "half": "float16", "float16": "float16", "fp16": "float16", "bfloat16": "bfloat16",

@@ -4,8 +4,11 @@ Pure: no I/O. All sizes are int bytes.
 
     requested  = ceil(total x utilization)          (no ceil before 0.15: `budget_ceil`)
     kv_cache   = requested - weights - activation_peak - non_torch - cuda_graphs(if in budget)
-    num_blocks = min over ranks (kv_cache_rank // bytes_per_block)
-    capacity   = num_blocks / cdiv(max_model_len, block_size) sequences; tokens = int(capacity x L)
+    num_blocks = min over PP stages (kv_cache_stage // bytes_per_block)   (planner/kvcache.py: groups)
+    capacity   = num_blocks / blocks one max_model_len request needs; tokens as that version prints them
+
+The profile run processes max_num_batched_tokens tokens, or max(that, max_model_len) when chunked
+prefill is off (`chunked_prefill`, the V0 default up to 32k contexts).
 
 Empirical terms come from rule-pack params (names below), calibrated on real vLLM logs:
   activation_sampler_bytes_per_logit, activation_base_gib      sampler peak  = base + k x min(T,S) x V
@@ -20,12 +23,14 @@ Empirical terms come from rule-pack params (names below), calibrated on real vLL
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
+from planner.kvcache import blocks_per_request, capacity, kv_layout
 from planner.models.arch import ModelArch
-from planner.models.params import rank_weights
-from planner.units import GiB, cdiv
+from planner.models.params import pp_layer_split, rank_weights
+from planner.units import GiB
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}  # element sizes (physical constants)
 FP8_KV = ("fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc")
@@ -90,14 +95,6 @@ def kv_dtype_bytes(kv_cache_dtype: str, dtype: str) -> int:
     return DTYPE_BYTES[kv_cache_dtype]
 
 
-def kv_page_bytes_per_layer(arch: ModelArch, tp: int, kv_bytes: int, block_size: int) -> int:
-    """page_size_bytes of one attention layer on one GPU (vllm/v1/kv_cache_interface.py)."""
-    if arch.mla is not None:  # one latent "head", not split across TP
-        return block_size * (arch.mla.kv_lora_rank + arch.mla.qk_rope_head_dim) * kv_bytes
-    nkv_gpu = max(1, arch.num_kv_heads // tp)
-    return block_size * nkv_gpu * (arch.head_dim + arch.v_head_dim) * kv_bytes
-
-
 def rope_cache_bytes(arch: ModelArch, act_bytes: int) -> int:
     """Rotary cos/sin cache: max_position x rotary_dim x dtype, one shared copy per GPU."""
     if arch.max_position_embeddings is None:
@@ -153,35 +150,39 @@ def account(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any]) -> Memor
     budget = budget_bytes(inp.total_bytes, inp.gpu_memory_utilization, bool(params["budget_ceil"]))
     in_budget = bool(params["cuda_graph_in_budget"])
     rope = rope_cache_bytes(arch, act)
-    attn_layers_per_stage: list[int] = []
     stages = []
     weights_total = 0
+    hybrid = bool(params["hybrid_kv_manager"])
+    t_profile = inp.max_num_batched_tokens if params["chunked_prefill"] else max(inp.max_num_batched_tokens,
+                                                                                  inp.max_model_len)
+    inp_profile = replace(inp, max_num_batched_tokens=t_profile)
     for stage in range(inp.pp):
         rw = rank_weights(arch, tp=inp.tp, pp=inp.pp, stage=stage, act_bytes=act,
                           linear_bytes_per_param=inp.linear_bytes_per_param, rope_cache_bytes=rope)
         weights = int(rw.total_bytes * inp.scales.get("weights_bytes", 1.0))
         weights_total += weights * inp.tp
-        activation = activation_peak_bytes(arch, inp, params, last_stage=stage == inp.pp - 1)
+        activation = activation_peak_bytes(arch, inp_profile, params, last_stage=stage == inp.pp - 1)
         nt = non_torch_bytes(inp, params)
         cg = cuda_graph_bytes(rw.layers, inp, params)
         kv = budget - weights - activation - nt - (cg if in_budget else 0)
-        from planner.models.params import pp_layer_split
-
-        layer_ids = pp_layer_split(arch.num_layers, inp.pp)[stage]
-        attn = sum(1 for i in layer_ids if arch.layer_types[i] not in ("mamba", "linear_attention"))
-        attn_layers_per_stage.append(attn)
-        page = kv_page_bytes_per_layer(arch, inp.tp, kv_b, inp.block_size)
-        bytes_per_block = max(1, attn * page)
+        layout = kv_layout(arch, pp_layer_split(arch.num_layers, inp.pp)[stage], tp=inp.tp, kv_bytes=kv_b,
+                           block_size=inp.block_size, hybrid_manager=hybrid)
+        bytes_per_block = max(1, layout.bytes_per_block)
         blocks = max(0, kv) // bytes_per_block
-        stages.append((blocks, weights, activation, nt, cg, kv, bytes_per_block))
+        stages.append((blocks, weights, activation, nt, cg, kv, bytes_per_block, layout))
     binding = min(range(inp.pp), key=lambda s: (stages[s][0], -stages[s][1]))
-    blocks, weights, activation, nt, cg, kv, bytes_per_block = stages[binding]
-    blocks_per_req = cdiv(inp.max_model_len, inp.block_size)
-    max_conc = blocks / blocks_per_req if blocks_per_req else 0.0
-    tokens = int(max_conc * inp.max_model_len)
-    max_fit_len = max(0, blocks - 1) * inp.block_size
+    blocks, weights, activation, nt, cg, kv, bytes_per_block, layout = stages[binding]
+    in_flight = int(params["kv_inflight_batches"]) * inp.max_num_batched_tokens
+    state_blocks = int(params["mamba_state_blocks"])
+
+    def need(length: int) -> int:
+        return blocks_per_request(layout, length, in_flight, state_blocks)
+
+    tokens, max_conc = capacity(layout, blocks, inp.max_model_len, in_flight_tokens=in_flight,
+                                state_blocks=state_blocks, group_aware=bool(params["kv_tokens_group_aware"]))
+    max_fit_len = _longest_fitting(need, blocks - 1, layout.block_size)
     weights_fit = kv >= 2 * bytes_per_block
-    fits = weights_fit and bytes_per_block * blocks_per_req <= kv - bytes_per_block
+    fits = weights_fit and need(inp.max_model_len) <= blocks - 1
     baseline = int(params["context_baseline_gib"] * GiB)
     headroom = inp.total_bytes - budget - baseline - (0 if in_budget else cg)
     if inp.free_bytes is not None:
@@ -192,7 +193,24 @@ def account(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any]) -> Memor
         total_bytes=inp.total_bytes, budget_bytes=budget, weights_bytes=weights, activation_peak_bytes=activation,
         non_torch_bytes=nt, cuda_graph_bytes=cg, cuda_graph_in_budget=in_budget, kv_cache_bytes=max(0, kv),
         free_bytes=inp.free_bytes, bytes_per_block=bytes_per_block, num_blocks=blocks,
-        kv_bytes_per_token=bytes_per_block // inp.block_size, kv_cache_tokens=tokens, max_concurrency=max_conc,
+        kv_bytes_per_token=layout.kv_bytes_per_token, kv_cache_tokens=tokens, max_concurrency=max_conc,
         max_fitting_model_len=max_fit_len, weights_fit=weights_fit, fits=fits, headroom_bytes=headroom,
         oom_risk=risk, weights_total_bytes=weights_total,
     )
+
+
+def _longest_fitting(need: Callable[[int], int], available_blocks: int, block_size: int) -> int:
+    """Largest max_model_len (a multiple of the block size) whose one request fits `available_blocks`
+    (vLLM's binary search in _estimate_max_model_len_from_groups)."""
+    if available_blocks <= 0 or need(block_size) > available_blocks:
+        return 0
+    lo, hi = 1, 1
+    while need(hi * block_size) <= available_blocks and hi < 1 << 40:
+        lo, hi = hi, hi * 2
+    while lo < hi - 1:
+        mid = (lo + hi) // 2
+        if need(mid * block_size) <= available_blocks:
+            lo = mid
+        else:
+            hi = mid
+    return lo * block_size
