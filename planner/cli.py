@@ -380,6 +380,54 @@ def rules_test(paths: tuple[str, ...], evaluator: str, coverage: bool, fmt: str)
     return 1 if failed or gaps["never_fired"] or gaps["never_not_fired"] else 0
 
 
+@cli.command("check-log")
+@click.argument("log", type=click.Path())
+@click.option("--model", help="Model directory or id (default: the model the log names).")
+@click.option("--gpu", help="GPU name, alias or catalog id (for speeds; memory comes from the log when printed).")
+@click.option("--vram-gib", type=float, help="GPU memory in GiB when the log does not print it.")
+@click.option("--json", "as_json", is_flag=True, help="Print {reported, predicted, differences} as JSON.")
+def check_log(log: str, model: str | None, gpu: str | None, vram_gib: float | None, as_json: bool) -> int:
+    """Compare a real vLLM startup log with the plan for the same configuration."""
+    from planner.checklog import CONTRACT_KEYS
+    from planner.checklog import check_log as run_check_log
+
+    result = run_check_log(Path(log), model=model, gpu=gpu, vram_gib=vram_gib)
+    if as_json:
+        from planner.render.json import render_json
+
+        click.echo(render_json(result))
+        return 0
+    from planner.render.console import render_rows
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:,.2f}"
+        if isinstance(v, int) and not isinstance(v, bool):
+            return f"{v:,}"
+        return str(v)
+
+    def diff(d: Any) -> str:
+        if not isinstance(d, dict):
+            return ""
+        if "delta" not in d:
+            return "differs"
+        if d["delta"] == 0:
+            return "same"
+        rel = f" ({d['relative']:+.1%})" if d.get("relative") is not None else ""
+        return f"{d['delta']:+,.2f}{rel}" if isinstance(d["delta"], float) else f"{d['delta']:+,}{rel}"
+
+    rep, pred, dif = result["reported"], result["predicted"], result["differences"]
+    hw = result["hardware"]
+    render_rows(f"{result['source']}: {hw['gpu_count']} x {hw['gpu']} ({hw['memory_gib_per_gpu']} GiB per GPU)",
+                ["quantity", "reported", "predicted", "difference"],
+                [[k, fmt(rep[k]), fmt(pred[k]), diff(dif[k])] for k in CONTRACT_KEYS])
+    for w in result["warnings"]:
+        click.echo(f"warning: {w}")
+    return 0
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()

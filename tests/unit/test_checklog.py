@@ -1,0 +1,289 @@
+"""check-log: the parser against every calibration launch, the comparison, and the CLI.
+
+The calibration rows (tests/data/calibration/vllm_launches.json) were parsed independently from the
+same excerpts; the parser must reproduce every number printed in an excerpt exactly. Where a row's
+value did not come from a vLLM log line (issue prose, a model-name inference, settings from parts of
+the log file outside the excerpt), the parser must stay silent (None), and EXCEPTIONS says why.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from planner import checklog
+from planner.checklog import CONTRACT_KEYS, ReportedLaunch, compare, parse_vllm_log, reported_view
+from planner.cli import cli
+from planner.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = json.loads((ROOT / "tests" / "data" / "calibration" / "vllm_launches.json").read_text())
+ROWS = {row["id"]: row for row in DATA["launches"]}
+LOGS = ROOT / "examples" / "logs"
+
+# parser field -> the row's top-level field
+TOP = {k: k for k in ("vllm_version", "engine", "model", "tensor_parallel_size", "pipeline_parallel_size",
+                      "data_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype", "quantization",
+                      "kv_cache_dtype", "enforce_eager", "enable_prefix_caching", "max_num_seqs",
+                      "max_num_batched_tokens", "block_size")}
+TOP["total_gpu_memory_gib"] = "gpu_total_memory_gib"
+# parser field -> the row's `reported` field
+REPORTED = {
+    "weights_gib": "weights_gib", "weights_unit": "weights_unit_as_printed", "kv_cache_gib": "kv_cache_available_gib",
+    "kv_cache_tokens": "kv_cache_tokens", "gpu_blocks": "gpu_blocks", "cpu_blocks": "cpu_blocks",
+    "max_concurrency": "max_concurrency", "max_concurrency_tokens": "max_concurrency_tokens_per_request",
+    "activation_peak_gib": "peak_activation_gib", "peak_torch_memory_gib": "peak_torch_memory_gib",
+    "non_torch_gib": "non_torch_gib", "cuda_graph_gib": "cuda_graph_gib",
+    "cuda_graph_estimated_gib": "cuda_graph_estimated_gib", "total_non_kv_cache_gib": "total_non_kv_cache_gib",
+    "free_memory_on_startup_gib": "free_memory_on_startup_gib", "requested_memory_gib": "requested_memory_gib",
+    "initial_memory_usage_gib": "initial_memory_usage_gib", "usable_memory_gib": "usable_memory_gib",
+}
+
+PROSE = "stated in the issue's prose, not in a vLLM log line"
+INFERRED = "inferred by the dataset's author (see the row's `inferred`/notes), not printed in the excerpt"
+# row id -> {parser field: (what the parser must return, why the dataset differs)}
+EXCEPTIONS: dict[str, dict[str, tuple[object, str]]] = {
+    "vllm#10517/kaspersiminski/20k": {"model": (None, PROSE), "tensor_parallel_size": (None, INFERRED),
+                                      "pipeline_parallel_size": (None, INFERRED)},
+    "vllm#10511/youkaichao/llama3-8b-tp1": {"tensor_parallel_size": (None, INFERRED),
+                                            "pipeline_parallel_size": (None, INFERRED)},
+    "vllm#21348/Qwen3-235B-A22B-FP8/4xH100": {
+        "model": ("/path/to/Qwen3-235B-A22B-FP8", "the pasted command serves a local path; the row names the hub id"),
+        "pipeline_parallel_size": (None, INFERRED), "quantization": (None, "an FP8 checkpoint, no --quantization")},
+    "vllm#17469/Qwen3-30B-A3B/4xA10": {"vllm_version": (None, PROSE), "model": (None, PROSE),
+                                       "tensor_parallel_size": (None, PROSE),
+                                       "pipeline_parallel_size": (None, INFERRED), "enforce_eager": (None, INFERRED)},
+    "repofile:38962983769/Qwen3-235B-A22B-Instruct-2507-FP8/8xL40S": {
+        k: (None, "from the full log file; the excerpt does not show it")
+        for k in ("dtype", "quantization", "kv_cache_dtype", "enforce_eager", "enable_prefix_caching")},
+    "vllm#17122/Llama-3.1-8B-Instruct/L40S": {"model": (None, PROSE), "tensor_parallel_size": (None, PROSE),
+                                              "pipeline_parallel_size": (None, INFERRED),
+                                              "enforce_eager": (None, INFERRED)},
+    "vllm#2031/Llama-2-7b/A100-80GB": {
+        "engine": (None, "a PR description; no log line shows the engine"), "model": (None, PROSE),
+        "tensor_parallel_size": (None, PROSE), "pipeline_parallel_size": (None, INFERRED),
+        "gpu_memory_utilization": (None, PROSE),
+        "gpu_blocks": (7449, "the PR quotes 'Current main: # GPU blocks: 7449' first; the row records the PR's 7351")},
+    "vllm#12569/Llama-3.1-70B-w8a8/1gpu": {"tensor_parallel_size": (None, INFERRED),
+                                           "pipeline_parallel_size": (None, INFERRED),
+                                           "quantization": (None, "inferred from the model name"),
+                                           "enforce_eager": (None, INFERRED)},
+    "vllm#33155/gpt-oss-120b/H100/v0.14.1": {"vllm_version": (None, "in the issue title"), "model": (None, PROSE),
+                                             "tensor_parallel_size": (None, PROSE),
+                                             "pipeline_parallel_size": (None, INFERRED),
+                                             "quantization": (None, "gpt-oss checkpoints are MXFP4; not printed")},
+    "web:myoceane/gpt-oss-20b/A100": {"tensor_parallel_size": (None, INFERRED),
+                                      "pipeline_parallel_size": (None, INFERRED),
+                                      "quantization": (None, "in the blog's prose, not a log line")},
+    "vllm#6746/Llama-3.1-405B-FP8/8xH100": {
+        "model": (None, "the log shows a local path only in 'Starting to load model /models/...'"),
+        "tensor_parallel_size": (None, PROSE), "pipeline_parallel_size": (None, INFERRED),
+        "quantization": (None, "an FP8 checkpoint; no --quantization shown")},
+}
+LLMD_OUTSIDE_EXCERPT = ("max_num_seqs", "max_num_batched_tokens")  # the llm-d rows took these from the full log
+
+
+def expected_for(row: dict) -> dict[str, object]:
+    exp = {f: row.get(k) for f, k in TOP.items()}
+    exp.update({f: row["reported"].get(k) for f, k in REPORTED.items()})
+    if row["id"].startswith("llmd-planner"):
+        exp.update({k: None for k in LLMD_OUTSIDE_EXCERPT})
+    exp.update({f: v for f, (v, _why) in EXCEPTIONS.get(row["id"], {}).items()})
+    return exp
+
+
+@pytest.mark.parametrize("row_id", list(ROWS))
+def test_parse_matches_dataset(row_id: str) -> None:
+    row = ROWS[row_id]
+    r = parse_vllm_log(row["source"]["excerpt"], row_id)
+    got = {f: getattr(r, f) for f in expected_for(row)}
+    assert got == expected_for(row)
+
+
+def test_exceptions_name_real_rows_and_fields() -> None:
+    for row_id, fields in EXCEPTIONS.items():
+        assert row_id in ROWS
+        assert set(fields) <= set(TOP) | set(REPORTED)
+
+
+def test_per_rank_variants_match_dataset() -> None:
+    row = ROWS["vllm#20665/DeepSeek-V2-Lite/tp2pp2-L4"]
+    r = parse_vllm_log(row["source"]["excerpt"], row["id"])
+    want = row["reported"]["kv_cache_available_gib_per_rank"]
+    assert r.per_rank["kv_cache_gib"] == want
+    assert r.kv_cache_gib == min(want.values())  # vLLM sizes the pool from the smallest rank
+    row = ROWS["llmd-planner-v0.19.0/meta-llama-llama-3-1-8b---h100-80gb--tp1pp2dp1--8192"]
+    r = parse_vllm_log(row["source"]["excerpt"], row["id"])
+    variants = row["reported"]["per_rank_profile_variants"]
+    assert sorted(r.per_rank["activation_peak_gib"].values()) == sorted(v["peak_activation_gib"] for v in variants)
+    assert r.activation_peak_gib == variants[0]["peak_activation_gib"]  # rank 0 (Worker_PP0)
+
+
+def test_rank_zero_preferred_and_precision_noise_ignored() -> None:
+    row = ROWS["repofile:38962983769/Qwen3-235B-A22B-Instruct-2507-FP8/8xL40S"]
+    r = parse_vllm_log(row["source"]["excerpt"], row["id"])
+    assert r.weights_gib == 27.7183  # "Model loading took" over the summary's rounded "27.72 GiB for weight"
+    assert "weights_gib" not in r.per_rank
+
+
+def test_reported_view_derivations_are_noted() -> None:
+    row = ROWS["vllm#10517/kaspersiminski/20k"]
+    view, notes = reported_view(parse_vllm_log(row["source"]["excerpt"], row["id"]))
+    assert set(view) == set(CONTRACT_KEYS)
+    assert view["activation_peak_gib"] == round(17.06 - 14.9888, 2)  # V0 peak_torch_memory includes the weights
+    assert view["kv_cache_tokens"] == 1952 * 16 == row["inferred"]["kv_cache_tokens"]["value"]
+    assert len(notes) == 2
+
+
+def test_ansi_compose_and_command_line() -> None:
+    text = ("\x1b[0;36m(EngineCore_DP0 pid=7)\x1b[0;0m INFO [gpu_model_runner.py:1] Model loading took 1.5 GiB memory\n"
+            "qwen3-1  | (VllmWorker rank=1 pid=8) INFO Available KV cache memory: 3.25 GiB\n"
+            "vllm serve org/m \\\n  --tensor-parallel-size=2 --max-model-len 32K --enforce-eager\n")
+    r = parse_vllm_log(text, "t.log")
+    assert (r.weights_gib, r.kv_cache_gib, r.engine) == (1.5, 3.25, "V1")
+    assert (r.model, r.tensor_parallel_size, r.max_model_len, r.enforce_eager) == ("org/m", 2, 32768, True)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "hello world\nnothing to see", "vllm serve org/model --tp 2"])
+def test_no_startup_lines_is_input_error(text: str) -> None:
+    with pytest.raises(InputError, match=r"^no vLLM startup lines found in x\.log$"):
+        parse_vllm_log(text, "x.log")
+
+
+FRAGMENTS = [ln for row in DATA["launches"] for ln in row["source"]["excerpt"].splitlines()[:6]]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.text(max_size=200), st.sampled_from(FRAGMENTS),
+                          st.builds(lambda a, b: a[: len(a) // 2] + b, st.sampled_from(FRAGMENTS), st.text())),
+                max_size=8))
+def test_fuzz_only_input_error_escapes(parts: list[str]) -> None:
+    try:
+        r = parse_vllm_log("\n".join(parts), "fuzz.log")
+    except InputError:
+        return
+    assert isinstance(r, ReportedLaunch)
+    reported_view(r)
+
+
+def test_compare_shapes() -> None:
+    plan = {"vllm_version": "0.19.0", "model": {"name": "m"},
+            "config": {"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "gpu_memory_utilization": 0.9,
+                       "max_model_len": 4096},
+            "memory": {"per_gpu": {k: 2**30 for k in ("weights_bytes", "activation_peak_bytes", "non_torch_bytes",
+                                                      "cuda_graph_bytes", "kv_cache_bytes")},
+                       "kv_cache_tokens": 1000, "max_concurrency": 1.5}}
+    rep = ReportedLaunch(source="s", vllm_version="0.19.0", weights_gib=2.0, kv_cache_tokens=800)
+    out = compare(rep, plan)
+    assert set(out) == {"reported", "predicted", "differences"}
+    assert set(out["reported"]) == set(out["predicted"]) == set(CONTRACT_KEYS)
+    assert out["differences"]["weights_gib"] == {"delta": -1.0, "relative": -0.5}
+    assert out["differences"]["kv_cache_tokens"] == {"delta": 200, "relative": 0.25}
+    assert out["differences"]["non_torch_gib"] is None and out["differences"]["vllm_version"] is None
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    r = CliRunner().invoke(cli, list(args))
+    return r.exit_code, r.stdout, r.stderr
+
+
+def one_error_line(err: str) -> str:
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "Traceback" not in err
+    return lines[0]
+
+
+EXAMPLES = {
+    "v1-0.19-h100-llama-3.1-8b-debug.log": ((), {
+        "vllm_version": "0.19.0", "model": "meta-llama/Llama-3.1-8B-Instruct", "tensor_parallel_size": 1,
+        "pipeline_parallel_size": 1, "gpu_memory_utilization": 0.95, "max_model_len": 2048, "weights_gib": 14.99,
+        "activation_peak_gib": 1.89, "non_torch_gib": 0.25, "cuda_graph_gib": 0.91, "kv_cache_gib": 58.11,
+        "kv_cache_tokens": 476016, "max_concurrency": 232.43}),
+    "v1-0.19-h100-tp4-llama-3.1-8b.log": ((), {
+        "vllm_version": "0.19.0", "model": "meta-llama/Llama-3.1-8B-Instruct", "tensor_parallel_size": 4,
+        "pipeline_parallel_size": 1, "gpu_memory_utilization": 0.95, "max_model_len": 8192, "weights_gib": 3.77,
+        "activation_peak_gib": 1.89, "non_torch_gib": 2.13, "cuda_graph_gib": 0.67, "kv_cache_gib": 67.44,
+        "kv_cache_tokens": 2209792, "max_concurrency": 269.75}),
+    "v0-rtx3090-llama-3.1-8b.log": (("--model", "meta-llama/Llama-3.1-8B-Instruct"), {
+        "vllm_version": None, "model": None, "tensor_parallel_size": None, "pipeline_parallel_size": None,
+        "gpu_memory_utilization": 0.9, "max_model_len": 20000, "weights_gib": 14.9888, "activation_peak_gib": 2.07,
+        "non_torch_gib": 0.35, "cuda_graph_gib": None, "kv_cache_gib": 3.81, "kv_cache_tokens": 31232,
+        "max_concurrency": 1.56}),
+}
+
+
+def test_examples_are_all_tested() -> None:
+    assert sorted(p.name for p in LOGS.glob("*.log")) == sorted(EXAMPLES)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_check_log_examples_json(name: str) -> None:
+    extra, want = EXAMPLES[name]
+    path = LOGS / name
+    assert path.read_text().startswith("# source: calibration row ")
+    rc, out, err = run("check-log", str(path), *extra, "--json")
+    assert rc == 0, err
+    data = json.loads(out)
+    assert {"reported", "predicted", "differences"} <= set(data)
+    assert list(data["reported"]) == list(CONTRACT_KEYS) and list(data["predicted"]) == list(CONTRACT_KEYS)
+    assert data["reported"] == want
+    pred = data["predicted"]
+    assert pred["tensor_parallel_size"] == (want["tensor_parallel_size"] or 1)  # the log's settings are pinned
+    assert pred["max_model_len"] == want["max_model_len"]
+    assert pred["gpu_memory_utilization"] == want["gpu_memory_utilization"]
+    assert all(isinstance(pred[k], float) for k in checklog.MEMORY_KEYS)
+
+
+def test_check_log_console_table() -> None:
+    rc, out, err = run("check-log", str(LOGS / "v1-0.19-h100-tp4-llama-3.1-8b.log"))
+    assert rc == 0, err
+    for word in ("quantity", "reported", "predicted", "difference", "kv_cache_tokens", "2,209,792"):
+        assert word in out
+
+
+def test_check_log_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "empty.log"
+    empty.write_text("")
+    binary = tmp_path / "bin.log"
+    binary.write_bytes(bytes(range(256)) * 4)
+    big = tmp_path / "big.log"
+    big.write_text("x" * 2048)
+    cases = [(tmp_path / "missing.log", "no such file"), (empty, "no vLLM startup lines found in"),
+             (binary, "not UTF-8"), (tmp_path, "is a directory")]
+    for path, words in cases:
+        rc, _out, err = run("check-log", str(path), "--json")
+        assert rc == 2, (path, err)
+        line = one_error_line(err)
+        assert words in line and str(path) in line
+    monkeypatch.setattr(checklog, "MAX_LOG_BYTES", 1024)
+    rc, _out, err = run("check-log", str(big))
+    assert rc == 2 and "larger than" in one_error_line(err)
+
+
+def test_check_log_unloadable_model_says_pass_model(tmp_path: Path) -> None:
+    log = tmp_path / "v.log"
+    log.write_text("(APIServer pid=1) INFO non-default args: {'model': '/nonexistent/dir/model', "
+                   "'max_model_len': 4096}\n"
+                   "(EngineCore pid=2) INFO Free memory on device (78.68/79.19 GiB) on startup.\n")
+    rc, _out, err = run("check-log", str(log))
+    assert rc == 2
+    assert "--model DIR" in one_error_line(err)
+
+
+def test_check_log_needs_memory_when_log_is_silent(tmp_path: Path) -> None:
+    log = tmp_path / "v.log"
+    log.write_text("INFO non-default args: {'model': 'meta-llama/Llama-3.1-8B-Instruct', 'max_model_len': 4096}\n")
+    rc, _out, err = run("check-log", str(log))
+    assert rc == 2 and "--vram-gib" in one_error_line(err)
+    rc, out, err = run("check-log", str(log), "--gpu", "H100", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["predicted"]["max_model_len"] == 4096
