@@ -41,8 +41,26 @@ DEFAULT_DATA = ROOT / "tests" / "data" / "calibration" / "vllm_launches.json"
 H100_LOGGED_TOTAL_GIB = 79.19  # the llm-d v0.19 logs: "Free memory on device (78.68/79.19 GiB)"
 
 
+# Quantization configs of checkpoints whose config.json the calibration set does not include (it holds the
+# base model's architecture): what the published checkpoints declare.
+CHECKPOINT_QUANT = {
+    # hf.co/meta-llama/Llama-3.1-405B-Instruct-FP8 quantization_config (fbgemm_fp8): the first and last layers,
+    # every self_attn and lm_head stay bf16 (transformers' FbgemmFp8 conversion script for this checkpoint).
+    "meta-llama/Meta-Llama-3.1-405B-Instruct-FP8": QuantInfo(
+        method="fbgemm_fp8", weight_bits=8,
+        modules_not_converted=("model.layers.0", "model.layers.125", "lm_head",
+                               *(f"model.layers.{i}.self_attn" for i in range(1, 125)))),
+    # llm-compressor multimodal w8a8 recipes (RedHatAI Mistral-Small-3.1 w8a8) ignore the head and vision parts.
+    "RedHatAI/Mistral-Small-3.1-24B-Instruct-2503-quantized.w8a8": QuantInfo(
+        method="compressed-tensors", weight_bits=8,
+        modules_not_converted=("re:.*lm_head", "re:vision_tower.*", "re:multi_modal_projector.*")),
+}
+
+
 def _arch(row: dict[str, Any], cfg: dict[str, Any]) -> ModelArch:
     arch = parse_config(cfg["raw_config"], name=row["model"], source="calibration")
+    if arch.quant is None and row["model"] in CHECKPOINT_QUANT:
+        return replace(arch, quant=CHECKPOINT_QUANT[row["model"]])
     q = (row.get("quantization") or "").lower()
     if arch.quant is None and q.startswith("compressed-tensors"):
         bits = 8.0 if ("w8a8" in row["model"].lower() or "fp8" in row["model"].lower() or "int8" in q) else 4.0

@@ -96,11 +96,21 @@ def kv_dtype_bytes(kv_cache_dtype: str, dtype: str) -> int:
 
 
 def rope_cache_bytes(arch: ModelArch, act_bytes: int) -> int:
-    """Rotary cos/sin cache: max_position x rotary_dim x dtype, one shared copy per GPU."""
+    """Rotary cos/sin cache: max_position x rotary_dim x dtype, one shared copy per GPU.
+
+    Linear/dynamic scaling builds the cache over max_position x factor
+    (vllm/model_executor/layers/rotary_embedding: LinearScalingRotaryEmbedding); gemma-3 keeps a
+    second, unscaled cache for its local (sliding) layers.
+    """
     if arch.max_position_embeddings is None:
         return 0
     rot = arch.mla.qk_rope_head_dim if arch.mla is not None else int(arch.head_dim * arch.partial_rotary_factor)
-    return arch.max_position_embeddings * rot * act_bytes
+    scaling = arch.rope_scaling or {}
+    factor = float(scaling.get("factor", 1.0)) if scaling.get("rope_type") in ("linear", "dynamic") else 1.0
+    cache = int(arch.max_position_embeddings * factor) * rot * act_bytes
+    if arch.model_type.startswith("gemma3"):
+        cache += arch.max_position_embeddings * rot * act_bytes
+    return cache
 
 
 def activation_peak_bytes(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any], *, last_stage: bool) -> int:

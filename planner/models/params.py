@@ -1,125 +1,362 @@
 """Parameter counting and weight bytes per rank, the way vLLM shards and stores them.
 
-Pure: no I/O. Counts are exact for dense decoder models (Llama, Qwen, Mistral, Phi, Falcon,
-Gemma): embedding and lm_head (padded to a multiple of 64 rows, vLLM's DEFAULT_VOCAB_PADDING_SIZE,
-split across TP), q/k/v/o (KV heads replicated when TP > KV heads), gated or plain MLP, biases,
-norms, and the rotary cos/sin cache. MoE, MLA and SSM layers are counted from their geometry
-(issue 4 deepens their sharding and quantized layouts).
+Pure: no I/O, no policy numbers. Bytes per *quantized* parameter always come in as arguments
+(from the rule pack); the only sizes written here are physical element sizes.
 
-Quantized storage: linear layers inside the decoder blocks take `linear_bytes_per_param` (from
-the rule pack); embeddings, lm_head, norms, routers and biases stay in the activation dtype.
+Every decoder layer is described as a list of `Tensor`s (group, element count, sharding), so the
+published-style count (`total_params`), the per-GPU bytes (`rank_weights`) and the FP8 block-scale
+count (`block_scale_params`) all derive from one description.
+
+Conventions (source in brackets; "vLLM" means vllm/model_executor/...):
+
+* Vocabulary: embedding and lm_head rows padded to a multiple of 64 and split across TP
+  [layers/vocab_parallel_embedding.py DEFAULT_VOCAB_PADDING_SIZE, pad_vocab_size]. A tied lm_head
+  shares the embedding, except on the last PP stage of a PP>1 run, which holds its own copy.
+* Column-parallel (q/k/v, gate/up, MLA q_b/kv_b, shared experts) and row-parallel (o, down)
+  weights are divided by TP; k/v heads by min(TP, kv_heads) (replicated beyond) [layers/linear.py,
+  QKVParallelLinear]. Norms, routers, MLA fused q_a/kv_a (`MergedReplicatedLinear` /
+  `ReplicatedLinear`) are replicated on every TP rank.
+* Routed experts are split over the expert "TP" group TP x DP [fused_moe/config.py
+  FusedMoEParallelConfig.make]: without EP each GPU holds every expert at I/(TP*DP); with EP it
+  holds ceil(E/(TP*DP)) whole experts (rank 0 gets the remainder first: determine_expert_map).
+  Attention, dense MLPs, shared experts and embeddings are replicated across DP ranks.
+* MLA: after loading, `MLAAttention.process_weights_after_loading` builds W_UK_T/W_UV from
+  `get_and_maybe_dequant_weights(kv_b_proj)`. Unquantized kv_b_proj -> the weight itself, so
+  W_UK_T/W_UV are views (no memory); quantized kv_b_proj -> a dequantized activation-dtype copy of
+  kv_lora x heads/TP x (nope + v) per layer that stays alive next to kv_b_proj.
+* Vision towers (config `vision_config`) are counted (SigLIP/Gemma-3, Pixtral/Mistral-3,
+  Llama-4 vision; other towers as a generic pre-LN ViT) and, like vLLM's default
+  `mm_encoder_tp_mode="weights"`, TP-sharded. They are built on every PP stage (vLLM's
+  `*ForConditionalGeneration` constructs the tower unconditionally; only the language model is
+  PP-split) -- an assumption that errs on the side of more memory.
+
+Quantized storage (`is_quantized`): a module group takes `linear_bytes_per_param` only when the
+checkpoint's format quantizes it; everything else stays in the activation dtype.
+* Never quantized: embeddings, lm_head (ParallelLMHead is not a LinearBase, so fp8 /
+  compressed-tensors / modelopt skip it; GPTQ/AWQ only with `lm_head: true`), norms, biases,
+  MoE router gates (built with quant_config=None in mixtral/qwen*_moe/deepseek_v2/llama4, a plain
+  Linear in gpt_oss), attention sinks, SSM conv/state parameters.
+* `mxfp4` (gpt-oss): ONLY the routed experts [quantization/mxfp4.py Mxfp4Config.get_quant_method:
+  LinearBase -> UnquantizedLinearMethod, FusedMoE -> Mxfp4MoEMethod].
+* Every other format (fp8, fbgemm_fp8, compressed-tensors, modelopt, gptq, awq, ...): every linear
+  group unless `QuantInfo.modules_not_converted` (fp8 `modules_to_not_convert`, compressed-tensors
+  `ignore`, modelopt `exclude_modules`, bnb `llm_int8_skip_modules`) names it. Matching: a
+  "re:" pattern is `re.match`ed (compressed-tensors semantics); any other pattern matches a module
+  name equal to it, below it ("model.layers.0" covers "model.layers.0.mlp.down_proj"), or ending
+  with it at a module boundary; "*" is a wildcard. A group counts as not converted when any of
+  its representative module names (HF checkpoint spelling, see `_GROUP_MODULES`) matches.
+* No QuantInfo (unquantized checkpoint): every linear group takes `linear_bytes_per_param`, which
+  the caller sets to the activation size, or to the online format's size for `--quantization`.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from dataclasses import dataclass
+from typing import Any
 
-from planner.models.arch import ModelArch
-from planner.units import round_up
+from planner.models.arch import ModelArch, QuantInfo
+from planner.units import cdiv, round_up
 
 VOCAB_PADDING = 64  # vllm/model_executor/layers/vocab_parallel_embedding.py DEFAULT_VOCAB_PADDING_SIZE
+FP8_BLOCK = 128  # DeepSeek-style FP8 block quantization tile (weight_block_size [128, 128])
+
+# Module groups: how a checkpoint format decides what it quantizes.
+ATTENTION = "attention"
+MLP = "mlp"  # dense MLP
+EXPERTS = "experts"  # routed experts (FusedMoE)
+SHARED_EXPERTS = "shared_experts"
+SSM = "ssm"  # Mamba / GDN projections
+VISION = "vision"  # vision tower and multimodal projector
+ROUTER = "router"
+EMBEDDING = "embedding"
+LM_HEAD = "lm_head"
+NORM = "norm"  # norms, biases, sinks, SSM conv/state vectors: always the activation dtype
+LINEAR_GROUPS = (ATTENTION, MLP, EXPERTS, SHARED_EXPERTS, SSM, VISION)
+
+# Sharding kinds.
+TP = "tp"  # column/row parallel: divided by TP
+KV = "kv"  # k/v projections: divided by min(TP, kv_heads)
+REPLICATED = "rep"
+EXPERT = "expert"  # divided over the TP x DP expert group (or whole experts with EP)
+
+# Representative module names (HF checkpoint spelling) tested against modules_not_converted.
+_GROUP_MODULES = {
+    ATTENTION: ("model.layers.{i}.self_attn.q_proj", "model.layers.{i}.self_attn.o_proj",
+                "model.layers.{i}.self_attention.query_key_value", "model.layers.{i}.self_attn.kv_b_proj"),
+    MLP: ("model.layers.{i}.mlp.gate_proj", "model.layers.{i}.mlp.down_proj",
+          "model.layers.{i}.mlp.dense_h_to_4h", "model.layers.{i}.feed_forward.gate_proj"),
+    EXPERTS: ("model.layers.{i}.mlp.experts.0.gate_proj", "model.layers.{i}.mlp.experts.0.down_proj",
+              "model.layers.{i}.mlp.experts.gate_up_proj", "model.layers.{i}.block_sparse_moe.experts.0.w1",
+              "model.layers.{i}.feed_forward.experts.gate_up_proj"),
+    SHARED_EXPERTS: ("model.layers.{i}.mlp.shared_expert.gate_proj", "model.layers.{i}.mlp.shared_experts.gate_proj",
+                     "model.layers.{i}.feed_forward.shared_expert.gate_proj"),
+    SSM: ("model.layers.{i}.mixer.in_proj", "model.layers.{i}.linear_attn.in_proj_qkvz",
+          "model.layers.{i}.mamba.in_proj", "backbone.layers.{i}.mixer.in_proj"),
+    VISION: ("vision_tower.encoder.layers.0.self_attn.q_proj", "vision_tower.transformer.layers.0.attention.q_proj",
+             "vision_model.model.layers.0.self_attn.q_proj", "multi_modal_projector.linear_1"),
+    LM_HEAD: ("lm_head",),
+}
+_LM_HEAD_FLAG_METHODS = frozenset({"gptq", "gptq_marlin", "awq", "awq_marlin", "auto-round"})
+
+
+# ------------------------------------------------------------------------------ quant predicate
+
+
+def _pattern_matches(pattern: str, module: str) -> bool:
+    if pattern.startswith("re:"):
+        try:
+            return re.match(pattern[3:], module) is not None
+        except re.error:
+            return False
+    return any(fnmatch.fnmatchcase(module, p) for p in (pattern, f"{pattern}.*", f"*.{pattern}", f"*.{pattern}.*"))
+
+
+def module_skipped(quant: QuantInfo, module: str) -> bool:
+    """Whether `module` (HF checkpoint name) is listed in the format's not-converted list."""
+    return any(_pattern_matches(p, module) for p in quant.modules_not_converted)
+
+
+def is_quantized(quant: QuantInfo | None, group: str, layer: int = 0) -> bool:
+    """Whether module group `group` of decoder layer `layer` is stored in the checkpoint's quantized format.
+
+    With no QuantInfo every linear group counts as "quantized" (its bytes are then whatever the caller
+    passes as `linear_bytes_per_param`: the activation size, or an online format's size).
+    """
+    if group in (NORM, ROUTER, EMBEDDING):
+        return False
+    if quant is None:
+        return group in LINEAR_GROUPS
+    method = quant.method.lower()
+    if method == "mxfp4":
+        return group == EXPERTS
+    if group == LM_HEAD and (method not in _LM_HEAD_FLAG_METHODS or quant.raw.get("lm_head") is not True):
+        return False
+    names = [n.format(i=layer) for n in _GROUP_MODULES.get(group, ())]
+    return not any(module_skipped(quant, n) for n in names)
+
+
+# ------------------------------------------------------------------------------ layer description
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One weight (or a set of identical ones) of a layer: `rows x cols` elements, `count` times."""
+
+    group: str
+    shard: str
+    rows: int
+    cols: int = 1
+    count: int = 1  # e.g. number of routed experts
+
+    @property
+    def numel(self) -> int:
+        return self.rows * self.cols * self.count
+
+
+def _text_raw(arch: ModelArch) -> dict[str, Any]:
+    for key in ("text_config", "llm_config", "language_config"):
+        nested = arch.raw.get(key)
+        if isinstance(nested, dict):
+            return nested
+    return arch.raw
+
+
+def _attention(arch: ModelArch) -> list[Tensor]:
+    h, nh = arch.hidden_size, arch.num_attention_heads
+    if arch.mla is not None:
+        m = arch.mla
+        q_head = m.qk_nope_head_dim + m.qk_rope_head_dim
+        out = []
+        if m.q_lora_rank:  # fused_qkv_a_proj (q_a + kv_a, replicated), q_a_layernorm, q_b (column)
+            out += [Tensor(ATTENTION, REPLICATED, m.q_lora_rank, h), Tensor(NORM, REPLICATED, m.q_lora_rank),
+                    Tensor(ATTENTION, TP, nh * q_head, m.q_lora_rank)]
+        else:
+            out.append(Tensor(ATTENTION, TP, nh * q_head, h))
+        out += [Tensor(ATTENTION, REPLICATED, m.kv_lora_rank + m.qk_rope_head_dim, h),  # kv_a_proj_with_mqa
+                Tensor(NORM, REPLICATED, m.kv_lora_rank),  # kv_a_layernorm
+                Tensor(ATTENTION, TP, nh * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank),  # kv_b_proj
+                Tensor(ATTENTION, TP, h, nh * m.v_head_dim)]  # o_proj
+        return out
+    nkv, hd, vhd = arch.num_kv_heads, arch.head_dim, arch.v_head_dim
+    q_rows = nh * hd * (2 if arch.model_type == "qwen3_next" else 1)  # Qwen3-Next: q_proj also emits the output gate
+    out = [Tensor(ATTENTION, TP, q_rows, h), Tensor(ATTENTION, KV, nkv * (hd + vhd), h),
+           Tensor(ATTENTION, TP, h, nh * vhd)]
+    if arch.attention_bias:
+        out += [Tensor(NORM, TP, q_rows), Tensor(NORM, KV, nkv * (hd + vhd))]
+        if not arch.model_type.startswith("qwen2"):  # Qwen2 family: q/k/v biases only
+            out.append(Tensor(NORM, REPLICATED, h))  # o_proj bias (row-parallel: full size on every rank)
+    if arch.qk_norm:
+        out.append(Tensor(NORM, REPLICATED, 2 * hd))
+    if arch.model_type == "gpt_oss":
+        out.append(Tensor(NORM, TP, nh))  # attention sinks
+    return out
+
+
+def _is_moe_layer(arch: ModelArch, layer: int) -> bool:
+    moe = arch.moe
+    return moe is not None and (not moe.moe_layers or layer in moe.moe_layers)
+
+
+def _mlp(arch: ModelArch, layer: int) -> list[Tensor]:
+    h = arch.hidden_size
+    mats = 3 if arch.gated_mlp else 2
+    moe = arch.moe
+    if moe is not None and _is_moe_layer(arch, layer):
+        e, inter = moe.num_experts, moe.moe_intermediate_size
+        out = [Tensor(EXPERTS, EXPERT, mats * inter, h, count=e), Tensor(ROUTER, REPLICATED, e, h)]
+        if moe.shared_expert_intermediate_size:
+            out.append(Tensor(SHARED_EXPERTS, TP, mats * moe.shared_expert_intermediate_size, h))
+            if arch.model_type in ("qwen2_moe", "qwen3_next"):
+                out.append(Tensor(ROUTER, REPLICATED, 1, h))  # shared_expert_gate
+        if arch.model_type == "gpt_oss":  # expert gate_up/down biases and the router bias
+            out += [Tensor(NORM, EXPERT, (mats - 1) * inter + h, count=e), Tensor(NORM, REPLICATED, e)]
+        if _text_raw(arch).get("topk_method") == "noaux_tc":  # DeepSeek-V3 gate.e_score_correction_bias
+            out.append(Tensor(NORM, REPLICATED, e))
+        return out
+    if arch.intermediate_size == 0:
+        return []
+    return [Tensor(MLP, TP, mats * arch.intermediate_size, h)]
+
+
+def _ssm(arch: ModelArch) -> list[Tensor]:
+    """One Mamba1 / Mamba2 / Gated-DeltaNet mixer (vLLM mamba_mixer*.py, qwen3_next.py)."""
+    s = arch.ssm
+    if s is None:
+        return []
+    h = arch.hidden_size
+    if s.kind == "gdn":
+        key, val, nv = s.num_k_heads * s.k_head_dim, s.num_v_heads * s.v_head_dim, s.num_v_heads
+        return [Tensor(SSM, TP, 2 * key + 2 * val, h),  # in_proj_qkvz
+                Tensor(SSM, TP, 2 * nv, h),  # in_proj_ba
+                Tensor(NORM, TP, 2 * key + val, s.conv_kernel),  # conv1d (no bias)
+                Tensor(NORM, TP, 2 * nv),  # dt_bias, A_log
+                Tensor(NORM, REPLICATED, s.v_head_dim),  # gated RMSNorm over a head
+                Tensor(SSM, TP, h, val)]  # out_proj
+    d_inner = s.intermediate_size or s.expand * h
+    if s.kind == "mamba2":
+        conv_dim = d_inner + 2 * s.n_groups * s.state_size
+        return [Tensor(SSM, TP, 2 * d_inner + 2 * s.n_groups * s.state_size + s.num_heads, h),  # in_proj
+                Tensor(NORM, TP, conv_dim, s.conv_kernel + 1),  # conv1d weight + bias
+                Tensor(NORM, TP, 3 * s.num_heads),  # dt_bias, A_log, D
+                Tensor(NORM, TP, d_inner),  # gated RMSNorm
+                Tensor(SSM, TP, h, d_inner)]  # out_proj
+    raw = _text_raw(arch)
+    dt_rank = raw.get("mamba_dt_rank") or raw.get("time_step_rank")
+    dt_rank = dt_rank if isinstance(dt_rank, int) and dt_rank > 0 else cdiv(h, 16)
+    out = [Tensor(SSM, TP, 2 * d_inner, h),  # in_proj
+           Tensor(NORM, TP, d_inner, s.conv_kernel + 1),  # conv1d weight + bias
+           Tensor(SSM, TP, dt_rank + 2 * s.state_size, d_inner),  # x_proj (row-parallel)
+           Tensor(SSM, TP, d_inner, dt_rank),  # dt_proj
+           Tensor(NORM, TP, d_inner, s.state_size + 2),  # A_log, D, dt_proj bias
+           Tensor(SSM, TP, h, d_inner)]  # out_proj
+    if arch.model_type == "jamba":  # dt/b/c RMSNorms inside the mixer
+        out.append(Tensor(NORM, REPLICATED, dt_rank + 2 * s.state_size))
+    return out
+
+
+def layer_tensors(arch: ModelArch, layer: int) -> list[Tensor]:
+    """Every weight of decoder layer `layer`, with its module group and sharding."""
+    kind = arch.layer_types[layer] if layer < len(arch.layer_types) else "full_attention"
+    mixer = _ssm(arch) if kind in ("mamba", "linear_attention") else _attention(arch)
+    norms = arch.norms_per_layer * arch.hidden_size * (2 if arch.norm_has_bias else 1)
+    return [*mixer, *_mlp(arch, layer), Tensor(NORM, REPLICATED, norms)]
 
 
 @dataclass(frozen=True)
 class LayerParams:
-    """Parameters of one decoder layer, split by how vLLM shards them across TP ranks."""
+    """Parameters of one decoder layer by sharding kind (all groups together)."""
 
-    sharded_linear: int  # column/row-parallel weights: divided by TP
-    kv_linear: int  # k and v projections (per KV head): divided by min(TP, kv_heads), replicated beyond
-    replicated_linear: int  # replicated on every TP rank (MLA fused_qkv_a, routers)
-    small: int  # norms and biases: kept in the activation dtype, (mostly) replicated
-
-
-def _attention(arch: ModelArch) -> tuple[int, int, int, int]:
-    """(sharded linear, kv linear, replicated linear, small) for one attention layer."""
-    h = arch.hidden_size
-    if arch.mla is not None:
-        m = arch.mla
-        nh = arch.num_attention_heads
-        q_head = m.qk_nope_head_dim + m.qk_rope_head_dim
-        if m.q_lora_rank:
-            q = h * m.q_lora_rank + m.q_lora_rank * nh * q_head  # q_a (replicated in vLLM's fused a-proj) + q_b
-            q_a = h * m.q_lora_rank
-            small = m.q_lora_rank  # q_a_layernorm
-        else:
-            q, q_a, small = h * nh * q_head, 0, 0
-        kv_a = h * (m.kv_lora_rank + m.qk_rope_head_dim)
-        kv_b = m.kv_lora_rank * nh * (m.qk_nope_head_dim + m.v_head_dim)
-        o = nh * m.v_head_dim * h
-        small += m.kv_lora_rank  # kv_a_layernorm
-        return (q - q_a) + kv_b + o, 0, q_a + kv_a, small
-    nh, nkv, hd, vhd = arch.num_attention_heads, arch.num_kv_heads, arch.head_dim, arch.v_head_dim
-    q = h * nh * hd
-    kv = h * nkv * (hd + vhd)
-    o = nh * vhd * h
-    small = 0
-    if arch.attention_bias:
-        small += nh * hd + nkv * (hd + vhd)
-    if arch.qk_norm:
-        small += 2 * hd
-    return q + o, kv, 0, small
-
-
-def _mlp(arch: ModelArch, layer: int) -> tuple[int, int]:
-    """(sharded linear, replicated linear) for one layer's MLP or MoE block."""
-    h = arch.hidden_size
-    mats = 3 if arch.gated_mlp else 2
-    moe = arch.moe
-    if moe is not None and (not moe.moe_layers or layer in moe.moe_layers):
-        experts = moe.num_experts * mats * h * moe.moe_intermediate_size
-        shared = mats * h * moe.shared_expert_intermediate_size
-        router = h * moe.num_experts
-        return experts + shared, router
-    return mats * h * arch.intermediate_size, 0
-
-
-def _ssm(arch: ModelArch) -> int:
-    """Parameters of one Mamba / linear-attention mixer (approximate; sharded across TP)."""
-    s = arch.ssm
-    if s is None:
-        return 0
-    h = arch.hidden_size
-    if s.kind == "gdn":
-        qk = s.num_k_heads * s.k_head_dim
-        v = s.num_v_heads * s.v_head_dim
-        in_proj = h * (2 * qk + 2 * v) + h * 2 * s.num_v_heads
-        conv = (2 * qk + v) * s.conv_kernel
-        return in_proj + conv + v * h + 2 * s.num_v_heads + s.v_head_dim
-    d_inner = s.intermediate_size or s.expand * h
-    if s.kind == "mamba2":
-        in_proj = h * (2 * d_inner + 2 * s.n_groups * s.state_size + s.num_heads)
-        conv = (d_inner + 2 * s.n_groups * s.state_size) * s.conv_kernel
-        return in_proj + conv + d_inner * h + 3 * s.num_heads + d_inner
-    dt_rank = -(-h // 16)
-    return (h * 2 * d_inner + d_inner * s.conv_kernel + d_inner * (dt_rank + 2 * s.state_size)
-            + dt_rank * d_inner + d_inner * s.state_size + d_inner * h + 3 * d_inner)
+    sharded_linear: int  # divided by TP
+    kv_linear: int  # divided by min(TP, kv_heads)
+    replicated_linear: int  # replicated on every TP rank
+    expert: int  # divided over the TP x DP expert group
+    small: int  # norms, biases, routers: activation dtype
 
 
 def layer_params(arch: ModelArch, layer: int) -> LayerParams:
     """Parameter split of decoder layer `layer`."""
-    kind = arch.layer_types[layer] if layer < len(arch.layer_types) else "full_attention"
-    norms = arch.norms_per_layer * arch.hidden_size * (2 if arch.norm_has_bias else 1)
-    if kind in ("mamba", "linear_attention"):
-        mixer_sharded, kv, repl, small = _ssm(arch), 0, 0, 0
-    else:
-        mixer_sharded, kv, repl, small = _attention(arch)
-    mlp_sharded, mlp_repl = (0, 0) if (arch.intermediate_size == 0 and arch.moe is None) else _mlp(arch, layer)
-    return LayerParams(sharded_linear=mixer_sharded + mlp_sharded, kv_linear=kv,
-                       replicated_linear=repl + mlp_repl, small=small + norms)
+    by: dict[str, int] = {TP: 0, KV: 0, REPLICATED: 0, EXPERT: 0}
+    small = 0
+    for t in layer_tensors(arch, layer):
+        if t.group in (NORM, ROUTER):
+            small += t.numel
+        else:
+            by[t.shard] += t.numel
+    return LayerParams(sharded_linear=by[TP], kv_linear=by[KV], replicated_linear=by[REPLICATED],
+                       expert=by[EXPERT], small=small)
+
+
+# ------------------------------------------------------------------------------ vision towers
+
+
+def _vit_layers(n: int, h: int, inter: int, *, bias: bool, gated: bool, norm_bias: bool) -> int:
+    attn = 4 * h * h + (4 * h if bias else 0)
+    mlp = (3 if gated else 2) * h * inter + ((inter + h) if bias and not gated else 0)
+    return n * (attn + mlp + 2 * h * (2 if norm_bias else 1))
+
+
+def vision_params(arch: ModelArch) -> int:
+    """Vision tower + multimodal projector parameters, from the config's `vision_config` (0 if none)."""
+    vc = arch.raw.get("vision_config")
+    if not isinstance(vc, dict) or not vc.get("hidden_size"):
+        return 0
+    h = int(vc["hidden_size"])
+    inter = int(vc.get("intermediate_size") or 4 * h)
+    n = int(vc.get("num_hidden_layers") or 0)
+    patch = int(vc.get("patch_size") or 14)
+    chans = int(vc.get("num_channels") or 3)
+    image = int(vc.get("image_size") or 224)
+    text_h = arch.hidden_size
+    vtype = str(vc.get("model_type") or "")
+    archs = " ".join(arch.architectures)
+    if vtype.startswith("siglip"):  # SiglipVisionModel (transformers/vllm siglip.py) + Gemma3MultiModalProjector
+        n_pos = (image // patch) ** 2
+        tower = chans * patch * patch * h + h + n_pos * h  # patch conv (+bias), position embedding
+        tower += _vit_layers(n, h, inter, bias=True, gated=False, norm_bias=True) + 2 * h  # post_layernorm
+        if vc.get("vision_use_head"):
+            tower += 4 * h * h + 4 * h + h + 2 * h + 2 * h * inter + inter + h  # attention-pooling head
+        return tower + h * text_h + h  # mm_input_projection_weight, mm_soft_emb_norm
+    if vtype.startswith("llama4"):  # Llama4VisionModel + Llama4MultiModalProjector (vllm mllama4.py)
+        n_pos = (image // patch) ** 2 + 1
+        tower = chans * patch * patch * h + h + n_pos * h + 4 * h  # unfold conv, class emb, pos emb, pre/post LN
+        tower += _vit_layers(n, h, inter, bias=True, gated=False, norm_bias=True)
+        proj_in, proj_out = int(vc.get("projector_input_dim") or 4096), int(vc.get("projector_output_dim") or 4096)
+        tower += inter * proj_in + proj_out * proj_out  # pixel-shuffle adapter fc1/fc2 (no bias)
+        return tower + int(vc.get("vision_output_dim") or proj_out) * text_h  # multi_modal_projector.linear_1
+    if "Pixtral" in archs or "Mistral3" in archs or vtype == "pixtral":  # PixtralVisionModel + Mistral3 projector
+        tower = chans * patch * patch * h + h  # patch_conv (no bias), ln_pre
+        tower += _vit_layers(n, h, inter, bias=False, gated=True, norm_bias=False)
+        merge = int(arch.raw.get("spatial_merge_size") or vc.get("spatial_merge_size") or 1)
+        proj_bias = bool(arch.raw.get("multimodal_projector_bias"))
+        proj = h + merge * merge * h * h + h * text_h + text_h * text_h  # norm, patch_merger, linear_1, linear_2
+        return tower + proj + (2 * text_h if proj_bias else 0)
+    # Generic pre-LN ViT (CLIP-like) + a 2-layer projector: an estimate for towers not modelled above.
+    n_pos = (image // patch) ** 2 + 1
+    tower = chans * patch * patch * h + n_pos * h + _vit_layers(n, h, inter, bias=True, gated=False, norm_bias=True)
+    return tower + h * text_h + text_h * text_h + 2 * text_h
+
+
+# ------------------------------------------------------------------------------ totals
 
 
 def padded_vocab(arch: ModelArch) -> int:
     return round_up(arch.vocab_size, VOCAB_PADDING)
 
 
-def total_params(arch: ModelArch) -> int:
-    """Published-style parameter count: unpadded vocab, tied lm_head counted once, no rope cache."""
+def text_params(arch: ModelArch) -> int:
+    """Language-model parameters as a checkpoint stores them: unpadded vocab, tied lm_head once, no rope cache."""
     n = arch.vocab_size * arch.hidden_size * (1 if arch.tie_word_embeddings else 2)
     n += arch.hidden_size * (2 if arch.norm_has_bias else 1)  # final norm
     for i in range(arch.num_layers):
-        lp = layer_params(arch, i)
-        n += lp.sharded_linear + lp.kv_linear + lp.replicated_linear + lp.small
+        n += sum(t.numel for t in layer_tensors(arch, i))
     return n
+
+
+def total_params(arch: ModelArch) -> int:
+    """Everything vLLM loads: the language model plus, for multimodal configs, the vision tower."""
+    return text_params(arch) + vision_params(arch)
 
 
 def active_params(arch: ModelArch) -> int:
@@ -129,8 +366,40 @@ def active_params(arch: ModelArch) -> int:
         return total_params(arch)
     mats = 3 if arch.gated_mlp else 2
     unused = (moe.num_experts - moe.experts_per_token) * mats * arch.hidden_size * moe.moe_intermediate_size
-    n_moe_layers = len(moe.moe_layers) if moe.moe_layers else arch.num_layers
+    n_moe_layers = sum(1 for i in range(arch.num_layers) if _is_moe_layer(arch, i))
     return total_params(arch) - unused * n_moe_layers
+
+
+def mtp_params(arch: ModelArch) -> int:
+    """Parameters of the multi-token-prediction layers a DeepSeek-V3 checkpoint stores after the main
+    layers (`num_nextn_predict_layers`): one MoE decoder layer plus enorm, hnorm, eh_proj (2H -> H) and
+    shared_head.norm each, and its own stored copies of embed_tokens and shared_head.head. vLLM loads
+    them only for MTP speculative decoding."""
+    n = _text_raw(arch).get("num_nextn_predict_layers")
+    if not isinstance(n, int) or n <= 0:
+        return 0
+    h = arch.hidden_size
+    last = arch.num_layers - 1
+    per = sum(t.numel for t in layer_tensors(arch, last)) + 3 * h + 2 * h * h + 2 * arch.vocab_size * h
+    return n * per
+
+
+def block_scale_params(arch: ModelArch, *, include_mtp: bool = False) -> int:
+    """fp32 `weight_scale_inv` elements of an FP8 block-quantized checkpoint (one per block x block tile of
+    every quantized 2-D weight), as counted in a safetensors total."""
+    q = arch.quant
+    if q is None or q.block_size is None:
+        return 0
+    bn, bk = q.block_size
+    n = 0
+    layers = list(range(arch.num_layers))
+    if include_mtp and mtp_params(arch):
+        layers += [arch.num_layers - 1] * int(_text_raw(arch).get("num_nextn_predict_layers") or 0)
+    for i in layers:
+        for t in layer_tensors(arch, i):
+            if t.group in LINEAR_GROUPS and is_quantized(q, t.group, i):
+                n += cdiv(t.rows, bn) * cdiv(t.cols, bk) * t.count
+    return n
 
 
 def pp_layer_split(num_layers: int, pp: int) -> list[range]:
@@ -148,42 +417,87 @@ def pp_layer_split(num_layers: int, pp: int) -> list[range]:
     return out
 
 
+# ------------------------------------------------------------------------------ per-rank bytes
+
+
 @dataclass(frozen=True)
 class RankWeights:
-    """Weight bytes held by one (TP rank, PP stage)."""
+    """Weight bytes held by one (TP rank, PP stage, DP rank)."""
 
-    linear_bytes: int
-    other_bytes: int  # embeddings, lm_head, norms, biases, routers, rope cache
+    linear_bytes: int  # weights stored in the quantized format (linear_bytes_per_param)
+    other_bytes: int  # activation-dtype weights: embeddings, lm_head, norms, routers, unquantized groups, rope
     layers: int
+    mla_copy_bytes: int = 0  # MLA W_UK_T/W_UV dequantized copies (included in other_bytes)
+    vision_bytes: int = 0  # vision tower + projector (included in linear/other bytes)
 
     @property
     def total_bytes(self) -> int:
         return self.linear_bytes + self.other_bytes
 
 
-def rank_weights(arch: ModelArch, *, tp: int, pp: int, stage: int, act_bytes: int,
-                 linear_bytes_per_param: float, rope_cache_bytes: int) -> RankWeights:
-    """Bytes one GPU of PP stage `stage` holds, at TP degree `tp`.
+def _rank_share(t: Tensor, *, tp: int, kv_div: int, expert_group: int, ep: bool) -> float:
+    if t.shard == TP:
+        return t.numel / tp
+    if t.shard == KV:
+        return t.numel / kv_div
+    if t.shard == EXPERT:
+        if ep:
+            return t.rows * t.cols * cdiv(t.count, expert_group)
+        return t.numel / expert_group
+    return float(t.numel)
 
-    `act_bytes` is the activation dtype size (2 for bf16/fp16); `linear_bytes_per_param` the
-    storage of decoder linear weights (2 unquantized, ~1 for FP8, ~0.52 for 4-bit...).
+
+def rank_weights(arch: ModelArch, *, tp: int, pp: int, stage: int, act_bytes: int,
+                 linear_bytes_per_param: float, rope_cache_bytes: int, dp: int = 1, ep: bool = False,
+                 include_vision: bool = True) -> RankWeights:
+    """Bytes one GPU of PP stage `stage` holds, at TP degree `tp` (and DP degree `dp` for MoE experts).
+
+    `act_bytes` is the activation dtype size (2 for bf16/fp16); `linear_bytes_per_param` the storage of
+    the linear weights the checkpoint format quantizes (see `is_quantized`; equal to `act_bytes` for an
+    unquantized model, the online format's size for `--quantization`). Routed experts are divided over
+    TP x DP; with `ep` each GPU holds ceil(E / (TP x DP)) whole experts (the largest rank).
     """
+    if tp < 1 or pp < 1 or dp < 1 or not 0 <= stage < pp:
+        raise ValueError(f"rank_weights: bad layout tp={tp} pp={pp} dp={dp} stage={stage}")
+    quant = arch.quant
+    quantizing = not (quant is None and linear_bytes_per_param == act_bytes)  # False: a plain bf16/fp16 run
     layers = pp_layer_split(arch.num_layers, pp)[stage]
     kv_div = min(tp, arch.num_kv_heads) if arch.num_kv_heads > 0 else tp
-    linear = 0.0
-    other = 0
+    expert_group = tp * dp
+    q_params = 0.0  # elements stored in the quantized format
+    a_params = 0.0  # elements stored in the activation dtype
+    mla_copy = 0.0
     for i in layers:
-        lp = layer_params(arch, i)
-        linear += lp.sharded_linear / tp + lp.kv_linear / kv_div + lp.replicated_linear
-        other += lp.small
-    v_rows = padded_vocab(arch) // tp
-    embed = v_rows * arch.hidden_size
+        for t in layer_tensors(arch, i):
+            share = _rank_share(t, tp=tp, kv_div=kv_div, expert_group=expert_group, ep=ep)
+            if is_quantized(quant, t.group, i):
+                q_params += share
+            else:
+                a_params += share
+        if arch.mla is not None and quantizing and is_quantized(quant, ATTENTION, i):
+            m = arch.mla
+            mla_copy += m.kv_lora_rank * arch.num_attention_heads / tp * (m.qk_nope_head_dim + m.v_head_dim)
+    embed = cdiv(padded_vocab(arch), tp) * arch.hidden_size
     first, last = stage == 0, stage == pp - 1
     if first:
-        other += embed
+        a_params += embed
     if last:
-        other += arch.hidden_size * (2 if arch.norm_has_bias else 1)
+        a_params += arch.hidden_size * (2 if arch.norm_has_bias else 1)
         if not arch.tie_word_embeddings or not first:
-            other += embed  # lm_head (a tied model's last stage still holds its own copy when PP > 1)
-    return RankWeights(linear_bytes=int(linear * linear_bytes_per_param),
-                       other_bytes=other * act_bytes + rope_cache_bytes, layers=len(layers))
+            if is_quantized(quant, LM_HEAD):
+                q_params += embed
+            else:
+                a_params += embed  # lm_head (a tied model's last stage still holds its own copy when PP > 1)
+    vision = 0.0
+    if include_vision:
+        vp = vision_params(arch) / tp
+        vq = is_quantized(quant, VISION)
+        vision = vp * (linear_bytes_per_param if vq else act_bytes)
+        if vq:
+            q_params += vp
+        else:
+            a_params += vp
+    mla_bytes = int(mla_copy * act_bytes)
+    return RankWeights(linear_bytes=int(q_params * linear_bytes_per_param),
+                       other_bytes=int(a_params * act_bytes) + mla_bytes + rope_cache_bytes,
+                       layers=len(layers), mla_copy_bytes=mla_bytes, vision_bytes=int(vision))
