@@ -323,7 +323,7 @@ def _memory(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_model_le
         total_bytes=ctx.hw.memory_bytes, tp=layout.tp, pp=layout.pp, dtype=ctx.dtype, linear_bytes_per_param=linear,
         kv_cache_dtype=kv, gpu_memory_utilization=s.util, max_model_len=max_model_len, max_num_seqs=s.max_num_seqs,
         max_num_batched_tokens=s.max_num_batched_tokens, block_size=s.block_size, enforce_eager=s.enforce_eager,
-        scales=scales, free_bytes=ctx.hw.free_bytes,
+        scales=scales, free_bytes=ctx.hw.free_bytes, dp=layout.dp if ctx.arch.is_moe else 1,
     ), ctx.run.params)
 
 

@@ -55,6 +55,8 @@ class MemoryInputs:
     enforce_eager: bool
     scales: dict[str, float]  # baseline `scale` effects: quantity -> factor
     free_bytes: int | None = None  # probed free memory (None when not probed)
+    dp: int = 1  # data-parallel ranks: MoE experts are sharded over TP x DP (FusedMoEParallelConfig)
+    ep: bool = False  # --enable-expert-parallel: whole experts per GPU (same bytes when divisible)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,9 +170,10 @@ def account(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any]) -> Memor
     inp_profile = replace(inp, max_num_batched_tokens=t_profile)
     for stage in range(inp.pp):
         rw = rank_weights(arch, tp=inp.tp, pp=inp.pp, stage=stage, act_bytes=act,
-                          linear_bytes_per_param=inp.linear_bytes_per_param, rope_cache_bytes=rope)
+                          linear_bytes_per_param=inp.linear_bytes_per_param, rope_cache_bytes=rope,
+                          dp=inp.dp, ep=inp.ep)
         weights = int(rw.total_bytes * inp.scales.get("weights_bytes", 1.0))
-        weights_total += weights * inp.tp
+        weights_total += weights * inp.tp * inp.dp
         activation = activation_peak_bytes(arch, inp_profile, params, last_stage=stage == inp.pp - 1)
         nt = non_torch_bytes(inp, params)
         cg = cuda_graph_bytes(rw.layers, inp, params)

@@ -45,3 +45,24 @@ def test_dense_v019_rows_within_tolerance() -> None:
             continue  # multimodal: the vision tower is not modelled yet (issue 4)
         assert abs(r["kv_gib"]["rel_error"]) < 0.02, (r["id"], r["kv_gib"])
         assert abs(r["kv_tokens"]["rel_error"]) < 0.02, (r["id"], r["kv_tokens"])
+
+
+def test_all_rows_summary_holds() -> None:
+    """Regression guard over every replayable row (benchmarks/launch_accuracy.py --all).
+
+    Issue 4's targets: weights within 3% on >= 95% of rows (met: 26/26) and KV tokens within 5% on
+    >= 90% (22/25 = 88% today; the misses are vllm#21348, LMCache connector with an unstated version,
+    vllm#17122, utilization not stated, and the 0.10.2 L40S MoE/EP row whose 1.4 GiB activation peak is
+    not modelled). This test keeps both from getting worse.
+    """
+    rows = []
+    for row in DATA["launches"]:
+        cfg = DATA["model_configs"].get(row["model"]) or {}
+        if cfg.get("raw_config"):
+            r = la.replay(row, cfg)
+            if r:
+                rows.append(r)
+    s = la.summarise(rows)
+    assert s["weights_gib"]["rows"] >= 26 and s["weights_gib"]["within_3pct"] >= 0.95 * s["weights_gib"]["rows"]
+    assert s["kv_tokens"]["rows"] >= 25 and s["kv_tokens"]["within_5pct"] >= 22
+    assert s["kv_tokens"]["median_abs_rel_error"] < 0.01
