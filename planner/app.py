@@ -539,14 +539,14 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
         need = mem.weights_bytes + mem.activation_peak_bytes + mem.non_torch_bytes
         reason = (f"weights and overheads need {need / GiB:.2f} GiB per GPU but the budget is "
                   f"{mem.budget_bytes / GiB:.2f} GiB")
+    elif chosen is not None and chosen.forbidden:  # the policy, not the KV size, is then the root cause
+        feasible = False
+        reason = "forbidden by policy: " + "; ".join(f"{f['rule']}: {f['reason']}" for f in chosen.forbidden)
     elif not mem.fits:
         feasible = False
         need = mem.bytes_per_block * -(-max_len // settings.block_size)
         reason = (f"one {max_len}-token sequence needs {need / GiB:.2f} GiB of KV cache but only "
                   f"{mem.kv_cache_bytes / GiB:.2f} GiB is left")
-    elif chosen is not None and chosen.forbidden:
-        feasible = False
-        reason = "forbidden by policy: " + "; ".join(f"{f['rule']}: {f['reason']}" for f in chosen.forbidden)
     if hw.free_bytes is not None and hw.free_bytes < mem.budget_bytes:
         warnings.append({"code": "W-FREE-MEMORY", "rule": None, "message":
                          f"the GPU shows {hw.free_bytes / GiB:.2f} GiB free but the budget is "

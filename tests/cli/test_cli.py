@@ -213,3 +213,14 @@ def test_reference_evaluator_plans_the_same(monkeypatch: pytest.MonkeyPatch) -> 
         {k: v["value"] for k, v in reference["decisions"].items()}
     assert sorted(f["rule"] for f in durable["audit"]["firings"]) == \
         sorted(f["rule"] for f in reference["audit"]["firings"])
+
+
+def test_bitsandbytes_is_version_gated(tmp_path: Path) -> None:
+    """A bitsandbytes checkpoint plans on vLLM 0.25 and is refused, with the reason, on 0.33 (removed in 0.29)."""
+    cfg = json.loads((ROOT / "planner/models/catalog/meta-llama/Llama-3.1-8B-Instruct/config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    old = plan_json("--model", str(tmp_path), "--gpu", "L4", "--vllm-version", "0.25.0")
+    assert old["feasible"] and old["config"]["quantization"] == "bitsandbytes"
+    new = plan_json("--model", str(tmp_path), "--gpu", "L4", code=3)
+    assert new["infeasible_reason"].startswith("forbidden by policy: sizing.forbid.bitsandbytes-removed")
