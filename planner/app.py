@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,7 @@ from packaging.version import InvalidVersion, Version
 from planner import __version__
 from planner.errors import GpuError, InputError
 from planner.hardware.catalog import GpuSpec, match_smi_name, resolve_gpu
+from planner.hardware.select import Selection, nvlink_group
 from planner.memory import DTYPE_BYTES, KV_DTYPES, MemoryInputs, MemoryResult, account
 from planner.models.arch import ModelArch
 from planner.models.params import active_params, total_params
@@ -59,6 +61,9 @@ class Hardware:
     free_bytes: int | None
     probed: bool
     warnings: tuple[str, ...] = ()
+    selection: Selection | None = None  # probed devices and the ones chosen
+    links: dict[tuple[int, int], str] | None = None  # topo -m cells between GPU indices
+    fraction: float = 1.0  # share of bandwidth/compute (a MIG slice)
 
     @property
     def compute_capability(self) -> float:
@@ -117,34 +122,46 @@ def resolve_hardware(req: PlanRequest, params: dict[str, Any] | None = None) -> 
                         nodes=nodes, gpus_per_node=per_node, interconnect="pcie" if count > 1 else "none",
                         free_bytes=None, probed=False,
                         warnings=("GPU model unknown: no speed estimate (name it with --gpu)",))
-    from planner.hardware import probe
+    return probed_hardware(req, vram)[0]
 
-    smi = probe.read_capture(Path(req.from_file)) if req.from_file else probe.probe_local()
+
+def probed_hardware(req: PlanRequest, vram: int | None = None) -> list[Hardware]:
+    """Hardware options from a probe (live or saved): the chosen devices first, then fallbacks (mixed GPUs)."""
+    from planner.hardware import probe
+    from planner.hardware.select import choose, devices_from_probe
+    from planner.hardware.smi_parse import merge_probes
+
+    files = [req.from_file] if isinstance(req.from_file, str) else list(req.from_file or [])
+    smi = merge_probes(*(probe.read_capture(Path(f)) for f in files)) if files else probe.probe_local()
+    source = ", ".join(files) or "nvidia-smi"
     if not smi.gpus:
-        raise GpuError(f"{req.from_file or 'nvidia-smi'}: no GPUs found")
-    first = smi.gpus[0]
-    spec = match_smi_name(first.name)
-    warnings: list[str] = []
-    same = [g for g in smi.gpus if g.name == first.name]
-    if len(same) < len(smi.gpus):
-        warnings.append(f"mixed GPU models; planning for the {len(same)} x {first.name}")
-    if spec is not None:
-        memory = spec.memory_bytes
-    elif first.memory_total_bytes:
-        memory = first.memory_total_bytes
-        warnings.append(f"{first.name!r} is not in the GPU catalog: using nvidia-smi's total memory and no speed model")
-    else:
-        raise GpuError(f"{req.from_file or 'nvidia-smi'}: {first.name!r} reports no memory total and is not in the "
-                       "catalog; pass --vram-gib")
-    if vram:
-        memory = vram
-    used = first.memory_used_bytes
-    free = memory - used if used is not None else None
-    count, nodes, per_node = _gpus_layout(req, len(same))
-    interconnect = smi.interconnect or (spec.interconnect.type if spec and count > 1 else "pcie")
-    return Hardware(name=first.name, spec=spec, memory_bytes=memory, count=count, nodes=nodes,
-                    gpus_per_node=per_node, interconnect=interconnect if count > 1 else "none",
-                    free_bytes=free, probed=True, warnings=tuple(warnings))
+        raise GpuError(f"{source}: no GPUs found")
+    match = {g.index: match_smi_name(g.name) for g in smi.gpus}
+    devices = devices_from_probe(smi, match, ignore_used=req.ignore_used)
+    if not devices:
+        raise GpuError(f"{source}: {smi.gpus[0].name!r} reports no memory total and is not in the catalog; "
+                       "pass --vram-gib")
+    sel = choose(devices, want=req.gpus)
+    links = smi.topology.links if smi.topology else None
+    options = [sel] + [replace(sel, devices=alt, notes=(*sel.notes, f"the {sel.devices[0].name} group cannot hold "
+                                                        "the model; using all GPUs, bounded by the smallest"),
+                               alternatives=()) for alt in sel.alternatives]
+    out = []
+    for opt in options:
+        first = opt.devices[0]
+        warnings = list(opt.notes)
+        if first.spec is None:
+            warnings.append(f"{first.name!r} is not in the GPU catalog: using nvidia-smi's total memory and no "
+                            "speed model")
+        frees = [d.free_bytes for d in opt.devices]
+        count = len(opt.devices)
+        interconnect = smi.interconnect or (first.spec.interconnect.type if first.spec and count > 1 else "pcie")
+        out.append(Hardware(
+            name=first.name, spec=first.spec, memory_bytes=vram or min(d.memory_bytes for d in opt.devices),
+            count=count, nodes=1, gpus_per_node=count, interconnect=interconnect if count > 1 else "none",
+            free_bytes=min(frees) if all(f is not None for f in frees) else None, probed=True,
+            warnings=tuple(warnings), selection=opt, links=links, fraction=min(d.fraction for d in opt.devices)))
+    return out
 
 
 def run_dtype(arch: ModelArch, pinned: str | None, cc: float) -> str:
@@ -176,9 +193,19 @@ def quantization_of(arch: ModelArch, pinned: str | None) -> str | None:
 # ------------------------------------------------------------------------------------------- facts
 
 
-def gpu_fact(hw: Hardware) -> dict[str, Any]:
+def free_memory_fields(hw: Hardware, params: dict[str, Any] | None) -> dict[str, Any]:
+    """What vLLM will find free at startup (after its own CUDA context), and the utilization that fits it."""
+    if hw.free_bytes is None or params is None:
+        return {}
+    usable = hw.free_bytes - params["context_baseline_gib"] * GiB
+    max_util = math.floor(max(0.0, usable) / hw.memory_bytes * 100) / 100
+    return {"free_gib": round(hw.free_bytes / GiB, 4), "max_util_for_free": max_util,
+            "free_below_default_budget": max_util < float(params["default_gpu_memory_utilization"])}
+
+
+def gpu_fact(hw: Hardware, params: dict[str, Any] | None = None) -> dict[str, Any]:
     s = hw.spec
-    return normalise_fact("gpu", "0", {
+    return normalise_fact("gpu", "0", {**free_memory_fields(hw, params),
         "name": hw.name, "catalog_id": s.id if s else "unknown", "vendor": s.vendor if s else "unknown",
         "family": s.family if s else "unknown", "memory_bytes": hw.memory_bytes,
         "memory_gib": round(hw.memory_bytes / GiB, 4), "count": hw.count, "compute_capability": hw.compute_capability,
@@ -499,10 +526,30 @@ def audit_record(resp: PlanResponse, ctx: PlanContext) -> dict[str, Any]:
 
 def plan_with_context(req: PlanRequest, packset: PackSet | None = None, *, arch: ModelArch | None = None,
                       hw: Hardware | None = None) -> tuple[PlanResponse, PlanContext]:
-    """plan(), also returning the context (for the audit log)."""
+    """plan(), also returning the context (for the audit log).
+
+    On a probed machine with mixed GPU models the best homogeneous group is planned first; when it
+    cannot hold the model, the whole machine (bounded by its smallest GPU) is tried next.
+    """
+    if hw is None and not req.gpu and not (req.vram_gib and not req.from_file):
+        options = probed_hardware(req, int(req.vram_gib * GiB) if req.vram_gib else None)
+        first: tuple[PlanResponse, PlanContext] | None = None
+        for opt in options:
+            result = _plan_on(req, packset, arch, opt)
+            first = first or result
+            if result[0].feasible:
+                return result
+            arch = result[1].arch
+        assert first is not None
+        return first
+    return _plan_on(req, packset, arch, hw)
+
+
+def _plan_on(req: PlanRequest, packset: PackSet | None, arch: ModelArch | None, hw: Hardware | None
+             ) -> tuple[PlanResponse, PlanContext]:
     ctx = plan_context(req, packset, arch=arch, hw=hw)
     stages = ctx.run.stages
-    base_facts = [gpu_fact(ctx.hw), model_fact(ctx.arch, ctx.quant, ctx.dtype),
+    base_facts = [gpu_fact(ctx.hw, ctx.run.params), model_fact(ctx.arch, ctx.quant, ctx.dtype),
                   request_fact(req, ctx.version, ctx.model_max_len),
                   normalise_fact("cluster", "0", {"gpus": ctx.hw.count, "nodes": ctx.hw.nodes,
                                                   "gpus_per_node": ctx.hw.gpus_per_node,
@@ -547,10 +594,17 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
         need = mem.bytes_per_block * -(-max_len // settings.block_size)
         reason = (f"one {max_len}-token sequence needs {need / GiB:.2f} GiB of KV cache but only "
                   f"{mem.kv_cache_bytes / GiB:.2f} GiB is left")
-    if hw.free_bytes is not None and hw.free_bytes < mem.budget_bytes:
-        warnings.append({"code": "W-FREE-MEMORY", "rule": None, "message":
-                         f"the GPU shows {hw.free_bytes / GiB:.2f} GiB free but the budget is "
-                         f"{mem.budget_bytes / GiB:.2f} GiB: vLLM will refuse to start"})
+    free_check = _free_memory_check(ctx, mem)
+    if free_check:
+        warnings.append({"code": "W-FREE-MEMORY", "rule": None, "message": free_check})
+        if feasible:
+            feasible, reason = False, free_check
+    tp_group, placement = nvlink_group(hw.selection, layout.tp, hw.links) if hw.selection else ([], "")
+    if placement:
+        warnings.append({"code": "W-PLACEMENT", "rule": None, "message": placement})
+        if "NVLink" in placement and "no " not in placement[:3]:
+            hw = replace(hw, interconnect="nvlink")
+            ctx = replace(ctx, hw=hw)
     perf = _perf(ctx, layout, mem, settings)
     if perf is None:
         warnings.append({"code": "W-PERF-UNKNOWN", "rule": None,
@@ -573,7 +627,7 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
                   "model_max_len": ctx.model_max_len, "attention": arch.attention_kind},
         "hardware": {"gpu": hw.name, "catalog_id": hw.spec.id if hw.spec else None, "gpu_count": hw.count,
                      "nodes": hw.nodes, "gpus_per_node": hw.gpus_per_node, "memory_bytes_per_gpu": hw.memory_bytes,
-                     "interconnect": hw.interconnect, "probed": hw.probed},
+                     "interconnect": hw.interconnect, "probed": hw.probed, **_devices_json(hw, layout, tp_group)},
         "config": config,
         "memory": {"per_gpu": {k: getattr(mem, k) for k in ("total_bytes", "budget_bytes", "weights_bytes",
                                                             "activation_peak_bytes", "non_torch_bytes",
@@ -595,8 +649,44 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
     body["plan_id"] = hashlib.sha256(json.dumps({"config": config, "model": arch.name, "gpu": hw.name,
                                                  "packs": ctx.packset.sha256, "v": ctx.version},
                                                 sort_keys=True).encode()).hexdigest()[:12]
-    body["serve_command"] = serve_command(arch.name, config, ctx.run.params, pinned=req.pinned, nodes=hw.nodes)
+    body["serve_command"] = serve_command(arch.name, config, ctx.run.params, pinned=req.pinned, nodes=hw.nodes,
+                                          visible_devices=body["hardware"].get("visible_devices"))
     return PlanResponse.model_validate(body)
+
+
+def _free_memory_check(ctx: PlanContext, mem: MemoryResult) -> str | None:
+    """vLLM refuses to start when the free memory it finds is below its budget; say so with the numbers."""
+    hw = ctx.hw
+    if hw.free_bytes is None:
+        return None
+    usable = hw.free_bytes - int(ctx.run.params["context_baseline_gib"] * GiB)
+    if usable >= mem.budget_bytes:
+        return None
+    max_util = free_memory_fields(hw, ctx.run.params)["max_util_for_free"]
+    procs = [p for d in (hw.selection.devices if hw.selection else ()) for p in d.processes]
+    held = f"; held by {', '.join(procs)}" if procs else ""
+    kv_hint = (", or --kv-cache-memory-bytes with what is left (vLLM >= 0.11 skips this check)"
+               if Version(ctx.version) >= Version("0.11.0") else "")
+    return (f"only {hw.free_bytes / GiB:.2f} GiB of {hw.memory_bytes / GiB:.2f} GiB is free "
+            f"({usable / GiB:.2f} GiB after vLLM's own CUDA context) but the budget is {mem.budget_bytes / GiB:.2f} "
+            f"GiB, short by {(mem.budget_bytes - usable) / GiB:.2f} GiB: vLLM will refuse to start{held}. "
+            f"Use --gpu-memory-utilization {max_util:g} or less{kv_hint}, free the GPU, or plan the empty GPU "
+            "with --ignore-used")
+
+
+def _devices_json(hw: Hardware, layout: Layout, tp_group: list[int]) -> dict[str, Any]:
+    sel = hw.selection
+    if sel is None:
+        return {}
+    chosen = {id(d) for d in sel.devices}
+    devices = [{"index": d.index, "name": d.name, "mig_profile": d.mig_profile, "memory_total_bytes": d.memory_bytes,
+                "free_bytes": d.free_bytes, "processes": list(d.processes), "selected": id(d) in chosen}
+               for d in sel.all_devices]
+    visible = sel.visible_devices
+    if layout.dp == 1 and layout.pp == 1 and tp_group and len(tp_group) < len(sel.devices):
+        visible = ",".join(str(i) for i in tp_group)  # pin the NVLink-joined group
+    return {"devices": devices, "visible_devices": visible, "tp_group": tp_group if layout.tp > 1 else [],
+            "notes": list(sel.notes)}
 
 
 def _decision_json(d: Decision) -> dict[str, Any]:
@@ -617,7 +707,8 @@ def _perf_inputs(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: 
         weights_bytes_per_gpu=mem.weights_bytes, kv_bytes_per_token_per_gpu=mem.kv_bytes_per_token,
         active_params=active_params(arch), num_layers=arch.num_layers, num_attention_heads=arch.num_attention_heads,
         head_dim=arch.head_dim, tp=layout.tp, pp=layout.pp, dp=layout.dp,
-        bandwidth_bytes_per_s=spec.hbm_bandwidth_bytes_per_s if spec else None, peak_flops=peak,
+        bandwidth_bytes_per_s=spec.hbm_bandwidth_bytes_per_s * ctx.hw.fraction if spec else None,
+        peak_flops=peak * ctx.hw.fraction if peak else None,
         interconnect=ctx.hw.interconnect, concurrency=ctx.req.concurrency, input_len=ctx.req.input_len,
         output_len=ctx.req.output_len, max_num_seqs=settings.max_num_seqs,
         max_num_batched_tokens=settings.max_num_batched_tokens, kv_cache_tokens=mem.kv_cache_tokens,

@@ -70,7 +70,9 @@ def _plan_options(f: Any) -> Any:
         click.option("--model", required=True, help="Hugging Face id, bundled catalog id, or local directory."),
         click.option("--gpu", help="GPU name, alias or catalog id (see `vllm-planner gpus`)."),
         click.option("--vram-gib", type=float, help="GPU memory in GiB (overrides --gpu, or for an unknown GPU)."),
-        click.option("--from-file", "from_file", type=click.Path(), help="Saved nvidia-smi output to plan for."),
+        click.option("--from-file", "from_file", type=click.Path(), multiple=True,
+                     help="Saved nvidia-smi output to plan for (repeat it to add a `topo -m` capture)."),
+        click.option("--ignore-used", is_flag=True, help="Plan for empty GPUs, ignoring memory others hold now."),
         click.option("--gpus", type=int, help="Number of GPUs (default: all probed, or 1)."),
         click.option("--nodes", type=int, default=1, show_default=True, help="Number of nodes."),
         click.option("--gpus-per-node", type=int, help="GPUs per node."),
@@ -111,7 +113,8 @@ def _request(kw: dict[str, Any]) -> Any:
     try:
         pinned = Pinned(**{v: kw[k] for k, v in pinned_keys.items() if kw.get(k) is not None})
         req = PlanRequest(
-            model=kw["model"], gpu=kw.get("gpu"), vram_gib=kw.get("vram_gib"), from_file=kw.get("from_file"),
+            model=kw["model"], gpu=kw.get("gpu"), vram_gib=kw.get("vram_gib"),
+            from_file=list(kw.get("from_file") or []) or None, ignore_used=bool(kw.get("ignore_used")),
             gpus=kw.get("gpus"), nodes=kw["nodes"], gpus_per_node=kw.get("gpus_per_node"),
             concurrency=kw["concurrency"], input_len=kw["input_len"], output_len=kw["output_len"], mode=kw["mode"],
             vllm_version=kw.get("vllm_version"), pinned=pinned, rules=list(kw.get("rules") or ()),

@@ -37,7 +37,9 @@ class PlanRequest(_Model):
     model: str = Field(description="Hub id, bundled catalog id or local directory.")
     gpu: str | None = Field(default=None, description="GPU name, alias or catalog id (--gpu).")
     vram_gib: float | None = Field(default=None, gt=0, le=4096, description="Override/declare GPU memory in GiB.")
-    from_file: str | None = Field(default=None, description="Saved nvidia-smi capture to plan for.")
+    from_file: str | list[str] | None = Field(
+        default=None, description="Saved nvidia-smi capture(s) to plan for, e.g. a table plus `topo -m`.")
+    ignore_used: bool = Field(default=False, description="Plan for empty GPUs, ignoring memory others hold now.")
     gpus: int | None = Field(default=None, ge=1, le=4096, description="Number of GPUs (default: one node's worth).")
     nodes: int = Field(default=1, ge=1, le=512, description="Number of nodes.")
     gpus_per_node: int | None = Field(default=None, ge=1, le=64, description="GPUs per node.")
@@ -138,6 +140,16 @@ class ModelSummary(_Model):
     attention: str
 
 
+class DeviceOut(_Model):
+    index: int
+    name: str
+    mig_profile: str | None = None
+    memory_total_bytes: int
+    free_bytes: int | None
+    processes: list[str] = Field(default_factory=list)
+    selected: bool
+
+
 class HardwareSummary(_Model):
     gpu: str
     catalog_id: str | None
@@ -147,6 +159,10 @@ class HardwareSummary(_Model):
     memory_bytes_per_gpu: int
     interconnect: str
     probed: bool
+    devices: list[DeviceOut] = Field(default_factory=list, description="Probed devices (GPUs or MIG slices).")
+    visible_devices: str | None = Field(default=None, description="CUDA_VISIBLE_DEVICES the plan needs, if any.")
+    tp_group: list[int] = Field(default_factory=list, description="GPU indices of the first tensor-parallel group.")
+    notes: list[str] = Field(default_factory=list, description="Why these devices (MIG, mixed GPUs, topology).")
 
 
 class Alternative(_Model):

@@ -45,6 +45,8 @@ def serve_args(config: dict[str, Any], params: dict[str, Any], *, pinned: Pinned
 
 
 def serve_command(model: str, config: dict[str, Any], params: dict[str, Any], *, pinned: Pinned,
-                  nodes: int = 1) -> str:
-    """One shell-safe line: `vllm serve MODEL --flag value ...`."""
-    return shlex.join(["vllm", "serve", model, *serve_args(config, params, pinned=pinned, nodes=nodes)])
+                  nodes: int = 1, visible_devices: str | None = None) -> str:
+    """One shell-safe line: `[CUDA_VISIBLE_DEVICES=...] vllm serve MODEL --flag value ...`."""
+    env = [f"CUDA_VISIBLE_DEVICES={shlex.quote(visible_devices)}"] if visible_devices else []
+    return " ".join([*env, shlex.join(["vllm", "serve", model, *serve_args(config, params, pinned=pinned,
+                                                                           nodes=nodes)])])

@@ -61,6 +61,9 @@ class GpuSpec(_Strict):
     fp4_supported: bool = Field(description="Hardware FP4 tensor cores (Blackwell).")
     form_factor: str = Field(description="sxm, pcie, nvl, superchip, oam, consumer, ...")
     tdp_watts: int | None = Field(default=None, gt=0, description="Board power.")
+    mig_compute_slices: int | None = Field(
+        default=None, ge=1, le=8, description="MIG compute slices of the full GPU (A30: 4; A100/H100/H200/B200: 7)."
+    )
     sources: list[Source] = Field(min_length=1, description="Provenance of the figures above.")
 
     @field_validator("compute_capability")

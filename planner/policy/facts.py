@@ -35,6 +35,9 @@ FACT_SCHEMA: dict[str, dict[str, str]] = {
         "interconnect": "str",  # nvlink | pcie | ...
         "hbm_bandwidth_gbps": "float",  # GB/s (1e9 B/s)
         "form_factor": "str",
+        "free_gib": "float",  # free now on the probed GPU(s) (the smallest), GiB; absent when not probed
+        "max_util_for_free": "float",  # largest utilization whose budget fits what vLLM will find free
+        "free_below_default_budget": "bool",  # vLLM's default budget would not fit the free memory
         "key": "str",
     },
     "model": {

@@ -56,6 +56,18 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
         t.add_row(key, str(val), d.by if d else "model/GPU")
     c.print(t)
 
+    hw = p.hardware
+    if hw.devices:
+        dt = Table(title="GPUs on this machine", header_style="bold")
+        for col in ("#", "device", "total", "free now", "held by", "used by this plan"):
+            dt.add_column(col)
+        for d in hw.devices:
+            dt.add_row(str(d.index), d.name + (f" (MIG {d.mig_profile})" if d.mig_profile else ""),
+                       _g(d.memory_total_bytes), _g(d.free_bytes), "; ".join(d.processes) or "-",
+                       "yes" if d.selected else "no")
+        c.print(dt)
+        for note in hw.notes:
+            c.print(f"  [dim]{note}[/]")
     mem = p.memory
     g = mem.per_gpu
     mt = Table(title="Memory per GPU", show_header=False)

@@ -1,0 +1,165 @@
+"""The machine as probed: devices (GPUs or MIG slices), what others hold on them, which ones to use.
+
+Pure: no I/O. Facts this module mirrors (they are vLLM/CUDA behaviour, not policy):
+- a CUDA process sees one MIG instance, so a plan on MIG slices runs on exactly one slice;
+- vLLM's tensor parallelism runs one identical shard per GPU: in a group of different GPUs the
+  smallest memory bounds every rank (and the slowest GPU sets the pace);
+- vLLM refuses to start when the free memory it finds is below its requested budget.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+
+from planner.errors import GpuError
+from planner.hardware.catalog import GpuSpec
+from planner.hardware.smi_parse import SmiProbe
+from planner.units import GiB
+
+_MIG_PROFILE = re.compile(r"(\d+)g\.(\d+)gb")
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device a vLLM process can be given: a whole GPU or one MIG instance."""
+
+    index: int  # physical GPU index
+    name: str
+    spec: GpuSpec | None
+    memory_bytes: int  # total the device offers CUDA
+    used_bytes: int | None  # held by other processes now (None: not shown)
+    visible_id: str | None  # the CUDA_VISIBLE_DEVICES value that selects it
+    mig_profile: str | None = None  # e.g. "2g.12gb"
+    fraction: float = 1.0  # share of the GPU's bandwidth and compute (MIG slices)
+    processes: tuple[str, ...] = ()
+
+    @property
+    def free_bytes(self) -> int | None:
+        return None if self.used_bytes is None else max(0, self.memory_bytes - self.used_bytes)
+
+    @property
+    def label(self) -> str:
+        return f"GPU {self.index} {self.name}" + (f" MIG {self.mig_profile}" if self.mig_profile else "")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The devices a plan uses, and why."""
+
+    devices: tuple[Device, ...]
+    all_devices: tuple[Device, ...]
+    notes: tuple[str, ...] = ()
+    alternatives: tuple[tuple[Device, ...], ...] = field(default_factory=tuple)  # other groups worth trying
+
+    @property
+    def pinned(self) -> bool:
+        """True when the plan uses a subset of the machine (so the serve command must name the devices)."""
+        return len(self.devices) < len(self.all_devices) or any(d.mig_profile for d in self.devices)
+
+    @property
+    def visible_devices(self) -> str | None:
+        ids = [d.visible_id for d in self.devices]
+        return ",".join(i for i in ids if i) if self.pinned and all(ids) else None
+
+
+def _processes(smi: SmiProbe, index: int) -> tuple[str, ...]:
+    out = []
+    for p in smi.processes:
+        if p.gpu_index == index and p.type != "G":
+            size = f", {p.used_bytes / GiB:.2f} GiB" if p.used_bytes else ""
+            out.append(f"{p.process_name} (pid {p.pid}{size})")
+    return tuple(out)
+
+
+def devices_from_probe(smi: SmiProbe, match: dict[int, GpuSpec | None], ignore_used: bool = False) -> list[Device]:
+    """Whole GPUs, or their MIG instances where MIG is on. `match` maps GPU index -> catalog entry."""
+    out: list[Device] = []
+    for g in smi.gpus:
+        spec = match.get(g.index)
+        migs = [m for m in smi.mig_devices if m.gpu_index == g.index]
+        if migs:
+            total = spec.memory_bytes if spec else (g.memory_total_bytes or 0)
+            for m in migs:
+                prof = _MIG_PROFILE.search(m.name or "")
+                # `-L` listings give only the profile name: take its "Ngb" as 10^9 bytes (under the real figure,
+                # e.g. 2g.12gb is 11,968 MiB), so the plan errs on the safe side.
+                memory = m.memory_total_bytes or (int(prof.group(2)) * 10**9 if prof else None)
+                if memory is None:
+                    continue
+                slices = spec.mig_compute_slices if spec and spec.mig_compute_slices else None
+                if prof and slices:
+                    fraction = min(1.0, int(prof.group(1)) / slices)
+                else:
+                    fraction = min(1.0, memory / total) if total else 1.0
+                profile = prof.group(0) if prof else (f"{round(fraction * slices)}g.{round(memory / GiB)}gb"
+                                                      if slices else f"{memory / GiB:.0f}GiB")
+                out.append(Device(index=g.index, name=g.name, spec=spec, memory_bytes=memory,
+                                  used_bytes=None if ignore_used else m.memory_used_bytes,
+                                  visible_id=m.uuid, mig_profile=profile, fraction=fraction))
+            continue
+        memory = spec.memory_bytes if spec else g.memory_total_bytes
+        if memory is None:
+            continue
+        out.append(Device(index=g.index, name=g.name, spec=spec, memory_bytes=memory,
+                          used_bytes=None if ignore_used else g.memory_used_bytes, visible_id=str(g.index),
+                          processes=_processes(smi, g.index)))
+    return out
+
+
+def _gib(n: int) -> str:
+    return f"{n / GiB:.1f} GiB"
+
+
+def choose(devices: list[Device], *, want: int | None) -> Selection:
+    """Pick the devices to plan for: one MIG slice; else a homogeneous group; else all, bounded by the smallest."""
+    if not devices:
+        raise GpuError("the probe shows no usable GPU (no memory figures and not in the catalog)")
+    all_devs = tuple(devices)
+    migs = [d for d in devices if d.mig_profile]
+    if migs:
+        if want and want > 1:
+            raise GpuError(f"--gpus {want}: the capture shows MIG slices, and a vLLM process sees exactly one MIG "
+                           "device (CUDA exposes one MIG instance per process), so tensor or pipeline parallelism "
+                           "across slices is impossible")
+        best = max(migs, key=lambda d: (d.memory_bytes, -d.index))
+        note = (f"MIG is enabled: planning on one slice, {best.label} ({_gib(best.memory_bytes)}, "
+                f"{best.fraction:.0%} of the GPU's compute and bandwidth); a vLLM process sees one MIG device, "
+                "so parallelism across slices is impossible")
+        if not best.visible_id:
+            note += "; the capture has no MIG UUID (run `nvidia-smi -L` to find it for CUDA_VISIBLE_DEVICES)"
+        return Selection(devices=(best,), all_devices=all_devs, notes=(note,))
+    groups: dict[tuple[str, int], list[Device]] = {}
+    for d in devices:
+        groups.setdefault((d.name, d.memory_bytes), []).append(d)
+    if len(groups) == 1:
+        chosen = devices[: want or len(devices)]
+        return Selection(devices=tuple(chosen), all_devices=all_devs)
+    ranked = sorted(groups.values(), key=lambda g: (-g[0].memory_bytes * len(g), -g[0].memory_bytes, g[0].index))
+    desc = " + ".join(f"{len(g)} x {g[0].name} ({_gib(g[0].memory_bytes)})" for g in ranked)
+    smallest = min(d.memory_bytes for d in devices)
+    best = tuple(ranked[0][: want or len(ranked[0])])
+    bounded = tuple(sorted(devices, key=lambda d: d.index)[: want or len(devices)])
+    note = (f"mixed GPUs: {desc}. Tensor parallelism needs matching devices: a group of all {len(devices)} "
+            f"would be bounded by the smallest ({_gib(smallest)} per GPU) and the slowest GPU. Planning for the "
+            f"{len(best)} x {best[0].name} (the most memory in one homogeneous group)")
+    return Selection(devices=best, all_devices=all_devs, notes=(note,), alternatives=(bounded,))
+
+
+def nvlink_group(selection: Selection, size: int, links: dict[tuple[int, int], str] | None) -> tuple[list[int], str]:
+    """GPU indices for a tensor-parallel group of `size`, all pairwise joined by NVLink when possible."""
+    idx = [d.index for d in selection.devices if not d.mig_profile]
+    if size <= 1 or len(idx) < size or not links:
+        return idx[:size], ""
+
+    def link(a: int, b: int) -> str:
+        return links.get((a, b)) or links.get((b, a)) or ""
+
+    for combo in itertools.combinations(idx, size):
+        if all(link(a, b).startswith("NV") for a, b in itertools.combinations(combo, 2)):
+            kinds = sorted({link(a, b) for a, b in itertools.combinations(combo, 2)})
+            return list(combo), f"tensor-parallel group on GPUs {list(combo)}, joined by NVLink ({', '.join(kinds)})"
+    kinds = sorted({link(a, b) or "?" for a, b in itertools.combinations(idx[:size], 2)})
+    return idx[:size], (f"no {size} GPUs are all joined by NVLink; the tensor-parallel group on GPUs {idx[:size]} "
+                        f"talks over {', '.join(kinds)} (PCIe/system)")

@@ -1,0 +1,104 @@
+"""Plans for the machine as probed: memory in use, MIG slices, mixed GPUs, topology (issue 10)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from planner.cli import cli
+
+SMI = Path(__file__).resolve().parents[2] / "tests" / "data" / "nvidia-smi"
+
+
+def plan(*args: str) -> tuple[int, dict, str]:
+    r = CliRunner().invoke(cli, ["plan", *args, "--json"])
+    return r.exit_code, (json.loads(r.stdout) if r.stdout.strip().startswith("{") else {}), r.stderr
+
+
+def test_two_3090s_running_vllm_do_not_have_the_free_memory() -> None:
+    """The capture shows 24,064 MiB of 24,576 used by two vLLM workers: the 0.92 budget cannot start."""
+    capture = str(SMI / "2xRTX3090_smi_560_procs-vLLM.txt")
+    rc, p, _ = plan("--model", "meta-llama/Llama-3.1-8B-Instruct", "--from-file", capture)
+    assert rc == 3 and not p["feasible"]
+    reason = p["infeasible_reason"]
+    # free = CUDA total (23.58 GiB, catalog) - 22,943 MiB used = 1.17 GiB; short by budget - (free - context)
+    assert "only 1.17 GiB of 23.58 GiB is free" in reason and "short by" in reason
+    assert "VLLM::Worker_TP0 (pid 2921" in reason and "--ignore-used" in reason
+    assert p["memory"]["per_gpu"]["free_bytes"] == 25_318_916_096 - 22_943 * 2**20 - 0  # catalog total - smi used
+    rc, empty, _ = plan("--model", "meta-llama/Llama-3.1-8B-Instruct", "--from-file",
+                        str(SMI / "2xRTX3090_smi_560_procs-vLLM.txt"), "--ignore-used")
+    assert rc == 0 and empty["memory"]["per_gpu"]["free_bytes"] is None
+
+
+def test_partly_used_gpu_gets_a_lower_utilization(tmp_path: Path) -> None:
+    """A GPU with 8 GiB held by another process: the vendor rule lowers utilization to what is free."""
+    text = (SMI / "1xL40S_smi_550.txt").read_text()
+    used = text.replace("      1MiB /  46068MiB", "   8192MiB /  46068MiB")
+    assert used != text
+    f = tmp_path / "l40s-used.txt"
+    f.write_text(used)
+    rc, p, _ = plan("--model", "meta-llama/Llama-3.1-8B-Instruct", "--from-file", str(f))
+    assert rc == 0, p.get("infeasible_reason")
+    d = p["decisions"]["gpu_memory_utilization"]
+    assert d["by"] == "rec.util.fit-free-memory" and d["value"] < 0.92
+    assert "W-MEMORY-IN-USE" in {w["code"] for w in p["warnings"]}
+
+
+def test_a30_mig_plans_on_one_slice() -> None:
+    rc, p, _ = plan("--model", "meta-llama/Llama-3.2-1B-Instruct", "--from-file",
+                    str(SMI / "1xA30_smi_535_MIG-enabled_3instances.txt"))
+    assert rc == 0
+    h = p["hardware"]
+    assert h["gpu_count"] == 1 and h["memory_bytes_per_gpu"] == 12_549_357_568  # the 2g.12gb slice, 11,968 MiB
+    assert any("MIG is enabled" in n and "2g.12gb" in n for n in h["notes"])
+    assert [d["mig_profile"] for d in h["devices"]] == ["2g.12gb", "1g.6gb", "1g.6gb"]
+
+
+def test_mig_uuid_pins_the_slice_and_tp_across_slices_is_refused() -> None:
+    rc, p, _ = plan("--model", "meta-llama/Llama-3.2-1B-Instruct", "--from-file", str(SMI / "1xA30_L_535_MIG.txt"),
+                    "--vram-gib", "11.6")
+    assert rc == 0
+    assert p["serve_command"].startswith("CUDA_VISIBLE_DEVICES=MIG-1b8509c0-e60d-502d-8263-d434867998aa vllm serve")
+    rc, _, err = plan("--model", "meta-llama/Llama-3.2-1B-Instruct", "--from-file", str(SMI / "1xA30_L_535_MIG.txt"),
+                      "--gpus", "2")
+    assert rc == 2 and "one MIG device" in err
+
+
+def test_mixed_5090_4090_explains_and_pins() -> None:
+    rc, p, _ = plan("--model", "meta-llama/Llama-3.1-8B-Instruct", "--from-file",
+                    str(SMI / "1xRTX5090+1xRTX4090_smi_580_mixed.txt"))
+    assert rc == 0
+    h = p["hardware"]
+    assert h["gpu"] == "NVIDIA GeForce RTX 5090" and h["visible_devices"] == "0"
+    assert "Tensor parallelism needs matching devices" in h["notes"][0]
+    assert p["serve_command"].startswith("CUDA_VISIBLE_DEVICES=0 vllm serve")
+
+
+def test_mixed_falls_back_to_the_bounded_pair_when_needed() -> None:
+    """phi-4 (14.7 B, 27.3 GiB in bf16) does not fit one RTX 5090's budget; both GPUs at the 4090's size do."""
+    rc, p, _ = plan("--model", "microsoft/phi-4", "--from-file", str(SMI / "1xRTX5090+1xRTX4090_smi_580_mixed.txt"))
+    assert rc == 0, p.get("infeasible_reason")
+    h = p["hardware"]
+    assert h["gpu_count"] == 2 and p["config"]["tensor_parallel_size"] == 2
+    assert abs(h["memory_bytes_per_gpu"] / 2**30 - 23.64) < 0.05  # bounded by the RTX 4090
+    assert any("bounded by the smallest" in n for n in h["notes"])
+
+
+def test_topology_places_tp_on_nvlink() -> None:
+    base = ["--model", "meta-llama/Llama-3.2-3B-Instruct", "--from-file", str(SMI / "2xRTX3090_smi_560.txt"),
+            "--mode", "latency"]
+    rc, p, _ = plan(*base, "--from-file", str(SMI / "2xRTX3090_topo_NV4-bridge_560.txt"))
+    assert rc == 0 and p["hardware"]["tp_group"] == [0, 1] and p["hardware"]["interconnect"] == "nvlink"
+    assert any("joined by NVLink (NV4)" in w["message"] for w in p["warnings"])
+    rc, p, _ = plan(*base, "--from-file", str(SMI / "2xRTX3090_topo_SYS_NUMA-NA-extra-cols_595.txt"))
+    assert rc == 0 and p["hardware"]["interconnect"] == "pcie"
+    assert any("no 2 GPUs are all joined by NVLink" in w["message"] for w in p["warnings"])
+
+
+def test_console_shows_free_vs_total_per_gpu() -> None:
+    r = CliRunner().invoke(cli, ["plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--from-file",
+                                 str(SMI / "2xRTX3090_smi_560_procs-vLLM.txt")])
+    assert r.exit_code == 3
+    assert "GPUs on this machine" in r.stdout and "free now" in r.stdout and "VLLM::Worker_TP0" in r.stdout
