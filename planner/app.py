@@ -129,15 +129,18 @@ def probed_hardware(req: PlanRequest, vram: int | None = None) -> list[Hardware]
     """Hardware options from a probe (live or saved): the chosen devices first, then fallbacks (mixed GPUs)."""
     from planner.hardware import probe
     from planner.hardware.select import choose, devices_from_probe
-    from planner.hardware.smi_parse import merge_probes
+    from planner.hardware.smi_parse import SmiGpu, merge_probes
 
     files = [req.from_file] if isinstance(req.from_file, str) else list(req.from_file or [])
     smi = merge_probes(*(probe.read_capture(Path(f)) for f in files)) if files else probe.probe_local()
     source = ", ".join(files) or "nvidia-smi"
+    if not smi.gpus and smi.topology is not None and vram:  # a `topo -m` capture alone: GPUs from the matrix
+        smi = replace(smi, gpus=tuple(SmiGpu(index=i, name="GPU (from topology)") for i in smi.topology.gpu_indices))
     if not smi.gpus:
-        raise GpuError(f"{source}: no GPUs found")
+        raise GpuError(f"{source}: no GPUs found" + (" (a topology capture alone needs --vram-gib)"
+                                                     if smi.topology is not None else ""))
     match = {g.index: match_smi_name(g.name) for g in smi.gpus}
-    devices = devices_from_probe(smi, match, ignore_used=req.ignore_used)
+    devices = devices_from_probe(smi, match, ignore_used=req.ignore_used, fallback_memory=vram)
     if not devices:
         raise GpuError(f"{source}: {smi.gpus[0].name!r} reports no memory total and is not in the catalog; "
                        "pass --vram-gib")
@@ -153,7 +156,8 @@ def probed_hardware(req: PlanRequest, vram: int | None = None) -> list[Hardware]
         if first.spec is None:
             warnings.append(f"{first.name!r} is not in the GPU catalog: using nvidia-smi's total memory and no "
                             "speed model")
-        frees = [d.free_bytes for d in opt.devices]
+        frees = [None if d.used_bytes is None else max(0, (vram or d.memory_bytes) - d.used_bytes)
+                 for d in opt.devices]
         count = len(opt.devices)
         interconnect = smi.interconnect or (first.spec.interconnect.type if first.spec and count > 1 else "pcie")
         out.append(Hardware(

@@ -73,8 +73,10 @@ def _processes(smi: SmiProbe, index: int) -> tuple[str, ...]:
     return tuple(out)
 
 
-def devices_from_probe(smi: SmiProbe, match: dict[int, GpuSpec | None], ignore_used: bool = False) -> list[Device]:
-    """Whole GPUs, or their MIG instances where MIG is on. `match` maps GPU index -> catalog entry."""
+def devices_from_probe(smi: SmiProbe, match: dict[int, GpuSpec | None], ignore_used: bool = False,
+                       fallback_memory: int | None = None) -> list[Device]:
+    """Whole GPUs, or their MIG instances where MIG is on. `match` maps GPU index -> catalog entry;
+    `fallback_memory` (--vram-gib) stands in where neither the capture nor the catalog gives a size."""
     out: list[Device] = []
     for g in smi.gpus:
         spec = match.get(g.index)
@@ -99,7 +101,7 @@ def devices_from_probe(smi: SmiProbe, match: dict[int, GpuSpec | None], ignore_u
                                   used_bytes=None if ignore_used else m.memory_used_bytes,
                                   visible_id=m.uuid, mig_profile=profile, fraction=fraction))
             continue
-        memory = spec.memory_bytes if spec else g.memory_total_bytes
+        memory = spec.memory_bytes if spec else (g.memory_total_bytes or fallback_memory)
         if memory is None:
             continue
         out.append(Device(index=g.index, name=g.name, spec=spec, memory_bytes=memory,

@@ -102,3 +102,81 @@ def test_console_shows_free_vs_total_per_gpu() -> None:
                                  str(SMI / "2xRTX3090_smi_560_procs-vLLM.txt")])
     assert r.exit_code == 3
     assert "GPUs on this machine" in r.stdout and "free now" in r.stdout and "VLLM::Worker_TP0" in r.stdout
+
+
+PROCESS_CAPTURES = ["1xH200_smi_580_watch-header_procs.txt", "1xH100-PCIe_smi_580_VM-busid_vLLM-proc.txt",
+                    "2xRTX3090_smi_560_procs-vLLM.txt", "WSL_1xRTX2070_smi_460_WDDM_procs.txt",
+                    "1xT4_smi_510_Xorg-procs_partial.txt"]
+MIG_CAPTURES = ["1xA30_smi_535_MIG-enabled_3instances.txt", "1xA30_L_535_MIG.txt",
+                "NxA100-SXM-80GB_smi_495_MIGenabled_partial.txt", "1xV100-SXM2-16GB_smi_450-vs-418_Colab_MIG-ERR.txt"]
+MIXED_CAPTURES = ["1xRTX5090+1xRTX4090_smi_580_mixed.txt", "L_2xTITANV+RTX5880Ada_570.txt",
+                  "csv_2xTITANV+RTX5880Ada_570_compute_cap_header.txt"]
+P2P_CAPTURE = "2xRTX5090_topo-p2p-rw_610_NOT-topo-m.txt"  # `topo -p2p rw`: a capability matrix, not `topo -m`
+TOPO_CAPTURES = [*sorted(p.name for p in SMI.glob("*topo*") if p.name != P2P_CAPTURE),
+                 "collectenv-topology_2xGPU_NV12_8NIC_emptyAffinity_spaces.txt"]
+
+
+def _plan_capture(name: str, *extra: str) -> tuple[int, dict, str]:
+    """Plan a 1B model from the capture; --vram-gib sizes GPUs the capture and catalog leave unsized."""
+    return plan("--model", "meta-llama/Llama-3.2-1B-Instruct", "--from-file", str(SMI / name), "--vram-gib", "16",
+                *extra)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("name", PROCESS_CAPTURES)
+def test_process_captures_account_for_memory_in_use(name: str) -> None:
+    """Each capture with processes: the plan reports what is free, and never plans past it silently."""
+    rc, p, err = _plan_capture(name)
+    assert rc in (0, 3), err
+    free, total = p["memory"]["per_gpu"]["free_bytes"], p["memory"]["per_gpu"]["total_bytes"]
+    assert free is not None and free < total
+    usable = free - 0.70 * 2**30  # what vLLM finds after its own CUDA context (rules/core context_baseline_gib)
+    if p["feasible"]:
+        assert p["memory"]["per_gpu"]["budget_bytes"] <= usable
+    else:
+        assert "vLLM will refuse to start" in p["infeasible_reason"] or "GiB" in p["infeasible_reason"]
+
+
+@pytest.mark.parametrize("name", MIG_CAPTURES)
+def test_mig_captures(name: str) -> None:
+    """MIG on: the plan uses exactly one slice; MIG off or broken (Colab ERR!): whole GPUs, no slice."""
+    rc, p, err = _plan_capture(name)
+    assert rc in (0, 3), err
+    h = p["hardware"]
+    migs = [d for d in h["devices"] if d["mig_profile"]]
+    if migs:
+        assert h["gpu_count"] == 1 and sum(d["selected"] for d in h["devices"]) == 1
+        assert any("MIG is enabled" in n for n in h["notes"])
+    else:
+        assert not any("MIG" in n for n in h["notes"])
+
+
+@pytest.mark.parametrize("name", MIXED_CAPTURES)
+def test_mixed_captures_explain_their_choice(name: str) -> None:
+    rc, p, err = _plan_capture(name)
+    assert rc in (0, 3), err
+    h = p["hardware"]
+    assert any(n.startswith("mixed GPUs:") for n in h["notes"])
+    chosen = {d["name"] for d in h["devices"] if d["selected"]}
+    assert len(chosen) == 1 or any("bounded by the smallest" in n for n in h["notes"])
+
+
+@pytest.mark.parametrize("name", TOPO_CAPTURES)
+def test_topology_captures_decide_the_link(name: str) -> None:
+    """Each topology matrix: a TP group is placed and the plan says over which link."""
+    rc, p, err = _plan_capture(name, "--mode", "latency")
+    assert rc in (0, 3), err
+    h = p["hardware"]
+    if p["config"]["tensor_parallel_size"] > 1:
+        msgs = [w["message"] for w in p["warnings"] if w["code"] == "W-PLACEMENT"]
+        assert msgs and ("joined by NVLink" in msgs[0] or "talks over" in msgs[0])
+        assert h["interconnect"] in ("nvlink", "pcie")
+
+
+def test_p2p_matrix_alone_is_not_a_machine() -> None:
+    """`nvidia-smi topo -p2p rw` lists no GPUs or links the planner can use: a clear exit 2."""
+    rc, _, err = _plan_capture(P2P_CAPTURE)
+    assert rc == 2 and "no GPUs found" in err
+
