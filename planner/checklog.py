@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import InputError
+from planner.files import read_bounded
 
 MAX_LOG_BYTES = 64 * 2**20
 DEFAULT_BLOCK_SIZE = 16  # vLLM's CUDA default (vllm-accounting.md section 2.4)
@@ -520,17 +521,7 @@ def compare(reported: ReportedLaunch | dict[str, Any], plan: Any) -> dict[str, A
 
 def read_log(path: Path) -> str:
     """The log's text. InputError for a missing file, a directory, non-UTF-8 bytes or > 64 MiB."""
-    try:
-        if path.is_dir():
-            raise InputError(f"{path}: is a directory, not a vLLM log file")
-        size = path.stat().st_size
-        if size > MAX_LOG_BYTES:
-            raise InputError(f"{path}: {size:,} bytes is larger than the {MAX_LOG_BYTES // 2**20} MiB a log may be")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    data = read_bounded(path, limit=MAX_LOG_BYTES, what="a vLLM log file")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

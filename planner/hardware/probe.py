@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from planner.errors import SmiError
+from planner.files import read_bounded
 from planner.hardware.smi_parse import PROBE_QUERY_FIELDS, SmiProbe, merge_probes, parse_smi_text
 
 __all__ = ["MAX_CAPTURE_BYTES", "probe_local", "read_capture"]
@@ -147,18 +148,5 @@ def _decode(data: bytes, path: Path) -> str:
 def read_capture(path: Path) -> SmiProbe:
     """Parse a saved nvidia-smi capture (any format parse_smi_text knows)."""
     path = Path(path)
-    try:
-        if path.is_dir():
-            raise SmiError(f"{path}: is a directory, not an nvidia-smi capture")
-        size = path.stat().st_size
-        if size > MAX_CAPTURE_BYTES:
-            raise SmiError(f"{path}: {size} bytes is too large for an nvidia-smi capture (limit 8 MiB)")
-        with path.open("rb") as handle:
-            data = handle.read(MAX_CAPTURE_BYTES + 1)
-    except FileNotFoundError as exc:
-        raise SmiError(f"{path}: no such file") from exc
-    except OSError as exc:
-        raise SmiError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    if len(data) > MAX_CAPTURE_BYTES:
-        raise SmiError(f"{path}: too large for an nvidia-smi capture (limit 8 MiB)")
+    data = read_bounded(path, limit=MAX_CAPTURE_BYTES, what="an nvidia-smi capture", error=SmiError)
     return parse_smi_text(_decode(data, path), source=str(path))

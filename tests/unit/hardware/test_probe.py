@@ -174,7 +174,7 @@ def test_read_capture_utf16_powershell_redirect(tmp_path: Path) -> None:
         (lambda p: None, "no such file"),
         (lambda p: p.mkdir(), "is a directory"),
         (lambda p: p.write_bytes(b"\x80\x81 not utf-8"), "not a UTF-8 text file"),
-        (lambda p: p.write_bytes(b"a" * (MAX_CAPTURE_BYTES + 1)), "too large"),
+        (lambda p: p.write_bytes(b"a" * (MAX_CAPTURE_BYTES + 1)), "larger than the 8 MiB"),
         (lambda p: p.write_text("", encoding="utf-8"), "no GPUs recognised in"),
     ],
     ids=["missing", "directory", "not-utf8", "too-large", "empty"],
