@@ -12,6 +12,7 @@ plan():
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -791,3 +792,45 @@ def append_audit(path: Path, record: dict[str, Any]) -> None:
             os.close(fd)
     except OSError as e:
         raise InputError(f"--audit-log {path}: cannot append: {e.strerror}") from None
+
+
+def sweep(req: PlanRequest, *, max_model_lens: list[int] | None = None, utilizations: list[float] | None = None,
+          packset: PackSet | None = None) -> list[dict[str, Any]]:
+    """Every (layout x KV dtype x max_model_len x utilization) vLLM could run here, with memory, speed and the
+    sizing rules' verdict. The whole grid goes through the rules engine as one batch of candidate facts."""
+    ctx = plan_context(req, packset)
+    s0 = _initial_settings(ctx)
+    lens = max_model_lens or [ctx.target_len]
+    utils = utilizations or [s0.util]
+    lays = layouts(ctx.arch, total_gpus=ctx.hw.count, gpus_per_node=ctx.hw.gpus_per_node, nodes=ctx.hw.nodes,
+                   tp=req.pinned.tensor_parallel_size, pp=req.pinned.pipeline_parallel_size)
+    kv_opts = _kv_options(req.pinned.kv_cache_dtype, bool(ctx.hw.spec and ctx.hw.spec.fp8_supported))
+    scales = _scales(ctx)
+    grid = []
+    for lay, kv, length, util in itertools.product(lays, kv_opts, lens, utils):
+        s = replace(s0, util=util, layout=lay, kv_cache_dtype=kv)
+        cand = Candidate(layout=lay, kv_cache_dtype=kv, forbidden=[],
+                         memory=_memory(ctx, lay, kv, s, min(length, ctx.model_max_len), scales))
+        grid.append((cand, length, s))
+    facts = []
+    for i, (c, _, _) in enumerate(grid):
+        fact = _candidate_fact(c, req, ctx.quant, {})
+        facts.append({**fact, "id": f"candidate:{i}", "key": f"candidate:{i}"})
+    base = [gpu_fact(ctx.hw, ctx.run.params), model_fact(ctx.arch, ctx.quant, ctx.dtype),
+            request_fact(req, ctx.version, ctx.model_max_len)]
+    sizing = ctx.run.run_stage("sizing", base + facts)
+    rows = []
+    for i, (c, length, s) in enumerate(grid):
+        m = c.memory
+        perf = _perf(ctx, c.layout, m, s)
+        rows.append({
+            "tensor_parallel_size": c.layout.tp, "pipeline_parallel_size": c.layout.pp,
+            "data_parallel_size": c.layout.dp, "kv_cache_dtype": c.kv_cache_dtype, "max_model_len": length,
+            "gpu_memory_utilization": s.util, "fits": m.fits, "kv_cache_tokens": m.kv_cache_tokens,
+            "max_concurrency": round(m.max_concurrency, 3), "weights_bytes": m.weights_bytes,
+            "kv_cache_bytes": m.kv_cache_bytes,
+            "forbidden": [f"{f['rule']}: {f['reason']}" for f in sizing.forbidden.get(f"candidate:{i}", [])],
+            "itl_ms": round(perf.itl_ms, 3) if perf else None,
+            "output_tokens_per_s_total": round(perf.output_tokens_per_s_total, 1) if perf else None,
+        })
+    return rows
