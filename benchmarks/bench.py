@@ -29,15 +29,19 @@ PY = sys.executable
 DEPS = "import pydantic, click, ruamel.yaml, rich.console, packaging.version, durable.engine"
 
 
-def whole(cmd: list[str], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, cwd=ROOT)
-        times.append(time.perf_counter() - t)
-        if r.returncode not in (0, 3):
-            raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr.decode()[-400:]}")
-    return statistics.median(times)
+def whole(cmds: dict[str, list[str]], runs: int) -> dict[str, float]:
+    """Median wall time of each command, run interleaved (a, b, c, a, b, c, ...) so that machine noise
+    lands on all of them alike; the first round warms the disk cache and is discarded."""
+    times: dict[str, list[float]] = {k: [] for k in cmds}
+    for i in range(runs + 1):
+        for name, cmd in cmds.items():
+            t = time.perf_counter()
+            r = subprocess.run(cmd, capture_output=True, cwd=ROOT)
+            if i:
+                times[name].append(time.perf_counter() - t)
+            if r.returncode not in (0, 3):
+                raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr.decode()[-400:]}")
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 IN_PROCESS = r"""
@@ -75,13 +79,14 @@ print(json.dumps({"pack_load_s": t1 - t0, "pack_compile_s": (t2 - t1) / 20,
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=11)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     cli = [PY, "-m", "planner.cli", "plan", "--json"]
-    deps = whole([PY, "-c", DEPS], args.runs)
-    plan8 = whole([*cli, "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100"], args.runs)
-    plan671 = whole([*cli, "--model", "deepseek-ai/DeepSeek-R1", "--gpu", "H200", "--gpus", "8"], args.runs)
+    w = whole({"deps": [PY, "-c", DEPS],
+               "plan8": [*cli, "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100"],
+               "plan671": [*cli, "--model", "deepseek-ai/DeepSeek-R1", "--gpu", "H200", "--gpus", "8"]}, args.runs)
+    deps, plan8, plan671 = w["deps"], w["plan8"], w["plan671"]
     inner = json.loads(subprocess.run([PY, "-c", IN_PROCESS], capture_output=True, cwd=ROOT, check=True,
                                       text=True).stdout.strip().splitlines()[-1])
     figures = {

@@ -149,6 +149,25 @@ def cuda_graph_bytes(layers: int, inp: MemoryInputs, params: dict[str, Any]) -> 
     return int(gib * GiB * inp.scales.get("cuda_graph_bytes", 1.0))
 
 
+_RW_CACHE: dict[tuple[Any, ...], tuple[ModelArch, Any]] = {}
+
+
+def _rank_weights_cached(arch: ModelArch, inp: MemoryInputs, stage: int, act: int, rope: int) -> Any:
+    """rank_weights, memoized: one plan asks for the same (layout, stage) for every KV dtype and settle pass.
+    Keyed on the arch object's identity (ModelArch holds dicts, so it is not hashable); the entry keeps the
+    object alive and is checked, so a reused id can never return another model's weights."""
+    key = (id(arch), inp.tp, inp.pp, stage, act, inp.linear_bytes_per_param, rope, inp.dp, inp.ep)
+    hit = _RW_CACHE.get(key)
+    if hit is not None and hit[0] is arch:
+        return hit[1]
+    if len(_RW_CACHE) > 4096:
+        _RW_CACHE.clear()
+    rw = rank_weights(arch, tp=inp.tp, pp=inp.pp, stage=stage, act_bytes=act,
+                      linear_bytes_per_param=inp.linear_bytes_per_param, rope_cache_bytes=rope, dp=inp.dp, ep=inp.ep)
+    _RW_CACHE[key] = (arch, rw)
+    return rw
+
+
 def budget_bytes(total: int, util: float, ceil: bool) -> int:
     """requested_memory: ceil(total x util) from 0.15, plain product before."""
     raw = total * util
@@ -169,9 +188,7 @@ def account(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any]) -> Memor
                                                                                   inp.max_model_len)
     inp_profile = replace(inp, max_num_batched_tokens=t_profile)
     for stage in range(inp.pp):
-        rw = rank_weights(arch, tp=inp.tp, pp=inp.pp, stage=stage, act_bytes=act,
-                          linear_bytes_per_param=inp.linear_bytes_per_param, rope_cache_bytes=rope,
-                          dp=inp.dp, ep=inp.ep)
+        rw = _rank_weights_cached(arch, inp, stage, act, rope)
         weights = int(rw.total_bytes * inp.scales.get("weights_bytes", 1.0))
         weights_total += weights * inp.tp * inp.dp
         activation = activation_peak_bytes(arch, inp_profile, params, last_stage=stage == inp.pp - 1)

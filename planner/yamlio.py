@@ -7,6 +7,7 @@ Loading is safe (no tags that construct Python objects). Alias expansion is boun
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,43 @@ def load_yaml_text(text: str, source: str, *, fast: bool = False) -> Any:
         raise YamlError(f"{source}: invalid YAML: {first}") from None
 
 
+def _cache_dir() -> Path | None:
+    if os.environ.get("VLLM_PLANNER_NO_CACHE"):
+        return None
+    base = os.environ.get("VLLM_PLANNER_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "vllm-planner")
+    return Path(base)
+
+
+def _cached_parse(text: str, source: str) -> Any:
+    """Fast-path parse, memoized on disk as JSON keyed by the text's sha256 (JSON, unlike pickle, cannot run
+    code when read back). Only documents that survive a JSON round trip unchanged are cached."""
+    import hashlib
+    import json
+
+    directory = _cache_dir()
+    entry = directory / f"yaml-{hashlib.sha256(text.encode()).hexdigest()}.json" if directory else None
+    if entry is not None:
+        try:
+            return json.loads(entry.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+    data = load_yaml_text(text, source, fast=True)
+    if entry is not None:
+        try:
+            blob = json.dumps(data)
+            if json.loads(blob) == data:
+                entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(blob, encoding="utf-8")
+                os.replace(tmp, entry)
+        except (OSError, TypeError, ValueError):
+            pass  # the cache is an optimisation: never fail a plan over it
+    return data
+
+
 def load_yaml_file(path: Path, *, fast: bool = False) -> Any:
-    """Read and parse a YAML file; errors name the file."""
+    """Read and parse a YAML file; errors name the file. `fast` files are cached by content hash."""
     try:
         if path.stat().st_size > MAX_YAML_BYTES:
             raise YamlError(f"{path}: file is larger than {MAX_YAML_BYTES // (1024 * 1024)} MiB; refusing to parse")
@@ -72,7 +108,7 @@ def load_yaml_file(path: Path, *, fast: bool = False) -> Any:
         raise YamlError(f"{path}: not UTF-8 text") from None
     except OSError as e:
         raise YamlError(f"{path}: cannot read: {e.strerror}") from None
-    return load_yaml_text(text, str(path), fast=fast)
+    return _cached_parse(text, str(path)) if fast else load_yaml_text(text, str(path))
 
 
 def line_of(node: Any, key: Any = None) -> int | None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -78,39 +79,80 @@ def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def _keys(spec: GpuSpec) -> set[str]:
-    return {_norm(spec.id), *(_norm(n) for n in spec.names), *(_norm(a) for a in spec.aliases)}
+@dataclass(frozen=True)
+class _Entry:
+    """What name resolution needs, read without validating the whole entry."""
+
+    id: str
+    names: tuple[str, ...]
+    aliases: tuple[str, ...]
+
+    @property
+    def keys(self) -> set[str]:
+        return {_norm(self.id), *(_norm(n) for n in self.names), *(_norm(a) for a in self.aliases)}
+
+
+def _validate(path: Path, raw: object) -> GpuSpec:
+    """One catalog file -> GpuSpec; errors name the file and field."""
+    if not isinstance(raw, dict):
+        raise GpuError(f"{path}: expected a mapping at the top level")
+    try:
+        spec = GpuSpec.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        raise GpuError(f"{path}: {loc}: {err['msg']}") from None
+    if path.stem != spec.id:
+        raise GpuError(f"{path}: id {spec.id!r} must match the file name {path.stem!r}")
+    return spec
+
+
+def _read(directory: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
+    from planner.yamlio import load_yaml_file, to_plain
+
+    out: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        raw = to_plain(load_yaml_file(path, fast=True))
+        gid = raw.get("id") if isinstance(raw, dict) else None
+        if not isinstance(gid, str) or gid in out:
+            _validate(path, raw)  # raises the precise error (not a mapping, bad id)
+            raise GpuError(f"{path}: duplicate GPU id {gid!r}")
+        out[gid] = (path, raw)
+    return out
 
 
 def load_catalog(directory: Path) -> dict[str, GpuSpec]:
     """Load and validate every *.yaml under `directory`; error names file and field."""
-    from planner.yamlio import load_yaml_file, to_plain
-
-    specs: dict[str, GpuSpec] = {}
-    for path in sorted(directory.glob("*.yaml")):
-        raw = to_plain(load_yaml_file(path, fast=True))
-        if not isinstance(raw, dict):
-            raise GpuError(f"{path}: expected a mapping at the top level")
-        try:
-            spec = GpuSpec.model_validate(raw)
-        except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-            raise GpuError(f"{path}: {loc}: {err['msg']}") from None
-        if spec.id in specs:
-            raise GpuError(f"{path}: duplicate GPU id {spec.id!r}")
-        if path.stem != spec.id:
-            raise GpuError(f"{path}: id {spec.id!r} must match the file name {path.stem!r}")
-        specs[spec.id] = spec
-    return specs
+    return {gid: _validate(path, raw) for gid, (path, raw) in _read(directory).items()}
 
 
-@functools.lru_cache(maxsize=4)
-def shipped_catalog() -> dict[str, GpuSpec]:
-    """The catalog shipped with the planner (cached per process)."""
+@functools.lru_cache(maxsize=1)
+def _shipped_raw() -> dict[str, tuple[Path, dict[str, Any]]]:
     from planner.resources import gpu_catalog_dir
 
-    return load_catalog(gpu_catalog_dir())
+    return _read(gpu_catalog_dir())
+
+
+@functools.cache
+def _shipped_spec(gid: str) -> GpuSpec:
+    path, raw = _shipped_raw()[gid]
+    return _validate(path, raw)
+
+
+def shipped_catalog() -> dict[str, GpuSpec]:
+    """The whole shipped catalog, validated (for listings; a plan validates only the GPU it uses)."""
+    return {gid: _shipped_spec(gid) for gid in _shipped_raw()}
+
+
+def _entries(catalog: dict[str, GpuSpec] | None) -> list[_Entry]:
+    if catalog is not None:
+        return [_Entry(id=s.id, names=tuple(s.names), aliases=tuple(s.aliases)) for s in catalog.values()]
+    return [_Entry(id=gid, names=tuple(raw.get("names") or ()), aliases=tuple(raw.get("aliases") or ()))
+            for gid, (_, raw) in _shipped_raw().items()]
+
+
+def _spec(catalog: dict[str, GpuSpec] | None, gid: str) -> GpuSpec:
+    return catalog[gid] if catalog is not None else _shipped_spec(gid)
 
 
 def resolve_gpu(query: str, catalog: dict[str, GpuSpec] | None = None) -> GpuSpec:
@@ -119,30 +161,30 @@ def resolve_gpu(query: str, catalog: dict[str, GpuSpec] | None = None) -> GpuSpe
     Matching is case- and punctuation-insensitive. Exact id/name/alias matches win; otherwise a
     unique substring match on names/ids is accepted.
     """
-    cat = catalog if catalog is not None else shipped_catalog()
+    entries = _entries(catalog)
     q = _norm(query)
     if not q:
         raise GpuError("empty GPU name")
-    exact = [s for s in cat.values() if q in _keys(s)]
+    exact = [e for e in entries if q in e.keys]
     if len(exact) == 1:
-        return exact[0]
+        return _spec(catalog, exact[0].id)
     if len(exact) > 1:
-        ids = ", ".join(sorted(s.id for s in exact))
+        ids = ", ".join(sorted(e.id for e in exact))
         raise GpuError(f"GPU name {query!r} is ambiguous; candidates: {ids}")
-    partial = [s for s in cat.values() if any(q in _norm(n) for n in (s.id, *s.names, *s.aliases))]
+    partial = [e for e in entries if any(q in _norm(n) for n in (e.id, *e.names, *e.aliases))]
     if len(partial) == 1:
-        return partial[0]
+        return _spec(catalog, partial[0].id)
     if partial:
-        ids = ", ".join(sorted(s.id for s in partial))
+        ids = ", ".join(sorted(e.id for e in partial))
         raise GpuError(f"GPU name {query!r} is ambiguous; candidates: {ids}")
-    raise GpuError(f"unknown GPU {query!r}; see `vllm-planner gpus` for the {len(cat)} known GPUs or pass --vram-gib")
+    raise GpuError(f"unknown GPU {query!r}; see `vllm-planner gpus` for the {len(entries)} known GPUs or pass "
+                   "--vram-gib")
 
 
 def match_smi_name(name: str, catalog: dict[str, GpuSpec] | None = None) -> GpuSpec | None:
     """Catalog entry whose nvidia-smi name equals `name` (normalised), or None."""
-    cat = catalog if catalog is not None else shipped_catalog()
     q = _norm(name)
-    for spec in cat.values():
-        if any(_norm(n) == q for n in spec.names):
-            return spec
+    for e in _entries(catalog):
+        if any(_norm(n) == q for n in e.names):
+            return _spec(catalog, e.id)
     return None

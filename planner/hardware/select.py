@@ -12,11 +12,14 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from planner.errors import GpuError
-from planner.hardware.catalog import GpuSpec
-from planner.hardware.smi_parse import SmiProbe
 from planner.units import GiB
+
+if TYPE_CHECKING:  # keep the nvidia-smi parser off the import path of plans for named GPUs
+    from planner.hardware.catalog import GpuSpec
+    from planner.hardware.smi_parse import SmiProbe
 
 _MIG_PROFILE = re.compile(r"(\d+)g\.(\d+)gb")
 

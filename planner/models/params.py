@@ -52,7 +52,9 @@ checkpoint's format quantizes it; everything else stays in the activation dtype.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,8 +124,15 @@ def is_quantized(quant: QuantInfo | None, group: str, layer: int = 0) -> bool:
     """Whether module group `group` of decoder layer `layer` is stored in the checkpoint's quantized format.
 
     With no QuantInfo every linear group counts as "quantized" (its bytes are then whatever the caller
-    passes as `linear_bytes_per_param`: the activation size, or an online format's size).
+    passes as `linear_bytes_per_param`: the activation size, or an online format's size). Memoized: a plan
+    asks this tens of thousands of times (every layer of every candidate).
     """
+    lm_head_flag = quant is not None and quant.raw.get("lm_head") is True  # `raw` is not part of QuantInfo's hash
+    return _is_quantized(quant, lm_head_flag, group, layer)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _is_quantized(quant: QuantInfo | None, lm_head_flag: bool, group: str, layer: int) -> bool:
     if group in (NORM, ROUTER, EMBEDDING):
         return False
     if quant is None:
@@ -131,7 +140,7 @@ def is_quantized(quant: QuantInfo | None, group: str, layer: int = 0) -> bool:
     method = quant.method.lower()
     if method == "mxfp4":
         return group == EXPERTS
-    if group == LM_HEAD and (method not in _LM_HEAD_FLAG_METHODS or quant.raw.get("lm_head") is not True):
+    if group == LM_HEAD and (method not in _LM_HEAD_FLAG_METHODS or not lm_head_flag):
         return False
     names = [n.format(i=layer) for n in _GROUP_MODULES.get(group, ())]
     return not any(module_skipped(quant, n) for n in names)
@@ -345,8 +354,28 @@ def padded_vocab(arch: ModelArch) -> int:
     return round_up(arch.vocab_size, VOCAB_PADDING)
 
 
+_BY_ARCH: dict[tuple[str, int], tuple[ModelArch, int]] = {}
+
+
+def _memo(kind: str, arch: ModelArch, compute: Callable[[ModelArch], int]) -> int:
+    """Memoize a per-model count on the arch object's identity (ModelArch holds dicts: not hashable).
+    The entry keeps the object alive and is checked, so a reused id never returns another model's count."""
+    hit = _BY_ARCH.get((kind, id(arch)))
+    if hit is not None and hit[0] is arch:
+        return hit[1]
+    if len(_BY_ARCH) > 1024:
+        _BY_ARCH.clear()
+    value = compute(arch)
+    _BY_ARCH[(kind, id(arch))] = (arch, value)
+    return value
+
+
 def text_params(arch: ModelArch) -> int:
     """Language-model parameters as a checkpoint stores them: unpadded vocab, tied lm_head once, no rope cache."""
+    return _memo("text", arch, _text_params)
+
+
+def _text_params(arch: ModelArch) -> int:
     n = arch.vocab_size * arch.hidden_size * (1 if arch.tie_word_embeddings else 2)
     n += arch.hidden_size * (2 if arch.norm_has_bias else 1)  # final norm
     for i in range(arch.num_layers):
@@ -361,6 +390,10 @@ def total_params(arch: ModelArch) -> int:
 
 def active_params(arch: ModelArch) -> int:
     """Parameters touched per token (MoE: top-k routed experts plus shared experts)."""
+    return _memo("active", arch, _active_params)
+
+
+def _active_params(arch: ModelArch) -> int:
     moe = arch.moe
     if moe is None:
         return total_params(arch)
