@@ -157,7 +157,7 @@ def plan(as_json: bool, explain: bool, audit_log: str | None, **kw: Any) -> int:
 @click.option("--json", "as_json", is_flag=True)
 def detect(from_file: str | None, as_json: bool) -> int:
     """Show the GPUs nvidia-smi reports (live or from a saved capture)."""
-    from planner.app import detect as run_detect
+    from planner.machine import detect as run_detect
 
     data = run_detect(Path(from_file) if from_file else None)
     if as_json:
