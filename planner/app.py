@@ -253,6 +253,7 @@ def _memory(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_model_le
         kv_cache_dtype=kv, gpu_memory_utilization=s.util, max_model_len=max_model_len, max_num_seqs=s.max_num_seqs,
         max_num_batched_tokens=s.max_num_batched_tokens, block_size=s.block_size, enforce_eager=s.enforce_eager,
         scales=scales, free_bytes=ctx.hw.free_bytes, dp=layout.dp if ctx.arch.is_moe else 1,
+        ep=bool(ctx.req.pinned.enable_expert_parallel) and ctx.arch.is_moe,
     ), ctx.run.params)
 
 
@@ -373,6 +374,8 @@ def plan_context(req: PlanRequest, packset: PackSet | None = None, *, arch: Mode
     hw = hw or resolve_hardware(req)
     dtype = run_dtype(arch, req.pinned.dtype, hw.compute_capability)
     quant = quantization_of(arch, req.pinned.quantization)
+    if req.pinned.enable_expert_parallel and not arch.is_moe:
+        raise InputError(f"--enable-expert-parallel: {arch.name} is not a mixture-of-experts model")
     minor = Version(version).minor
     model_max_len = derived_max_model_len(arch, rope_rule="0.33" if minor >= 33 else "0.29")
     if req.pinned.max_model_len and req.pinned.max_model_len > model_max_len:

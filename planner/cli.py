@@ -91,6 +91,8 @@ def _plan_options(f: Any) -> Any:
         click.option("--max-num-seqs", type=int, help="Pin --max-num-seqs."),
         click.option("--max-num-batched-tokens", type=int, help="Pin --max-num-batched-tokens."),
         click.option("--enforce-eager", is_flag=True, default=None, help="Pin --enforce-eager."),
+        click.option("--enable-expert-parallel", is_flag=True, default=None,
+                     help="Pin --enable-expert-parallel (MoE: whole experts per GPU)."),
         click.option("--rules", "rules", multiple=True, type=click.Path(), help="Site rule pack (file or dir)."),
     ]
     for opt in reversed(opts):
@@ -108,7 +110,7 @@ def _request(kw: dict[str, Any]) -> Any:
                    "quantization": "quantization", "kv_cache_dtype": "kv_cache_dtype",
                    "gpu_memory_utilization": "gpu_memory_utilization", "max_model_len": "max_model_len",
                    "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
-                   "enforce_eager": "enforce_eager"}
+                   "enforce_eager": "enforce_eager", "enable_expert_parallel": "enable_expert_parallel"}
     flag = {v: "--" + k.replace("_", "-") for k, v in pinned_keys.items()}
     try:
         pinned = Pinned(**{v: kw[k] for k, v in pinned_keys.items() if kw.get(k) is not None})

@@ -29,6 +29,7 @@ class Pinned(_Model):
     max_num_seqs: int | None = Field(default=None, ge=1, description="--max-num-seqs")
     max_num_batched_tokens: int | None = Field(default=None, ge=1, description="--max-num-batched-tokens")
     enforce_eager: bool | None = Field(default=None, description="--enforce-eager")
+    enable_expert_parallel: bool | None = Field(default=None, description="--enable-expert-parallel (MoE)")
 
 
 class PlanRequest(_Model):

@@ -22,6 +22,8 @@ def serve_args(config: dict[str, Any], params: dict[str, Any], *, pinned: Pinned
         args += ["--pipeline-parallel-size", str(config["pipeline_parallel_size"])]
     if config["data_parallel_size"] > 1:
         args += ["--data-parallel-size", str(config["data_parallel_size"])]
+    if pinned.enable_expert_parallel:
+        args.append("--enable-expert-parallel")
     if nodes > 1:
         args += ["--distributed-executor-backend", "ray"]
     if pinned.dtype and pinned.dtype != "auto":

@@ -224,3 +224,15 @@ def test_bitsandbytes_is_version_gated(tmp_path: Path) -> None:
     assert old["feasible"] and old["config"]["quantization"] == "bitsandbytes"
     new = plan_json("--model", str(tmp_path), "--gpu", "L4", code=3)
     assert new["infeasible_reason"].startswith("forbidden by policy: sizing.forbid.bitsandbytes-removed")
+
+
+def test_expert_parallel_pin() -> None:
+    """EP on an MoE model: same bytes when the experts divide evenly (128 over 4 GPUs), flag in the serve
+    command; on a dense model it is an input error."""
+    base = ("--model", "Qwen/Qwen3-30B-A3B", "--gpu", "H100", "--gpus", "4")
+    plain = plan_json(*base)
+    ep = plan_json(*base, "--enable-expert-parallel")
+    assert ep["memory"]["per_gpu"]["weights_bytes"] == plain["memory"]["per_gpu"]["weights_bytes"]
+    assert "--enable-expert-parallel" in ep["serve_command"]
+    rc, _, err = run("plan", *LLAMA8, *H100, "--enable-expert-parallel")
+    assert rc == 2 and "not a mixture-of-experts model" in one_error_line(err)
