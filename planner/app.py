@@ -438,6 +438,7 @@ def plan_with_context(req: PlanRequest, packset: PackSet | None = None, *, arch:
     """
     if hw is None and not req.gpu and not (req.vram_gib and not req.from_file):
         options = probed_hardware(req, int(req.vram_gib * GiB) if req.vram_gib else None)
+        packset = packset or load_packset(tuple(req.rules))
         first: tuple[PlanResponse, PlanContext] | None = None
         for opt in options:
             result = _plan_on(req, packset, arch, opt)
@@ -504,12 +505,13 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
         warnings.append({"code": "W-FREE-MEMORY", "rule": None, "message": free_check})
         if feasible:
             feasible, reason = False, free_check
-    tp_group, placement = nvlink_group(hw.selection, layout.tp, hw.links) if hw.selection else ([], "")
-    if placement:
-        warnings.append({"code": "W-PLACEMENT", "rule": None, "message": placement})
-        if "NVLink" in placement and "no " not in placement[:3]:
-            hw = replace(hw, interconnect="nvlink")
-            ctx = replace(ctx, hw=hw)
+    placement = nvlink_group(hw.selection, layout.tp, hw.links) if hw.selection else None
+    tp_group = placement.gpus if placement else []
+    if placement and placement.note:
+        warnings.append({"code": "W-PLACEMENT", "rule": None, "message": placement.note})
+    if placement and placement.nvlink is not None:  # the speed model uses the link this group really has
+        hw = replace(hw, interconnect="nvlink" if placement.nvlink else "pcie")
+        ctx = replace(ctx, hw=hw)
     perf = _perf(ctx, layout, mem, settings)
     if perf is None:
         warnings.append({"code": "W-PERF-UNKNOWN", "rule": None,

@@ -59,7 +59,7 @@ def _gpus_layout(req: PlanRequest, detected: int | None) -> tuple[int, int, int]
     return count, nodes, per_node
 
 
-def resolve_hardware(req: PlanRequest, params: dict[str, Any] | None = None) -> Hardware:
+def resolve_hardware(req: PlanRequest) -> Hardware:
     """GPU model, memory and count from --gpu / --vram-gib / --from-file / a live probe."""
     vram = int(req.vram_gib * GiB) if req.vram_gib else None
     if req.gpu:

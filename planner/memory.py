@@ -84,9 +84,6 @@ class MemoryResult:
     oom_risk: str  # low | medium | high
     weights_total_bytes: int  # sum over all ranks of one replica
 
-    def to_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
 
 def kv_dtype_bytes(kv_cache_dtype: str, dtype: str) -> int:
     """Bytes per KV element (vllm-accounting.md section 2.6)."""

@@ -152,11 +152,20 @@ def choose(devices: list[Device], *, want: int | None) -> Selection:
     return Selection(devices=best, all_devices=all_devs, notes=(note,), alternatives=(bounded,))
 
 
-def nvlink_group(selection: Selection, size: int, links: dict[tuple[int, int], str] | None) -> tuple[list[int], str]:
+@dataclass(frozen=True)
+class Placement:
+    """Where a tensor-parallel group sits, and over which link its GPUs talk."""
+
+    gpus: list[int]
+    nvlink: bool | None  # True: every pair NVLink; False: some pair is not; None: no topology / no group
+    note: str = ""
+
+
+def nvlink_group(selection: Selection, size: int, links: dict[tuple[int, int], str] | None) -> Placement:
     """GPU indices for a tensor-parallel group of `size`, all pairwise joined by NVLink when possible."""
     idx = [d.index for d in selection.devices if not d.mig_profile]
     if size <= 1 or len(idx) < size or not links:
-        return idx[:size], ""
+        return Placement(gpus=idx[:size], nvlink=None)
 
     def link(a: int, b: int) -> str:
         return links.get((a, b)) or links.get((b, a)) or ""
@@ -164,7 +173,8 @@ def nvlink_group(selection: Selection, size: int, links: dict[tuple[int, int], s
     for combo in itertools.combinations(idx, size):
         if all(link(a, b).startswith("NV") for a, b in itertools.combinations(combo, 2)):
             kinds = sorted({link(a, b) for a, b in itertools.combinations(combo, 2)})
-            return list(combo), f"tensor-parallel group on GPUs {list(combo)}, joined by NVLink ({', '.join(kinds)})"
+            return Placement(gpus=list(combo), nvlink=True, note=f"tensor-parallel group on GPUs {list(combo)}, "
+                             f"joined by NVLink ({', '.join(kinds)})")
     kinds = sorted({link(a, b) or "?" for a, b in itertools.combinations(idx[:size], 2)})
-    return idx[:size], (f"no {size} GPUs are all joined by NVLink; the tensor-parallel group on GPUs {idx[:size]} "
-                        f"talks over {', '.join(kinds)} (PCIe/system)")
+    return Placement(gpus=idx[:size], nvlink=False, note=f"no {size} GPUs are all joined by NVLink; the "
+                     f"tensor-parallel group on GPUs {idx[:size]} talks over {', '.join(kinds)} (PCIe/system)")

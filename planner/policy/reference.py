@@ -24,10 +24,6 @@ class Firing:
     rule_id: str
     bindings: dict[str, dict[str, Any]]
 
-    def signature(self) -> tuple[str, tuple[tuple[str, str], ...]]:
-        """Order-free identity, for comparing evaluators."""
-        return self.rule_id, tuple(sorted((a, f["id"]) for a, f in self.bindings.items()))
-
 
 def _num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)

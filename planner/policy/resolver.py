@@ -203,9 +203,8 @@ def resolve_params(packset: PackSet, sets: dict[str, list[Proposal]]) -> tuple[d
     set_by = {n: p.set_by for n, p in packset.params.items()}
     for name, props in sets.items():
         best = sorted(props, key=lambda p: (p.rank(), repr(p.value)))[0]
-        site_value = set_by[name] not in ("default",) and packset.params[name].set_by != "default"
         # A site pack's explicit params: value beats a vendor rule's set; a site rule's set beats both.
-        if best.layer == "vendor" and site_value:
+        if best.layer == "vendor" and packset.params[name].set_by != "default":
             continue
         values[name] = best.value
         set_by[name] = f"rule:{best.rule}"

@@ -31,23 +31,16 @@ def _fresh() -> worker.EngineWorker:
     return w
 
 
-def test_killed_engine_is_a_clean_error_then_recovers() -> None:
-    """SIGKILL the engine process (as a segfault would end it): one clear error, then a new worker."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV], ids=["SIGKILL", "SIGSEGV"])
+def test_dead_engine_is_a_clean_error_then_recovers(sig: signal.Signals) -> None:
+    """Kill the engine process (as a segfault would end it): one error naming the signal, then a new worker."""
     w = _fresh()
-    os.kill(w.pid, signal.SIGKILL)
+    os.kill(w.pid, sig)
     w.proc.join(timeout=5)
-    with pytest.raises(RuleEngineError, match="killed by SIGKILL while evaluating the sizing stage"):
+    with pytest.raises(RuleEngineError, match=f"killed by {sig.name} while evaluating the sizing stage"):
         w.evaluate(RULES, FACTS, timeout_s=5)
     assert len(worker.evaluate(RULES, FACTS)) == 1  # a fresh worker answers
     assert worker.current_worker() is not w
-
-
-def test_segfaulting_engine_names_the_signal() -> None:
-    w = _fresh()
-    os.kill(w.pid, signal.SIGSEGV)
-    w.proc.join(timeout=5)
-    with pytest.raises(RuleEngineError, match="SIGSEGV"):
-        w.evaluate(RULES, FACTS, timeout_s=5)
 
 
 def test_hung_engine_times_out_then_recovers(monkeypatch: pytest.MonkeyPatch) -> None:
