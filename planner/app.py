@@ -17,13 +17,14 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
 from planner import __version__
+from planner.artifacts.launch import Launch, plan_launch
 from planner.errors import InputError
 from planner.hardware.select import nvlink_group
 from planner.machine import Hardware, detect, probed_hardware, resolve_hardware  # noqa: F401 - re-exported
@@ -466,7 +467,7 @@ def _plan_on(req: PlanRequest, packset: PackSet | None, arch: ModelArch | None, 
 
 def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Candidate], settings: Settings,
               stages: dict[str, Any]) -> PlanResponse:
-    from planner.artifacts.serve import serve_command
+    from planner.artifacts.serve import serve_args, serve_command
 
     req, arch, hw = ctx.req, ctx.arch, ctx.hw
     layout = settings.layout
@@ -556,9 +557,24 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
     body["plan_id"] = hashlib.sha256(json.dumps({"config": config, "model": arch.name, "gpu": hw.name,
                                                  "packs": ctx.packset.sha256, "v": ctx.version},
                                                 sort_keys=True).encode()).hexdigest()[:12]
-    body["serve_command"] = serve_command(arch.name, config, ctx.run.params, pinned=req.pinned, nodes=hw.nodes,
-                                          visible_devices=body["hardware"].get("visible_devices"))
+    launch = _launch(ctx, config, feasible)
+    body["launch"] = {**asdict(launch), "multi_node": launch.multi_node}
+    body["serve_command"] = serve_command(
+        arch.name, serve_args(config, ctx.run.params, pinned=req.pinned, launch=launch, version=ctx.version),
+        visible_devices=body["hardware"].get("visible_devices"))
     return PlanResponse.model_validate(body)
+
+
+def _launch(ctx: PlanContext, config: dict[str, Any], feasible: bool) -> Launch:
+    """The deployment shape; a shape vLLM cannot run is an input error, unless the plan is infeasible anyway."""
+    try:
+        return plan_launch(config, nodes=ctx.hw.nodes, gpus_per_node=ctx.hw.gpus_per_node, is_moe=ctx.arch.is_moe,
+                           model=ctx.arch.name)
+    except InputError:
+        if feasible:
+            raise
+        gpus = config["tensor_parallel_size"] * config["pipeline_parallel_size"]
+        return Launch(nodes=1, gpus_per_pod=gpus, data_parallel_in_engine=config["data_parallel_size"])
 
 
 def _free_memory_check(ctx: PlanContext, mem: MemoryResult) -> str | None:
@@ -663,6 +679,19 @@ def _alternatives(ctx: PlanContext, cands: list[Candidate], layout: Layout, kv: 
         if len(out) >= 5:
             break
     return out
+
+
+def generate(req: PlanRequest, out: Path, *, force: bool = False) -> tuple[PlanResponse, list[str]]:
+    """Plan and write the deployment artifacts to `out` (all or nothing). Infeasible plans write nothing."""
+    from planner.artifacts.bundle import MANIFEST, render_bundle
+    from planner.files import write_tree
+
+    resp, ctx = plan_with_context(req)
+    if not resp.feasible:
+        return resp, []
+    files = render_bundle(resp, req, ctx.run.params, base=Path.cwd())
+    write_tree(out, files, force=force, marker=MANIFEST)
+    return resp, sorted(files)
 
 
 def append_audit(path: Path, record: dict[str, Any]) -> None:

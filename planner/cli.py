@@ -67,7 +67,10 @@ def cli(debug: bool) -> None:
 
 def _plan_options(f: Any) -> Any:
     opts = [
-        click.option("--model", required=True, help="Hugging Face id, bundled catalog id, or local directory."),
+        click.option("--model", help="Hugging Face id, bundled catalog id, or local directory (required unless "
+                     "--profile gives it)."),
+        click.option("--profile", "profile", type=click.Path(),
+                     help="A profile.yaml (written by `generate`) holding the request; flags given here win."),
         click.option("--gpu", help="GPU name, alias or catalog id (see `vllm-planner gpus`)."),
         click.option("--vram-gib", type=float, help="GPU memory in GiB (overrides --gpu, or for an unknown GPU)."),
         click.option("--from-file", "from_file", type=click.Path(), multiple=True,
@@ -100,31 +103,62 @@ def _plan_options(f: Any) -> Any:
     return f
 
 
+_PINNED_KEYS = {"tp": "tensor_parallel_size", "pp": "pipeline_parallel_size", "dtype": "dtype",
+                "quantization": "quantization", "kv_cache_dtype": "kv_cache_dtype",
+                "gpu_memory_utilization": "gpu_memory_utilization", "max_model_len": "max_model_len",
+                "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
+                "enforce_eager": "enforce_eager", "enable_expert_parallel": "enable_expert_parallel"}
+_REQUEST_KEYS = ("model", "gpu", "vram_gib", "from_file", "ignore_used", "gpus", "nodes", "gpus_per_node",
+                 "concurrency", "input_len", "output_len", "mode", "vllm_version", "rules")
+
+
 def _request(kw: dict[str, Any]) -> Any:
+    """The PlanRequest from the flags, over the --profile file when one is given (explicit flags win)."""
+    from click.core import ParameterSource
     from pydantic import ValidationError
 
     from planner.errors import InputError
-    from planner.schemas import Pinned, PlanRequest
+    from planner.schemas import PlanRequest
 
-    pinned_keys = {"tp": "tensor_parallel_size", "pp": "pipeline_parallel_size", "dtype": "dtype",
-                   "quantization": "quantization", "kv_cache_dtype": "kv_cache_dtype",
-                   "gpu_memory_utilization": "gpu_memory_utilization", "max_model_len": "max_model_len",
-                   "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
-                   "enforce_eager": "enforce_eager", "enable_expert_parallel": "enable_expert_parallel"}
-    flag = {v: "--" + k.replace("_", "-") for k, v in pinned_keys.items()}
+    ctx = click.get_current_context()
+    explicit = {k for k in kw if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE,
+                                                                 ParameterSource.ENVIRONMENT)}
+    data: dict[str, Any] = {}
+    from_profile: set[str] = set()
+    if kw.get("profile"):
+        from planner.artifacts.profile import read_profile
+
+        data = read_profile(Path(kw["profile"]))
+        from_profile = set(data) | {f"pinned.{k}" for k in data.get("pinned") or {}}
+    for key in _REQUEST_KEYS:
+        value = kw.get(key)
+        if key in ("from_file", "rules"):
+            value = list(value or []) or None
+        if key in explicit or (key not in data and value is not None):
+            data[key] = value
+            from_profile.discard(key)
+    pins = dict(data.get("pinned") or {})
+    for flag_key, field in _PINNED_KEYS.items():
+        if kw.get(flag_key) is not None and (flag_key in explicit or field not in pins):
+            pins[field] = kw[flag_key]
+            from_profile.discard(f"pinned.{field}")
+    data["pinned"] = pins
+    data["ignore_used"] = bool(data.get("ignore_used"))
+    data["rules"] = list(data.get("rules") or [])
+    if not data.get("model"):
+        raise InputError("--model is required (or a --profile that names the model)")
+    flag = {v: "--" + k.replace("_", "-") for k, v in _PINNED_KEYS.items()}
     try:
-        pinned = Pinned(**{v: kw[k] for k, v in pinned_keys.items() if kw.get(k) is not None})
-        req = PlanRequest(
-            model=kw["model"], gpu=kw.get("gpu"), vram_gib=kw.get("vram_gib"),
-            from_file=list(kw.get("from_file") or []) or None, ignore_used=bool(kw.get("ignore_used")),
-            gpus=kw.get("gpus"), nodes=kw["nodes"], gpus_per_node=kw.get("gpus_per_node"),
-            concurrency=kw["concurrency"], input_len=kw["input_len"], output_len=kw["output_len"], mode=kw["mode"],
-            vllm_version=kw.get("vllm_version"), pinned=pinned, rules=list(kw.get("rules") or ()),
-        )
+        req = PlanRequest.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        field = str(err["loc"][-1]) if err["loc"] else "?"
-        name = flag.get(field, "--" + field.replace("_", "-"))
+        loc = [str(x) for x in err["loc"]]
+        field = loc[-1] if loc else "?"
+        dotted = ".".join(loc)
+        if dotted in from_profile or (loc and loc[0] in from_profile):
+            name = f"{kw['profile']}: {dotted}"
+        else:
+            name = flag.get(field, "--" + field.replace("_", "-"))
         raise InputError(f"{name}: {err['msg']} (got {err.get('input')!r})") from None
     return req
 
@@ -151,6 +185,35 @@ def plan(as_json: bool, explain: bool, audit_log: str | None, **kw: Any) -> int:
         from planner.render.console import render_plan
 
         render_plan(result, explain=explain)
+    return 0 if result.feasible else 3
+
+
+@cli.command()
+@_plan_options
+@click.option("--output-dir", "-o", "output_dir", required=True, type=click.Path(),
+              help="Directory to write (created; an existing one needs --force).")
+@click.option("--force", is_flag=True, help="Replace an existing output directory written by an earlier generate.")
+@click.option("--json", "as_json", is_flag=True, help="Print {output_dir, plan_id, feasible, files} as JSON.")
+def generate(output_dir: str, force: bool, as_json: bool, **kw: Any) -> int:
+    """Plan, then write the deployment: serve command, compose, Kubernetes, profile, benchmark, plan.json.
+
+    Nothing is written when the plan does not fit (exit 3) or anything fails (exit 2).
+    """
+    from planner.app import generate as run_generate
+
+    result, files = run_generate(_request(kw), Path(output_dir), force=force)
+    if as_json:
+        from planner.render.json import render_json
+
+        click.echo(render_json({"output_dir": str(output_dir), "plan_id": result.plan_id,
+                                "feasible": result.feasible, "infeasible_reason": result.infeasible_reason,
+                                "files": files}))
+    elif not result.feasible:
+        click.echo(f"error: the plan does not fit ({result.infeasible_reason}); nothing written", err=True)
+    else:
+        click.echo(f"wrote {len(files)} files to {output_dir} (plan {result.plan_id}, vLLM {result.vllm_version}):")
+        for f in files:
+            click.echo(f"  {f}")
     return 0 if result.feasible else 3
 
 

@@ -192,6 +192,20 @@ class Dropped(_Model):
     reasons: list[str]
 
 
+class LaunchOut(_Model):
+    """How the layout is launched: one node, or a Ray cluster of `nodes` per group."""
+
+    nodes: int = Field(description="Nodes (pods) in one group; 1 = a single-node deployment.")
+    gpus_per_pod: int = Field(description="GPUs each node of a group uses.")
+    groups: int = Field(description="Independent copies of the model (LeaderWorkerSet replicas).")
+    data_parallel_in_engine: int = Field(description="--data-parallel-size given to vllm serve.")
+    data_parallel_local: int | None = Field(description="--data-parallel-size-local (Ray DP across nodes).")
+    executor: str | None = Field(description="--distributed-executor-backend, when a replica spans nodes.")
+    dp_backend: str | None = Field(description="--data-parallel-backend, when data parallelism spans nodes.")
+    multi_node: bool
+    notes: list[str] = Field(default_factory=list)
+
+
 class PlanResponse(_Model):
     """The plan, as printed by `plan --json`."""
 
@@ -210,4 +224,5 @@ class PlanResponse(_Model):
     warnings: list[PlanWarning]
     alternatives: list[Alternative]
     dropped: list[Dropped] = Field(default_factory=list, description="Candidates removed by sizing rules.")
+    launch: LaunchOut | None = Field(default=None, description="Deployment shape (nodes, groups, Ray).")
     serve_command: str

@@ -1,0 +1,65 @@
+"""What every generated artifact shares: the stamp (plan id, planner and pack versions), names, image.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from planner.schemas import PlanResponse
+
+HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
+MULTI_NODE_SCRIPT = "/vllm-workspace/examples/online_serving/multi-node-serving.sh"  # in vllm/vllm-openai images
+RAY_PORT = 6379  # Ray's default GCS port, as vLLM's multi-node-serving.sh uses it
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """Identifies the plan behind a set of files, so a reader can tell they belong together."""
+
+    plan_id: str
+    planner_version: str
+    vllm_version: str
+    packs: str  # "core@0.1.0 (32eca0768db4), site@1.0.0 (...)"
+
+    @classmethod
+    def of(cls, plan: PlanResponse) -> Stamp:
+        packs = ", ".join(f"{p['name']}@{p['version']} ({p['sha256'][:12]})" for p in plan.audit.get("packs", []))
+        return cls(plan_id=plan.plan_id, planner_version=plan.planner_version, vllm_version=plan.vllm_version,
+                   packs=packs)
+
+    def line(self) -> str:
+        return (f"vllm-planner {self.planner_version}, plan {self.plan_id}, vLLM {self.vllm_version}, "
+                f"rule packs {self.packs}")
+
+    def labels(self) -> dict[str, str]:
+        """Kubernetes/compose labels (values must be <= 63 chars of [A-Za-z0-9._-])."""
+        return {"vllm-planner/plan-id": self.plan_id, "vllm-planner/version": self.planner_version,
+                "vllm-planner/vllm-version": self.vllm_version}
+
+
+def slug(model: str, limit: int = 40) -> str:
+    """A DNS-1123 label from a model id: `meta-llama/Llama-3.1-8B` -> `llama-3-1-8b`."""
+    base = model.rstrip("/").split("/")[-1].lower()
+    s = re.sub(r"[^a-z0-9]+", "-", base).strip("-")[:limit].strip("-")
+    return f"vllm-{s}" if s and s[0].isalpha() else f"vllm-m{s}".rstrip("-")
+
+
+def image(vllm_version: str) -> str:
+    """The vLLM OpenAI-server image for the version (tags are `v` + the release)."""
+    return f"vllm/vllm-openai:v{vllm_version}"
+
+
+def gpu_product_label(gpu_name: str) -> str:
+    """The `nvidia.com/gpu.product` node label GPU feature discovery sets: the name with spaces as dashes."""
+    return re.sub(r"\s+", "-", gpu_name.strip())
+
+
+def planned(plan: PlanResponse) -> dict[str, Any]:
+    """The planned speeds the benchmark and README compare against."""
+    p = plan.performance
+    return {k: getattr(p, k).model_dump() for k in ("itl_ms", "ttft_ms", "output_tokens_per_s_total",
+                                                    "decode_tokens_per_s_per_request")}

@@ -1,0 +1,75 @@
+"""docker-compose.yaml for a plan (Compose Specification; checked with `docker compose config`).
+
+Pure: no I/O. Single node: one `vllm` service with the GPUs reserved by count (or by device id when
+the plan picked specific GPUs), `ipc: host` for PyTorch's shared memory, the Hugging Face cache
+mounted, HF_TOKEN from the environment and a /health check. Multi-node: a `vllm-head` and a
+`vllm-worker` service (profiles `head` and `worker`) on the host network that form the Ray cluster
+vLLM's multi-node-serving.sh describes; run the head on one node and the worker on the others.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from planner.artifacts.common import HF_CACHE_IN_CONTAINER, MULTI_NODE_SCRIPT, RAY_PORT, image
+from planner.artifacts.deploy import Deploy
+from planner.artifacts.yamlout import to_yaml
+
+
+def _health(port: int, start_s: int) -> dict[str, Any]:
+    probe = f"import urllib.request; urllib.request.urlopen('http://localhost:{port}/health', timeout=5)"
+    return {"test": ["CMD", "python3", "-c", probe], "interval": "30s", "timeout": "10s", "retries": 3,
+            "start_period": f"{start_s}s"}
+
+
+def _gpus(d: Deploy, count: int) -> dict[str, Any]:
+    dev: dict[str, Any] = {"driver": "nvidia"}
+    if d.device_ids and not d.launch.multi_node:
+        dev["device_ids"] = list(d.device_ids)
+    else:
+        dev["count"] = count
+    dev["capabilities"] = ["gpu"]
+    return {"resources": {"reservations": {"devices": [dev]}}}
+
+
+def _base(d: Deploy) -> dict[str, Any]:
+    return {
+        "image": image(d.stamp.vllm_version),
+        "ipc": "host",
+        "environment": {"HF_TOKEN": "${HF_TOKEN:-}"},
+        "volumes": [f"${{HF_CACHE_DIR:-~/.cache/huggingface}}:{HF_CACHE_IN_CONTAINER}"],
+        "labels": d.stamp.labels(),
+    }
+
+
+def compose_yaml(d: Deploy) -> str:
+    """The compose file's text."""
+    if not d.launch.multi_node:
+        svc = {**_base(d), "entrypoint": ["vllm", "serve"], "command": [d.model, *d.args],
+               "ports": [f"{d.port}:{d.port}"], "deploy": _gpus(d, d.launch.gpus_per_pod),
+               "healthcheck": _health(d.port, d.startup_s), "restart": "unless-stopped"}
+        doc = {"services": {"vllm": svc}}
+        how = ["Start: docker compose up -d   (HF_TOKEN and HF_CACHE_DIR are read from the environment)"]
+    else:
+        serve = shlex.join(["vllm", "serve", d.model, *d.args]).replace("$", "$$")
+        head_cmd = (f"bash {MULTI_NODE_SCRIPT} leader --ray_port={RAY_PORT} "
+                    f"--ray_cluster_size={d.launch.nodes} && exec {serve}")
+        worker_cmd = ('test -n "$$VLLM_HEAD_IP" || { echo "set VLLM_HEAD_IP to the head node address" >&2; exit 2; }; '
+                      f"exec bash {MULTI_NODE_SCRIPT} worker --ray_address=$$VLLM_HEAD_IP --ray_port={RAY_PORT}")
+        common = {**_base(d), "network_mode": "host", "entrypoint": ["/bin/bash", "-c"],
+                  "deploy": _gpus(d, d.launch.gpus_per_pod)}
+        common["environment"] = {**common["environment"], "VLLM_HOST_IP": "${VLLM_HOST_IP:-}"}
+        doc = {"services": {
+            "vllm-head": {**common, "profiles": ["head"], "command": [head_cmd],
+                          "healthcheck": _health(d.port, d.startup_s), "restart": "unless-stopped"},
+            "vllm-worker": {**common, "profiles": ["worker"], "command": [worker_cmd],
+                            "environment": {**common["environment"], "VLLM_HEAD_IP": "${VLLM_HEAD_IP:-}"},
+                            "restart": "unless-stopped"},
+        }}
+        how = [f"Multi-node: {d.launch.nodes} nodes of {d.launch.gpus_per_pod} GPUs, one Ray cluster.",
+               "  head node:    VLLM_HOST_IP=<this node's IP> docker compose --profile head up -d",
+               "  other nodes:  VLLM_HOST_IP=<this node's IP> VLLM_HEAD_IP=<head IP> "
+               "docker compose --profile worker up -d",
+               f"Start the workers within a few minutes of the head: it waits for {d.launch.nodes} nodes."]
+    return to_yaml(doc, comments=[d.stamp.line(), *how, *d.notes])

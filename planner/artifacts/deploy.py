@@ -1,0 +1,74 @@
+"""What the artifact renderers need from a plan, gathered once (pure: no I/O).
+
+The serve arguments are taken from the plan's own serve_command, so every artifact runs exactly the
+command the plan prints; deployment knobs (port, shared memory, cache size, start-up time) are
+rule-pack params (`deploy_*`), so a site tunes them in YAML.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from planner.artifacts.common import Stamp
+from planner.artifacts.flags import flag_table
+from planner.artifacts.launch import Launch
+from planner.schemas import PlanRequest, PlanResponse
+from planner.units import GiB
+
+
+@dataclass(frozen=True)
+class Deploy:
+    plan: PlanResponse
+    request: PlanRequest
+    stamp: Stamp
+    model: str
+    args: tuple[str, ...]  # vllm serve flags after the model
+    launch: Launch
+    device_ids: tuple[str, ...]  # CUDA_VISIBLE_DEVICES of the plan, when it picked GPUs
+    port: int
+    shm_gib: int
+    cache_gib: int
+    startup_s: int
+    bench_rounds: int
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self.launch.notes)
+
+    @property
+    def gpu_name(self) -> str:
+        return self.plan.hardware.gpu
+
+
+def split_serve_command(command: str) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+    """(env assignments, model, flags) of `[VAR=x ...] vllm serve MODEL flags...`."""
+    words = shlex.split(command)
+    env = tuple(w for w in words[:words.index("vllm")] if "=" in w)
+    rest = words[len(env):]
+    if rest[:2] != ["vllm", "serve"] or len(rest) < 3:
+        raise ValueError(f"not a vllm serve command: {command!r}")
+    return env, rest[2], tuple(rest[3:])
+
+
+def make_deploy(plan: PlanResponse, request: PlanRequest, params: dict[str, Any]) -> Deploy:
+    """Gather a plan's deployment inputs. The plan must be feasible and carry its launch shape."""
+    assert plan.launch is not None, "plans made by this planner carry their launch"
+    _, model, args = split_serve_command(plan.serve_command)
+    lo = plan.launch
+    launch = Launch(nodes=lo.nodes, gpus_per_pod=lo.gpus_per_pod, groups=lo.groups,
+                    data_parallel_in_engine=lo.data_parallel_in_engine, data_parallel_local=lo.data_parallel_local,
+                    executor=lo.executor, dp_backend=lo.dp_backend, notes=list(lo.notes))
+    port = int(params["deploy_port"])
+    if port != int(flag_table()["port_default"]):
+        args = (*args, "--port", str(port))
+    devices = plan.hardware.visible_devices
+    weights_gib = plan.memory.weights_total_bytes / GiB
+    step = int(params["deploy_cache_step_gib"])
+    cache = max(step, math.ceil(weights_gib * float(params["deploy_cache_headroom"]) / step) * step)
+    return Deploy(plan=plan, request=request, stamp=Stamp.of(plan), model=model, args=args, launch=launch,
+                  device_ids=tuple(devices.split(",")) if devices else (), port=port,
+                  shm_gib=int(params["deploy_shm_gib"]), cache_gib=cache, startup_s=int(params["deploy_startup_s"]),
+                  bench_rounds=int(params["deploy_bench_rounds"]))

@@ -1,0 +1,126 @@
+"""Kubernetes manifests for a plan, following vLLM's deployment docs (deployment/k8s.md, frameworks/lws.md).
+
+Pure: no I/O. Single node: a PersistentVolumeClaim for the model cache, a Deployment (GPUs as
+`nvidia.com/gpu`, node selection by the `nvidia.com/gpu.product` label GPU feature discovery sets,
+startup/readiness/liveness probes on /health, an in-memory /dev/shm) and a ClusterIP Service.
+Multi-node: a LeaderWorkerSet whose leader starts a Ray head with vLLM's multi-node-serving.sh and
+then `vllm serve`, whose workers join it; the Service selects the leaders.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from typing import Any
+
+from planner.artifacts.common import HF_CACHE_IN_CONTAINER, MULTI_NODE_SCRIPT, RAY_PORT, gpu_product_label, image, slug
+from planner.artifacts.deploy import Deploy
+from planner.artifacts.yamlout import to_yaml
+
+HF_SECRET = {"name": "hf-token", "key": "token"}
+
+
+def _meta(d: Deploy, name: str) -> dict[str, Any]:
+    return {"name": name, "labels": {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": slug(d.model),
+                                     "app.kubernetes.io/managed-by": "vllm-planner"},
+            "annotations": {**d.stamp.labels(), "vllm-planner/model": d.model}}
+
+
+def _selector(d: Deploy) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": slug(d.model)}
+
+
+def _env() -> list[dict[str, Any]]:
+    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {**HF_SECRET, "optional": True}}}]
+
+
+def _probes(d: Deploy) -> dict[str, Any]:
+    get = {"path": "/health", "port": "http"}
+    return {
+        "startupProbe": {"httpGet": get, "periodSeconds": 10, "failureThreshold": math.ceil(d.startup_s / 10)},
+        "readinessProbe": {"httpGet": get, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": get, "periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 3},
+    }
+
+
+def _volumes(d: Deploy) -> list[dict[str, Any]]:
+    return [{"name": "model-cache", "persistentVolumeClaim": {"claimName": f"{slug(d.model)}-cache"}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{d.shm_gib}Gi"}}]
+
+
+def _mounts() -> list[dict[str, str]]:
+    return [{"name": "model-cache", "mountPath": HF_CACHE_IN_CONTAINER}, {"name": "dshm", "mountPath": "/dev/shm"}]
+
+
+def _gpu_resources(n: int) -> dict[str, Any]:
+    return {"limits": {"nvidia.com/gpu": n}, "requests": {"nvidia.com/gpu": n}}
+
+
+def _placement(d: Deploy) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if d.plan.hardware.catalog_id:
+        out["nodeSelector"] = {"nvidia.com/gpu.product": gpu_product_label(d.gpu_name)}
+    out["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    return out
+
+
+def pvc(d: Deploy) -> dict[str, Any]:
+    mode = "ReadWriteMany" if d.launch.multi_node else "ReadWriteOnce"
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(d, f"{slug(d.model)}-cache"),
+            "spec": {"accessModes": [mode], "resources": {"requests": {"storage": f"{d.cache_gib}Gi"}}}}
+
+
+def deployment(d: Deploy) -> dict[str, Any]:
+    container = {"name": "vllm", "image": image(d.stamp.vllm_version), "command": ["vllm", "serve"],
+                 "args": [d.model, *d.args], "env": _env(),
+                 "ports": [{"name": "http", "containerPort": d.port, "protocol": "TCP"}],
+                 "resources": _gpu_resources(d.launch.gpus_per_pod), **_probes(d), "volumeMounts": _mounts()}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(d, slug(d.model)),
+            "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": _selector(d)},
+                     "template": {"metadata": {"labels": _selector(d)},
+                                  "spec": {**_placement(d), "containers": [container], "volumes": _volumes(d)}}}}
+
+
+def leader_worker_set(d: Deploy) -> dict[str, Any]:
+    serve = shlex.join(["vllm", "serve", d.model, *d.args])
+    leader_cmd = (f"bash {MULTI_NODE_SCRIPT} leader --ray_port={RAY_PORT} --ray_cluster_size=$(LWS_GROUP_SIZE) "
+                  f"&& exec {serve}")
+    worker_cmd = f"exec bash {MULTI_NODE_SCRIPT} worker --ray_address=$(LWS_LEADER_ADDRESS) --ray_port={RAY_PORT}"
+    gpus = _gpu_resources(d.launch.gpus_per_pod)
+    leader = {"name": "vllm-leader", "image": image(d.stamp.vllm_version), "command": ["/bin/sh", "-c"],
+              "args": [leader_cmd], "env": _env(),
+              "ports": [{"name": "http", "containerPort": d.port, "protocol": "TCP"}],
+              "resources": gpus, **_probes(d), "volumeMounts": _mounts()}
+    worker = {"name": "vllm-worker", "image": image(d.stamp.vllm_version), "command": ["/bin/sh", "-c"],
+              "args": [worker_cmd], "env": _env(), "resources": gpus, "volumeMounts": _mounts()}
+    pod = {**_placement(d), "volumes": _volumes(d)}
+    return {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "metadata": _meta(d, slug(d.model)),
+            "spec": {"replicas": d.launch.groups, "leaderWorkerTemplate": {
+                "size": d.launch.nodes, "restartPolicy": "RecreateGroupOnPodRestart",
+                "leaderTemplate": {"metadata": {"labels": {**_selector(d), "role": "leader"}},
+                                   "spec": {**pod, "containers": [leader]}},
+                "workerTemplate": {"metadata": {"labels": {**_selector(d), "role": "worker"}},
+                                   "spec": {**pod, "containers": [worker]}}}}}
+
+
+def service(d: Deploy) -> dict[str, Any]:
+    selector = ({**_selector(d), "role": "leader"} if d.launch.multi_node else _selector(d))
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(d, slug(d.model)),
+            "spec": {"type": "ClusterIP", "selector": selector,
+                     "ports": [{"name": "http", "port": d.port, "targetPort": "http", "protocol": "TCP"}]}}
+
+
+def manifests(d: Deploy) -> dict[str, str]:
+    """File name (under kubernetes/) -> text."""
+    head = [d.stamp.line()]
+    workload = ("leaderworkerset.yaml", leader_worker_set(d)) if d.launch.multi_node else \
+        ("deployment.yaml", deployment(d))
+    notes = {"pvc.yaml": ["Model cache; multi-node pods share it, so it needs a ReadWriteMany storage class."
+                          if d.launch.multi_node else "Model cache for the Hugging Face downloads."],
+             workload[0]: [f"Hugging Face token: kubectl create secret generic {HF_SECRET['name']} "
+                           f"--from-literal={HF_SECRET['key']}=$HF_TOKEN (optional for public models)",
+                           *(["Needs the LeaderWorkerSet controller: https://lws.sigs.k8s.io"]
+                             if d.launch.multi_node else []), *d.notes],
+             "service.yaml": [f"Reach the server at http://{slug(d.model)}:{d.port}/v1 inside the cluster."]}
+    docs = {"pvc.yaml": pvc(d), workload[0]: workload[1], "service.yaml": service(d)}
+    return {name: to_yaml(doc, comments=[*head, *notes[name]]) for name, doc in docs.items()}

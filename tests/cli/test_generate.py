@@ -1,0 +1,355 @@
+"""`vllm-planner generate`: every artifact valid for its target, for the issue's Done-means matrix.
+
+Independent checks: serve commands are parsed against vLLM's own argparse dumps (tests/data/vllm-flags),
+compose files against the Compose Specification schema (and `docker-compose config` when installed),
+Kubernetes objects with kubernetes-validate and the LeaderWorkerSet CRD schema, profiles by replaying them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml  # PyYAML reads YAML 1.1, as docker-compose and Kubernetes do
+from click.testing import CliRunner
+
+from planner.cli import cli
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+SCENARIOS = {
+    "llama70b-8xh100": ["--model", "meta-llama/Llama-3.1-70B-Instruct", "--gpu", "H100", "--gpus", "8"],
+    "r1-2x8xh100": ["--model", "deepseek-ai/DeepSeek-R1", "--gpu", "H100", "--nodes", "2", "--gpus-per-node", "8"],
+    "qwen8b-rtx4090": ["--model", "Qwen/Qwen3-8B", "--gpu", "RTX 4090"],
+}
+VERSIONS = ("0.33.0", "0.11.0")
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    r = CliRunner().invoke(cli, list(args))
+    return r.exit_code, r.stdout, r.stderr
+
+
+def one_error_line(err: str) -> str:
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+# --- vLLM's parser, from its argparse dump -------------------------------------------------------------
+
+def _options(version: str) -> dict[str, Any]:
+    return json.loads((DATA / "vllm-flags" / f"{version}.json").read_text())["options"]
+
+
+def assert_vllm_accepts(argv: list[str], version: str) -> None:
+    """Walk `vllm serve MODEL flags...` the way argparse would, with the dumped option table of `version`."""
+    opts = _options(version)
+    assert argv[:2] == ["vllm", "serve"], argv
+    assert not argv[2].startswith("-"), "the model comes first"
+    i = 3
+    seen: set[str] = set()
+    while i < len(argv):
+        name, eq, inline = argv[i].partition("=")
+        assert name in opts, f"vLLM {version} has no {name}"
+        o = opts[name]
+        assert not o["deprecated"], f"{name} is deprecated in vLLM {version}: {o['deprecation_note']}"
+        assert o["dest"] not in seen, f"{name} given twice"
+        seen.add(o["dest"])
+        if o["nargs"] == 0:
+            assert not eq, f"{name} takes no value"
+            i += 1
+            continue
+        value = inline if eq else argv[i + 1]
+        i += 1 if eq else 2
+        kind = (o["type"] or "str").removeprefix("optional[").rstrip("]")
+        if kind == "int":
+            int(value)
+        elif kind == "float":
+            float(value)
+        elif kind == "human_readable_int":
+            assert re.fullmatch(r"\d+[kKmMgG]?", value), (name, value)
+        allowed = o["choices"] if o["choices"] is not None else (o["metavar"] if isinstance(o["metavar"], list)
+                                                                 else None)
+        if allowed is not None:
+            assert value in [str(a) for a in allowed], f"{name} {value}: vLLM {version} accepts {allowed}"
+
+
+def serve_commands(out: Path) -> list[list[str]]:
+    """Every `vllm serve` invocation in the generated files."""
+    cmds: list[list[str]] = []
+
+    def from_shell(text: str) -> None:
+        for m in re.finditer(r"vllm serve [^\n&;]*", text):
+            words = shlex.split(m.group(0))
+            cmds.append([w for w in words if w != '"$@"' and w != "$@"])
+
+    from_shell((out / "serve_command.sh").read_text())
+    compose = yaml.safe_load((out / "docker-compose.yaml").read_text())
+    for svc in compose["services"].values():
+        if svc.get("entrypoint") == ["vllm", "serve"]:
+            cmds.append(["vllm", "serve", *svc["command"]])
+        else:
+            from_shell(" ".join(svc["command"]).replace("$$", "$"))
+    for f in sorted((out / "kubernetes").glob("*.yaml")):
+        for doc in yaml.safe_load_all(f.read_text()):
+            for c in _containers(doc):
+                if c.get("command") == ["vllm", "serve"]:
+                    cmds.append(["vllm", "serve", *c["args"]])
+                else:
+                    from_shell(" ".join(c.get("args", [])))
+    from_shell(json.loads((out / "plan.json").read_text())["serve_command"])
+    return cmds
+
+
+def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = doc.get("spec", {})
+    if doc["kind"] == "Deployment":
+        return spec["template"]["spec"]["containers"]
+    if doc["kind"] == "LeaderWorkerSet":
+        t = spec["leaderWorkerTemplate"]
+        return t["leaderTemplate"]["spec"]["containers"] + t["workerTemplate"]["spec"]["containers"]
+    return []
+
+
+# --- compose and Kubernetes validators ------------------------------------------------------------------
+
+def assert_valid_compose(path: Path) -> None:
+    import jsonschema
+
+    schema = json.loads((DATA / "schemas" / "compose-spec.json").read_text())
+    jsonschema.Draft7Validator(schema).validate(yaml.safe_load(path.read_text()))
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        if os.environ.get("VLLM_PLANNER_REQUIRE_COMPOSE"):
+            pytest.fail("docker-compose is required here (VLLM_PLANNER_REQUIRE_COMPOSE) but not installed")
+        return
+    for profile in ([], ["--profile", "head"], ["--profile", "worker"]):
+        r = subprocess.run([tool, "-f", str(path), *profile, "config", "-q"], capture_output=True, text=True,
+                           timeout=60, env={**os.environ, "HF_TOKEN": "x"})
+        assert r.returncode == 0, r.stderr
+
+
+def assert_valid_kubernetes(path: Path) -> None:
+    import jsonschema
+    import kubernetes_validate
+
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc["kind"] == "LeaderWorkerSet":
+            lws = json.loads((DATA / "schemas" / "lws-v1.json").read_text())["schema"]
+            jsonschema.validate(doc, lws)
+            t = doc["spec"]["leaderWorkerTemplate"]
+            for key in ("leaderTemplate", "workerTemplate"):
+                kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": key},
+                                              "template": t[key]}, "1.30.0", strict=True)
+        else:
+            kubernetes_validate.validate(doc, "1.30.0", strict=True)
+
+
+# --- the matrix ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+    out: dict[tuple[str, str], Path] = {}
+    for name, args in SCENARIOS.items():
+        for version in VERSIONS:
+            d = tmp_path_factory.mktemp("gen") / f"{name}-{version}"
+            rc, stdout, err = run("generate", *args, "--vllm-version", version, "-o", str(d))
+            assert rc == 0, err
+            out[(name, version)] = d
+    return out
+
+
+CASES = [(n, v) for n in SCENARIOS for v in VERSIONS]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{n}-{v}" for n, v in CASES])
+def test_serve_commands_parse_with_vllms_own_flag_inventory(generated: dict, case: tuple[str, str]) -> None:
+    cmds = serve_commands(generated[case])
+    assert len(cmds) >= 4  # script, compose, kubernetes, plan.json
+    for argv in cmds:
+        assert_vllm_accepts(argv, case[1])
+    assert len({tuple(c) for c in cmds}) == 1, "every artifact runs the same command"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{n}-{v}" for n, v in CASES])
+def test_compose_is_valid(generated: dict, case: tuple[str, str]) -> None:
+    assert_valid_compose(generated[case] / "docker-compose.yaml")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{n}-{v}" for n, v in CASES])
+def test_kubernetes_manifests_are_valid_objects(generated: dict, case: tuple[str, str]) -> None:
+    files = sorted((generated[case] / "kubernetes").glob("*.yaml"))
+    assert len(files) == 3
+    for f in files:
+        assert_valid_kubernetes(f)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{n}-{v}" for n, v in CASES])
+def test_profile_replays_to_the_same_configuration(generated: dict, case: tuple[str, str]) -> None:
+    d = generated[case]
+    plan = json.loads((d / "plan.json").read_text())
+    rc, out, err = run("plan", "--profile", str(d / "profile.yaml"), "--json")
+    assert rc == 0, err
+    replay = json.loads(out)
+    assert replay["config"] == plan["config"]
+    assert replay["plan_id"] == plan["plan_id"]
+    assert replay["serve_command"] == plan["serve_command"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{n}-{v}" for n, v in CASES])
+def test_every_file_carries_the_plan_id_and_versions(generated: dict, case: tuple[str, str]) -> None:
+    d = generated[case]
+    plan = json.loads((d / "plan.json").read_text())
+    stamp = f"plan {plan['plan_id']}, vLLM {case[1]}"
+    files = [p for p in d.rglob("*") if p.is_file()]
+    assert len(files) == 10
+    for f in files:
+        text = f.read_text()
+        if f.name in ("plan.json", ".vllm-planner.json"):
+            assert plan["plan_id"] in text
+        else:
+            assert stamp in text and "core@" in text, f
+    assert f"vllm/vllm-openai:v{case[1]}" in (d / "docker-compose.yaml").read_text()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{n}-{v}" for n, v in CASES])
+def test_scripts_are_valid_bash_and_executable(generated: dict, case: tuple[str, str]) -> None:
+    for name in ("serve_command.sh", "benchmark.sh"):
+        f = generated[case] / name
+        assert os.access(f, os.X_OK)
+        r = subprocess.run(["bash", "-n", str(f)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    bench = (generated[case] / "benchmark.sh").read_text()
+    for block in re.findall(r"<<'PY'\n(.*?)\nPY", bench, re.S):
+        compile(block, "benchmark.sh", "exec")
+    plan = json.loads((generated[case] / "plan.json").read_text())
+    w = plan["performance"]["workload"]
+    assert f"--random-input-len {w['input_len']} --random-output-len {w['output_len']}" in bench
+    assert f"--max-concurrency {w['concurrency']}" in bench
+
+
+def test_multi_node_deepseek_is_a_leader_worker_set_with_ray(generated: dict) -> None:
+    d = generated[("r1-2x8xh100", "0.33.0")]
+    lws = yaml.safe_load((d / "kubernetes" / "leaderworkerset.yaml").read_text())
+    t = lws["spec"]["leaderWorkerTemplate"]
+    assert t["size"] == 2
+    leader = t["leaderTemplate"]["spec"]["containers"][0]
+    worker = t["workerTemplate"]["spec"]["containers"][0]
+    assert "leader --ray_port=6379 --ray_cluster_size=$(LWS_GROUP_SIZE)" in leader["args"][0]
+    assert "worker --ray_address=$(LWS_LEADER_ADDRESS)" in worker["args"][0]
+    assert leader["resources"]["limits"]["nvidia.com/gpu"] == 8
+    svc = yaml.safe_load((d / "kubernetes" / "service.yaml").read_text())
+    assert svc["spec"]["selector"]["role"] == "leader"
+    plan = json.loads((d / "plan.json").read_text())
+    tp, pp = plan["config"]["tensor_parallel_size"], plan["config"]["pipeline_parallel_size"]
+    if tp * pp > 8:
+        assert "--distributed-executor-backend ray" in plan["serve_command"]
+    else:  # data parallel across the two nodes: one Ray launch with whole replicas per node
+        assert "--data-parallel-backend ray" in plan["serve_command"]
+        assert f"--data-parallel-size-local {8 // (tp * pp)}" in plan["serve_command"]
+
+
+def test_single_node_artifacts_reserve_the_planned_gpus(generated: dict) -> None:
+    d = generated[("llama70b-8xh100", "0.33.0")]
+    plan = json.loads((d / "plan.json").read_text())
+    c = plan["config"]
+    gpus = c["tensor_parallel_size"] * c["pipeline_parallel_size"] * c["data_parallel_size"]
+    compose = yaml.safe_load((d / "docker-compose.yaml").read_text())
+    dev = compose["services"]["vllm"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert dev["count"] == gpus and dev["capabilities"] == ["gpu"]
+    assert compose["services"]["vllm"]["ipc"] == "host"
+    dep = yaml.safe_load((d / "kubernetes" / "deployment.yaml").read_text())
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == gpus
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}  # GFD label of the smi name
+    # the model cache holds the checkpoint: 70.6e9 params x 2 bytes = 141 GB = 131.5 GiB, x 1.3 -> 171 -> 180 GiB
+    pvc = yaml.safe_load((d / "kubernetes" / "pvc.yaml").read_text())
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "180Gi"
+
+
+def test_settings_equal_to_the_version_default_are_left_out() -> None:
+    # util 0.9 is the default in 0.11 but not in 0.33 (0.92): only the 0.33 command carries it
+    base = ["--model", "Qwen/Qwen3-8B", "--gpu", "H100", "--gpu-memory-utilization", "0.9", "--json"]
+    _, out11, _ = run("plan", *base, "--vllm-version", "0.11.0")
+    _, out33, _ = run("plan", *base, "--vllm-version", "0.33.0")
+    assert "--gpu-memory-utilization" not in json.loads(out11)["serve_command"]
+    assert "--gpu-memory-utilization 0.9" in json.loads(out33)["serve_command"]
+
+
+# --- safe writes -----------------------------------------------------------------------------------------
+
+QWEN = ["--model", "Qwen/Qwen3-8B", "--gpu", "H100"]
+
+
+def _tree(p: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(p)): f.read_bytes() for f in sorted(p.rglob("*")) if f.is_file()}
+
+
+def test_existing_directory_needs_force_and_only_ours_is_replaced(tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    assert run("generate", *QWEN, "-o", str(out))[0] == 0
+    before = _tree(out)
+    rc, _, err = run("generate", *QWEN, "--max-model-len", "4096", "-o", str(out))
+    assert rc == 2 and "pass --force" in one_error_line(err)
+    assert _tree(out) == before
+    rc, _, err = run("generate", *QWEN, "--max-model-len", "4096", "-o", str(out), "--force")
+    assert rc == 0, err
+    assert "--max-model-len 4096" in (out / "serve_command.sh").read_text()
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    rc, _, err = run("generate", *QWEN, "-o", str(foreign), "--force")
+    assert rc == 2 and "not written by vllm-planner" in one_error_line(err)
+    assert (foreign / "notes.txt").read_text() == "mine" and len(list(foreign.iterdir())) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy", "home"]  # no temporary leftovers
+
+
+def test_output_path_that_is_a_file_or_under_a_file_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    rc, _, err = run("generate", *QWEN, "-o", str(f))
+    assert rc == 2 and "not a directory" in one_error_line(err)
+    rc, _, err = run("generate", *QWEN, "-o", str(f / "deploy"))
+    assert rc == 2 and "cannot write" in one_error_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"] and f.read_text() == "x"
+
+
+def test_infeasible_plan_writes_nothing_and_exits_3(tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    rc, _, err = run("generate", "--model", "meta-llama/Llama-3.1-70B-Instruct", "--gpu", "RTX 4090", "-o", str(out))
+    assert rc == 3 and "nothing written" in one_error_line(err)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_missing_parents_are_created_and_removed_again_on_failure(tmp_path: Path) -> None:
+    from planner.errors import InputError
+    from planner.files import write_tree
+
+    out = tmp_path / "a" / "b" / "deploy"
+    write_tree(out, {"x.txt": "1", "k/y.sh": "2"}, force=False, marker="m")
+    assert (out / "x.txt").read_text() == "1" and os.access(out / "k" / "y.sh", os.X_OK)
+    bad = tmp_path / "c" / "d" / "deploy"
+    with pytest.raises(InputError, match="cannot write"):
+        write_tree(bad, {"x": "1", "x/y": "2"}, force=False, marker="m")  # x is a file, then a directory
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_shape_vllm_cannot_run_is_refused(tmp_path: Path) -> None:
+    rc, _, err = run("generate", "--model", "deepseek-ai/DeepSeek-R1", "--gpu", "H100", "--nodes", "4",
+                     "--gpus-per-node", "8", "--tp", "8", "--pp", "2", "-o", str(tmp_path / "d"))
+    assert rc == 2 and "mixture-of-experts" in one_error_line(err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_flag_the_target_version_lacks_is_refused(tmp_path: Path) -> None:
+    rc, _, err = run("generate", *QWEN, "--vllm-version", "0.8.5", "--kv-cache-dtype", "fp8_inc",
+                     "-o", str(tmp_path / "d"))
+    assert rc == 2 and "vLLM 0.8.5 accepts only" in one_error_line(err)
