@@ -15,9 +15,24 @@ _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*\Z")
 _YAML11_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
 
 
+def _quote(s: str) -> str:
+    """A double-quoted YAML scalar: JSON escaping, with anything YAML may not hold raw written as \\x/\\u/\\U."""
+    body = json.dumps(s, ensure_ascii=False)[1:-1]
+    out = []
+    for ch in body:
+        cp = ord(ch)
+        printable = cp in (0x09, 0x0A, 0x0D) or 0x20 <= cp <= 0x7E or 0xA0 <= cp <= 0xD7FF or \
+            0xE000 <= cp <= 0xFFFD or 0x10000 <= cp <= 0x10FFFF
+        if printable and cp != 0xFEFF:
+            out.append(ch)
+        else:
+            out.append(f"\\x{cp:02x}" if cp <= 0xFF else f"\\u{cp:04x}" if cp <= 0xFFFF else f"\\U{cp:08x}")
+    return '"' + "".join(out) + '"'
+
+
 def _key(k: Any) -> str:
     s = str(k)
-    return s if _PLAIN_KEY.match(s) and s.lower() not in _YAML11_WORDS else json.dumps(s)
+    return s if _PLAIN_KEY.match(s) and s.lower() not in _YAML11_WORDS else _quote(s)
 
 
 def _scalar(v: Any) -> str:
@@ -29,7 +44,7 @@ def _scalar(v: Any) -> str:
         return str(v)
     if isinstance(v, float):
         return repr(v)
-    return json.dumps(str(v), ensure_ascii=False)
+    return _quote(str(v))
 
 
 def _emit(v: Any, indent: int, out: list[str]) -> None:

@@ -97,6 +97,12 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
                 f"output {_r(perf.output_tokens_per_s_total, 'tok/s total', 0)}")
     c.print("[bold]Serve:[/]")
     c.print(f"  {p.serve_command}", soft_wrap=True, markup=False)
+    if p.launch is not None and p.launch.multi_node:
+        c.print(f"  on a Ray cluster of {p.launch.nodes} nodes x {p.launch.gpus_per_pod} GPUs"
+                + (f", {p.launch.groups} copies" if p.launch.groups > 1 else "")
+                + " (`vllm-planner generate` writes the head/worker steps)", markup=False)
+    for n in p.launch.notes if p.launch is not None else []:
+        c.print(f"  note: {n}", markup=False)
     for w_ in p.warnings:
         c.print(f"[yellow]warning[/] {w_.code}: {w_.message}" + (f"  [dim]({w_.rule})[/]" if w_.rule else ""))
     if p.alternatives:

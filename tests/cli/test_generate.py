@@ -161,7 +161,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str],
     for name, args in SCENARIOS.items():
         for version in VERSIONS:
             d = tmp_path_factory.mktemp("gen") / f"{name}-{version}"
-            rc, stdout, err = run("generate", *args, "--vllm-version", version, "-o", str(d))
+            rc, _, err = run("generate", *args, "--vllm-version", version, "-o", str(d))
             assert rc == 0, err
             out[(name, version)] = d
     return out
