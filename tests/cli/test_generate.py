@@ -353,3 +353,17 @@ def test_a_flag_the_target_version_lacks_is_refused(tmp_path: Path) -> None:
     rc, _, err = run("generate", *QWEN, "--vllm-version", "0.8.5", "--kv-cache-dtype", "fp8_inc",
                      "-o", str(tmp_path / "d"))
     assert rc == 2 and "vLLM 0.8.5 accepts only" in one_error_line(err)
+
+
+EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[2] / "examples" / "deploy").iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("d", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_committed_examples_are_valid(d: Path) -> None:
+    """The README's examples (examples/deploy/regenerate.sh) stay valid artifacts."""
+    version = json.loads((d / "plan.json").read_text())["vllm_version"]
+    for argv in serve_commands(d):
+        assert_vllm_accepts(argv, version)
+    assert_valid_compose(d / "docker-compose.yaml")
+    for f in sorted((d / "kubernetes").glob("*.yaml")):
+        assert_valid_kubernetes(f)

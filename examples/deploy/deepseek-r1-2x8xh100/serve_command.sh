@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# vllm-planner 0.1.0, plan d97d8243beaa, vLLM 0.33.0, rule packs core@0.1.0 (69da29766c9b)
+# Multi-node: 2 nodes form one Ray cluster; run `$0 worker HEAD_IP` on 1 node(s), then `$0 head` on the head node.
+set -euo pipefail
+
+# 16 data-parallel replicas of 1 GPU(s): 8 per node on 2 nodes, launched once through Ray (--data-parallel-backend ray)
+case "${1:-}" in
+  worker)
+    head_ip="${2:?usage: $0 worker HEAD_IP}"
+    exec ray start --block --address="${head_ip}:6379"
+    ;;
+  head)
+    ray start --head --port=6379
+    echo "waiting for 16 GPUs on 2 nodes in the Ray cluster..." >&2
+    until python3 -c 'import ray,sys; ray.init(address="auto", logging_level="ERROR"); sys.exit(0 if ray.cluster_resources().get("GPU", 0) >= 16 else 1)' 2>/dev/null; do sleep 5; done
+    exec vllm serve deepseek-ai/DeepSeek-R1 --data-parallel-size 16 --data-parallel-size-local 8 --data-parallel-backend ray --max-model-len 163840
+    ;;
+  *) echo "usage: $0 head | $0 worker HEAD_IP" >&2; exit 2 ;;
+esac
