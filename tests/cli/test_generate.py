@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import yaml  # PyYAML reads YAML 1.1, as docker-compose and Kubernetes do
-from click.testing import CliRunner
 
-from planner.cli import cli
+from tests.clirun import one_error_line, run
+from tests.vllm_parser import assert_vllm_accepts
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -32,54 +32,6 @@ SCENARIOS = {
 VERSIONS = ("0.33.0", "0.11.0")
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    r = CliRunner().invoke(cli, list(args))
-    return r.exit_code, r.stdout, r.stderr
-
-
-def one_error_line(err: str) -> str:
-    lines = [x for x in err.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    return lines[0]
-
-
-# --- vLLM's parser, from its argparse dump -------------------------------------------------------------
-
-def _options(version: str) -> dict[str, Any]:
-    return json.loads((DATA / "vllm-flags" / f"{version}.json").read_text())["options"]
-
-
-def assert_vllm_accepts(argv: list[str], version: str) -> None:
-    """Walk `vllm serve MODEL flags...` the way argparse would, with the dumped option table of `version`."""
-    opts = _options(version)
-    assert argv[:2] == ["vllm", "serve"], argv
-    assert not argv[2].startswith("-"), "the model comes first"
-    i = 3
-    seen: set[str] = set()
-    while i < len(argv):
-        name, eq, inline = argv[i].partition("=")
-        assert name in opts, f"vLLM {version} has no {name}"
-        o = opts[name]
-        assert not o["deprecated"], f"{name} is deprecated in vLLM {version}: {o['deprecation_note']}"
-        assert o["dest"] not in seen, f"{name} given twice"
-        seen.add(o["dest"])
-        if o["nargs"] == 0:
-            assert not eq, f"{name} takes no value"
-            i += 1
-            continue
-        value = inline if eq else argv[i + 1]
-        i += 1 if eq else 2
-        kind = (o["type"] or "str").removeprefix("optional[").rstrip("]")
-        if kind == "int":
-            int(value)
-        elif kind == "float":
-            float(value)
-        elif kind == "human_readable_int":
-            assert re.fullmatch(r"\d+[kKmMgG]?", value), (name, value)
-        allowed = o["choices"] if o["choices"] is not None else (o["metavar"] if isinstance(o["metavar"], list)
-                                                                 else None)
-        if allowed is not None:
-            assert value in [str(a) for a in allowed], f"{name} {value}: vLLM {version} accepts {allowed}"
 
 
 def serve_commands(out: Path) -> list[list[str]]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from planner.app import plan
 from planner.models.sources import list_catalog
 from planner.schemas import PlanRequest
+from tests.vllm_parser import assert_vllm_accepts
 
 IDS = [e.id for e in list_catalog()]
 
@@ -24,3 +27,4 @@ def test_every_catalog_model_plans(model: str, gpu: str, gpus: int) -> None:
     else:
         assert p.infeasible_reason
     assert p.serve_command.startswith(f"vllm serve {model}")
+    assert_vllm_accepts(shlex.split(p.serve_command), p.vllm_version)  # vLLM 0.33.0's own parser accepts it
