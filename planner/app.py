@@ -61,6 +61,8 @@ def resolve_version(requested: str | None) -> tuple[str, list[str]]:
     except InvalidVersion:
         raise InputError(f"--vllm-version: {requested!r} is not a version like 0.11.0") from None
     known = [Version(k) for k in KNOWN_VLLM_VERSIONS]
+    if v < known[0]:
+        raise InputError(f"--vllm-version {requested}: older than {known[0]}, the oldest version the planner knows")
     if v.release[:3] in [k.release[:3] for k in known]:
         return requested.lstrip("v"), []
     nearest = min(known, key=lambda k: (abs((k.major * 1000 + k.minor) - (v.major * 1000 + v.minor)), -k.minor))

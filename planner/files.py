@@ -5,6 +5,7 @@ Each error names the file; `error` is the InputError subclass the caller's domai
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from planner.errors import InputError
@@ -16,7 +17,10 @@ def read_bounded(path: Path, *, limit: int, what: str, error: type[InputError] =
     try:
         if path.is_dir():
             raise error(f"{path}: is a directory, not {what}")
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+            raise error(f"{path}: not a regular file, expected {what}")
+        size = st.st_size
         if size > limit:
             raise error(f"{path}: {size:,} bytes is larger than the {limit // 2**20} MiB allowed for {what}")
         with path.open("rb") as handle:

@@ -24,7 +24,8 @@ class Pinned(_Model):
     dtype: str | None = Field(default=None, description="--dtype")
     quantization: str | None = Field(default=None, description="--quantization")
     kv_cache_dtype: str | None = Field(default=None, description="--kv-cache-dtype")
-    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1, description="--gpu-memory-utilization")
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False,
+                                                 description="--gpu-memory-utilization")
     max_model_len: int | None = Field(default=None, ge=1, description="--max-model-len")
     max_num_seqs: int | None = Field(default=None, ge=1, description="--max-num-seqs")
     max_num_batched_tokens: int | None = Field(default=None, ge=1, description="--max-num-batched-tokens")
@@ -37,7 +38,8 @@ class PlanRequest(_Model):
 
     model: str = Field(description="Hub id, bundled catalog id or local directory.")
     gpu: str | None = Field(default=None, description="GPU name, alias or catalog id (--gpu).")
-    vram_gib: float | None = Field(default=None, gt=0, le=4096, description="Override/declare GPU memory in GiB.")
+    vram_gib: float | None = Field(default=None, gt=0, le=4096, allow_inf_nan=False,
+                                   description="Override/declare GPU memory in GiB.")
     from_file: str | list[str] | None = Field(
         default=None, description="Saved nvidia-smi capture(s) to plan for, e.g. a table plus `topo -m`.")
     ignore_used: bool = Field(default=False, description="Plan for empty GPUs, ignoring memory others hold now.")

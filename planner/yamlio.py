@@ -48,7 +48,9 @@ def load_yaml_text(text: str, source: str, *, fast: bool = False) -> Any:
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     try:
-        return _yaml(fast).load(io.StringIO(text))
+        doc = _yaml(fast).load(io.StringIO(text))
+    except RecursionError:
+        raise YamlError(f"{source}: nested too deeply to parse") from None
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -57,6 +59,47 @@ def load_yaml_text(text: str, source: str, *, fast: bool = False) -> Any:
     except YAMLError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid YAML"
         raise YamlError(f"{source}: invalid YAML: {first}") from None
+    problem = shape_problem(doc)
+    if problem:
+        raise YamlError(f"{source}: {problem}; refusing to expand")
+    return doc
+
+
+def shape_problem(doc: Any, *, max_values: int = 1_000_000, max_depth: int = 64) -> str | None:
+    """Why `doc` is unsafe to walk, or None: more than `max_values` values once aliases are expanded
+    (an alias bomb), nesting deeper than `max_depth`, or a structure that contains itself. Shared
+    nodes are sized once, so this is linear in the document even when its expansion is exponential."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    class Stop(Exception):  # noqa: N818 - control flow, never escapes
+        pass
+
+    def size(node: Any, depth: int) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        if depth > max_depth:
+            raise Stop(f"nested deeper than {max_depth} levels")
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            raise Stop("an alias refers to itself (a recursive structure)")
+        open_.add(key)
+        total = 1
+        for child in (list(node.keys()) + list(node.values())) if isinstance(node, dict) else node:
+            total += size(child, depth + 1)
+            if total > max_values:
+                raise Stop(f"aliases expand to more than {max_values:,} values")
+        open_.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        size(doc, 0)
+    except Stop as e:
+        return str(e)
+    return None
 
 
 def _cache_dir() -> Path | None:

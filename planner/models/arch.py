@@ -758,6 +758,8 @@ def _attention_shape(text: _Cfg, model_type: str, hidden: int, pure_ssm: bool,
         return 0, 0, 0, 0
     heads = text.req_int(_HEAD_KEYS, hi=_MAX_COUNT)
     kv = _num_kv_heads(text, model_type, heads)
+    if mla is None and kv > 0 and heads % kv:  # grouped-query attention shares each KV head by a whole group
+        raise text.fail("num_key_value_heads", f"a divisor of num_attention_heads {heads}", kv)
     if mla is not None:
         return heads, kv, mla.qk_nope_head_dim + mla.qk_rope_head_dim, mla.v_head_dim
     head_dim = _head_dim(text, hidden, heads)

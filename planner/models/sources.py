@@ -60,19 +60,28 @@ def _json_constant(name: str) -> float:
     return float(name)
 
 
+MAX_JSON_BYTES = 64 << 20  # config.json is KBs; a safetensors index of a 1T-parameter model a few MB
+
+
 def _read_json(path: Path, label: str | None = None) -> dict[str, Any]:
     """A JSON object from `path`; every failure is a one-line ModelConfigError naming the file."""
+    from planner.files import read_bounded
+
     label = label or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise ModelConfigError(f"{label}: no such file") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise ModelConfigError(f"{label}: cannot read: {err}") from err
+        raw = read_bounded(path, limit=MAX_JSON_BYTES, what="a JSON file", error=ModelConfigError)
+    except ModelConfigError as err:
+        raise ModelConfigError(str(err).replace(str(path), label, 1)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ModelConfigError(f"{label}: not UTF-8 text (is it a binary file?)") from None
     try:
         data = json.loads(text, parse_constant=_json_constant)
     except json.JSONDecodeError as err:
         raise ModelConfigError(f"{label}: not valid JSON: {err}") from err
+    except RecursionError:
+        raise ModelConfigError(f"{label}: JSON nested too deeply to read") from None
     if not isinstance(data, dict):
         raise ModelConfigError(f"{label}: expected a JSON object, got {type(data).__name__}")
     return data
@@ -88,6 +97,10 @@ def _optional_json(path: Path, label: str | None = None) -> dict[str, Any] | Non
 def _load_local(config_path: Path, name: str) -> ModelArch:
     """config.json at `config_path`, with the companion files beside it."""
     directory = config_path.parent
+    if config_path.is_dir():
+        raise ModelConfigError(f"{config_path}: is a directory, expected a JSON file")
+    if config_path.exists() and not config_path.is_file():
+        raise ModelConfigError(f"{config_path}: not a regular file, expected a JSON file")
     if not config_path.is_file():
         raise ModelConfigError(f"{config_path}: no such file (a model directory needs a config.json)")
     return parse_config(

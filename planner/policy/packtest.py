@@ -210,11 +210,14 @@ def load_facts_file(path: Path, case: str | None = None) -> tuple[list[dict[str,
     from planner.yamlio import load_yaml_file, to_plain
 
     if path.suffix in (".jsonl", ".log") or path.name.endswith(".audit.json"):
+        from planner.files import read_bounded
+
+        raw = read_bounded(path, limit=256 << 20, what="an audit log", error=PackError)
         try:
-            lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            lines = [ln for ln in raw.decode("utf-8").splitlines() if ln.strip()]
             doc: Any = json.loads(lines[-1]) if lines else None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PackError(f"{path}: not an audit log (JSON Lines): {e}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise PackError(f"{path}: not an audit log (JSON Lines): {type(e).__name__}") from None
     else:
         doc = to_plain(load_yaml_file(path))
     packs: list[Path] = []

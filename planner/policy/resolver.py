@@ -20,6 +20,9 @@ from planner.policy.reference import Firing
 from planner.policy.schema import Action, FactRef, ParamRef
 
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)(?::([^{}]*))?\}")
+# a format spec with at most 3-digit width and precision: `{x:>999999999}` in an untrusted pack must not
+# build a gigabyte string
+_SAFE_SPEC = re.compile(r"(?:.?[<>=^])?[+\- ]?[#0]?\d{0,3}[,_]?(?:\.\d{1,3})?[bcdeEfFgGnosxX%]?\Z")
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ def render_text(template: str, bindings: dict[str, dict[str, Any]], params: dict
             value = bindings[scope][name]
         else:
             return m.group(0)
+        if not _SAFE_SPEC.match(spec):
+            return str(value)
         try:
             return format(value, spec)
         except (ValueError, TypeError):

@@ -88,7 +88,7 @@ class TestLocal:
         """Bytes that are not UTF-8 are reported as unreadable."""
         directory = _model_dir(tmp_path, b"\xff\xfe\x00garbage")
 
-        with pytest.raises(ModelConfigError, match=r"config\.json: cannot read"):
+        with pytest.raises(ModelConfigError, match=r"config\.json: not UTF-8 text"):
             load_model(str(directory))
 
     def test_infinity_is_accepted(self, tmp_path: Path) -> None:
