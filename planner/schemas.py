@@ -37,7 +37,7 @@ class PlanRequest(_Model):
     """Everything a plan depends on besides the rule packs."""
 
     model: str = Field(description="Hub id, bundled catalog id or local directory.")
-    gpu: str | None = Field(default=None, description="GPU name, alias or catalog id (--gpu).")
+    gpu: str | None = Field(default=None, min_length=1, description="GPU name, alias or catalog id (--gpu).")
     vram_gib: float | None = Field(default=None, gt=0, le=4096, allow_inf_nan=False,
                                    description="Override/declare GPU memory in GiB.")
     from_file: str | list[str] | None = Field(
