@@ -181,7 +181,7 @@ CASES: list[Case] = [
     ("output-is-file", lambda r: ["generate", *QWEN, *H100, "-o", text_file(r, "f", "x")], 2, "not a directory"),
     ("output-under-file", lambda r: ["generate", *QWEN, *H100, "-o", text_file(r, "f", "x") + "/d"], 2,
      "cannot write"),
-    ("audit-log-is-dir", lambda r: ["plan", *QWEN, *H100, "--audit-log", str(r)], 2, str("audit")),
+    ("audit-log-is-dir", lambda r: ["plan", *QWEN, *H100, "--audit-log", str(r)], 2, "audit"),
 ]
 
 
