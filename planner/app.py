@@ -640,6 +640,9 @@ def _perf_inputs(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: 
         hidden_size=arch.hidden_size, act_bytes=DTYPE_BYTES[ctx.dtype], expert_bytes_per_gpu=min(experts, mem.weights_bytes),
         num_experts=arch.moe.num_experts if arch.moe else 0,
         experts_per_token=arch.moe.experts_per_token if arch.moe else 0,
+        active_expert_params=(routed_expert_params(arch) * arch.moe.experts_per_token // arch.moe.num_experts
+                              if arch.moe else 0),
+        num_moe_layers=(len(arch.moe.moe_layers) or arch.num_layers) if arch.moe else 0,
         link_bandwidth_bytes_per_s=link, nodes=ctx.hw.nodes,
     )
 
@@ -682,7 +685,7 @@ def _perf_json(req: PlanRequest, perf: PerfResult | None, params: dict[str, Any]
     out["output_tokens_per_s_total"] = ranges(perf.output_tokens_per_s_total, p["tput_low"], p["tput_high"])
     out["effective_concurrency"] = perf.effective_concurrency
     out["assumptions"] = list(perf.assumptions) + [
-        "ranges are the 10th-90th percentile of measured/predicted on the calibration set "
+        "ranges span the 7.5th-92.5th percentile of measured/predicted on the calibration set "
         "(benchmarks/perf_accuracy.py), not a fixed margin"]
     return out
 

@@ -6,9 +6,11 @@ model"), fitted on shared/calibration/ by benchmarks/perf_accuracy.py --fit.
 Decode step of one pipeline stage at `batch` running sequences of `ctx` tokens:
     memory   = (dense weights + routed experts the batch touches) / (HBM bw x eff x quant factor)
                + batch x ctx x kv_bytes_per_token / (HBM bw x eff)
-    compute  = (2 x active params x batch + 4 x layers x heads x head_dim x batch x ctx) / (peak x compute_mfu)
+    compute  = (2 x dense active params x batch + 4 x layers x heads x head_dim x batch x ctx) / (peak x compute_mfu)
+               + 2 x routed-expert active params x batch / (peak x moe_compute_mfu)   (grouped GEMMs)
     comm     = per layer: TP all-reduce latency on the link + ring traffic of batch x hidden activations
-    step     = pp x (memory + compute + comm) x (1 + bubble) + pp sends + fixed overhead
+    fixed    = per layer (kernels too short to reach the roofline) + per MoE layer (routing, permutation)
+    step     = pp x (memory + compute + comm + fixed) x (1 + bubble) + pp sends + per-step overhead
 Memory and compute are added, not overlapped (the H100 anchor in h100_decode_measured.json is
 fitted within a few percent this way up to batch 256).
 
@@ -57,6 +59,8 @@ class PerfInputs:
     expert_bytes_per_gpu: int = 0  # routed-expert part of weights_bytes_per_gpu (MoE)
     num_experts: int = 0
     experts_per_token: int = 0
+    active_expert_params: int = 0  # routed-expert parameters one token uses (top-k of E), all layers
+    num_moe_layers: int = 0
     link_bandwidth_bytes_per_s: float | None = None  # per GPU, both directions summed
     nodes: int = 1
 
@@ -127,10 +131,13 @@ def stage_decode_ms(inp: PerfInputs, batch: int, ctx: int, params: dict[str, Any
     dense = inp.weights_bytes_per_gpu - inp.expert_bytes_per_gpu
     experts = inp.expert_bytes_per_gpu * touched_expert_fraction(inp, batch)
     mem_s = (dense + experts) / (bw * params["quant_bw_factor"]) + batch * ctx * inp.kv_bytes_per_token_per_gpu / bw
-    linear = 2 * inp.active_params / (inp.tp * inp.pp) * batch
+    dense = 2 * (inp.active_params - inp.active_expert_params) / (inp.tp * inp.pp) * batch
+    routed = 2 * inp.active_expert_params / (inp.tp * inp.pp) * batch
     attention = 4 * inp.num_layers / inp.pp * inp.num_attention_heads / inp.tp * inp.head_dim * batch * ctx
-    compute_s = (linear + attention) / (inp.peak_flops * params["compute_mfu"])
-    return (mem_s + compute_s) * 1000 + allreduce_ms(inp, batch, params)
+    compute_s = ((dense + attention) / params["compute_mfu"] + routed / params["moe_compute_mfu"]) / inp.peak_flops
+    layers_us = (inp.num_layers * params["decode_layer_overhead_us"]
+                 + inp.num_moe_layers * params["moe_layer_overhead_us"]) / inp.pp
+    return (mem_s + compute_s) * 1000 + allreduce_ms(inp, batch, params) + layers_us / 1000
 
 
 def decode_step_ms(inp: PerfInputs, batch: int, ctx: int, params: dict[str, Any]) -> float:
@@ -159,6 +166,14 @@ def prefill_tokens_per_s(inp: PerfInputs, params: dict[str, Any]) -> float:
     return chunk / prefill_ms(inp, chunk, inp.input_len, params) * 1000 * inp.pp
 
 
+def prompt_token_ms(inp: PerfInputs, params: dict[str, Any]) -> float:
+    """Marginal cost (ms) of one prompt token riding in a decode step: its FLOPs only, since the step
+    reads the weights anyway."""
+    assert inp.peak_flops
+    flops = 2 * inp.active_params + 2 * inp.num_layers * inp.num_attention_heads * inp.head_dim * inp.input_len
+    return flops / inp.tp / (inp.peak_flops * params["prefill_mfu"]) * 1000
+
+
 @dataclass(frozen=True)
 class ServingPoint:
     """The closed-loop operating point of one replica (times in ms)."""
@@ -178,13 +193,17 @@ def serving_point(inp: PerfInputs, params: dict[str, Any]) -> ServingPoint:
     batch = batch_per_replica(inp)
     ctx = inp.input_len + inp.output_len // 2
     decode = decode_step_ms(inp, batch, ctx, params)
-    per_prompt_token = 1000.0 / prefill_tokens_per_s(inp, params)
+    per_prompt_token = prompt_token_ms(inp, params)
     # The other batch-1 sequences each prefill input_len tokens per output_len decode steps.
     itl = decode + (batch - 1) * inp.input_len / inp.output_len * per_prompt_token
     chunk = max(1, min(inp.input_len, inp.max_num_batched_tokens - (batch - 1)))
     chunks = cdiv(inp.input_len, chunk)
-    riding = decode_step_ms(inp, batch - 1, ctx, params) if batch > 1 else 0.0
-    own = chunks * (prefill_ms(inp, chunk, inp.input_len, params) + riding)
+    if batch > 1:  # each chunk rides in a step of the other decodes: one weight read, the chunk's FLOPs on top
+        own = chunks * decode_step_ms(inp, batch - 1, ctx, params) + inp.input_len * per_prompt_token
+    else:
+        full, rest = divmod(inp.input_len, chunk)
+        own = full * prefill_ms(inp, chunk, inp.input_len, params)
+        own += prefill_ms(inp, rest, inp.input_len, params) if rest else 0.0
     service = own + (inp.output_len - 1) * itl
     # Other sequences are mid-prefill for own/service of their lifetime; on average half of theirs is left.
     ahead = (batch - 1) * min(1.0, own / service) * inp.input_len / 2 * per_prompt_token
