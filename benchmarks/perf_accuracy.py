@@ -33,9 +33,10 @@ import json
 import math
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -107,7 +108,7 @@ POINTS: list[Point] = [
     Point("P001@32k", "P001", L8, "h100-sxm-80gb", "H100", BLOG, 32704, 128, 1,
           {"itl_ms": d("itl_ms_at_ctx_32768")}, vllm="0.19.0", note="published ITL(ctx) fit at ctx 32768"),
     Point("P004@1k", "P004", L8, "b200-180gb", "B200", BLOG, 960, 128, 1,
-          {"itl_ms": lambda r: r["metrics"]["itl_fit_intercept_ms"] + 1024 * r["metrics"]["itl_fit_slope_ms_per_ctx_token"]},
+          {"itl_ms": lambda r: m("itl_fit_intercept_ms")(r) + 1024 * m("itl_fit_slope_ms_per_ctx_token")(r)},
           vllm="0.19.0", note="published ITL(ctx) fit evaluated at ctx 1024; B200 version not restated"),
     Point("P006", "P006", L8, "h100-sxm-80gb", "H100", BLOG, 20000, 2000, 8,
           {"itl_ms": m("itl_ms_median"), "ttft_ms": m("ttft_ms_median"), "output_tok_s": m("output_tok_s_total")},
@@ -165,13 +166,14 @@ POINTS: list[Point] = [
     Point("P076", "P076", L8, "h100-sxm-80gb", "H100", "InferenceBench", 128, 128, 1, {"itl_ms": m("tpot_ms_p50")},
           vllm="0.20.0", note="v0.21, batch 1, 'chatbot-short' lengths not stated (128/128 assumed; ITL only)"),
     Point("P079", "P079", str(CONFIGS / "Qwen3-0.6B"), "h100-sxm-80gb", "H100", "community (Qwen3-0.6B)", 512, 128,
-          little("request_throughput_rps", "ttft_ms", "tpot_ms", 127), {"itl_ms": m("tpot_ms"), "ttft_ms": m("ttft_ms")},
+          little("request_throughput_rps", "ttft_ms", "tpot_ms", 127),
+          {"itl_ms": m("tpot_ms"), "ttft_ms": m("ttft_ms")},
           vllm="0.19.0", note="16 req/s: concurrency by Little's law; per-step overhead dominates"),
     Point("P081", "P081", "Qwen/Qwen3-32B", "h100-nvl-94gb", "H100", "community (H100 NVL)", 217, 200, 32,
           {"output_tok_s": m("output_tok_s_total")}, vllm="0.8.5", max_num_seqs=32,
           note="--max-num-seqs 32 caps the batch; TTFT is queueing (not scored)"),
-    Point("P084", "P084", "mistralai/Mistral-7B-Instruct-v0.3", "rtx-4090", "RTX 4090", "community (RTX 4090)", 256, 128,
-          4, {"output_tok_s": m("output_tok_s_total"), "ttft_ms": m("ttft_ms_median")}, vllm="0.8.5",
+    Point("P084", "P084", "mistralai/Mistral-7B-Instruct-v0.3", "rtx-4090", "RTX 4090", "community (RTX 4090)",
+          256, 128, 4, {"output_tok_s": m("output_tok_s_total"), "ttft_ms": m("ttft_ms_median")}, vllm="0.8.5",
           max_model_len=8192, note="trust low-medium: version/dtype not stated, may include request gaps"),
 ]
 
@@ -380,7 +382,8 @@ def _print_summary(title: str, summ: dict[str, dict[str, Any]]) -> None:
     print(f"{title}:")
     for cls, s in summ.items():
         print(f"  {cls:5s} n={s['n']:2d}  median |err| {s['median_abs_error']:6.1%}  within 25% "
-              f"{s['within_25pct']:5.0%}  in range {s['coverage']:5.0%}  median range width {s['median_range_width']:.0%}")
+              f"{s['within_25pct']:5.0%}  in range {s['coverage']:5.0%}  "
+              f"median range width {s['median_range_width']:.0%}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -512,8 +512,8 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
     if placement and placement.nvlink is not None:  # the speed model uses the link this group really has
         hw = replace(hw, interconnect="nvlink" if placement.nvlink else "pcie")
         ctx = replace(ctx, hw=hw)
-    perf = _perf(ctx, layout, mem, settings)
-    if perf is None:
+    perf = _perf(ctx, layout, mem, settings) if mem.weights_fit else None  # nothing runs: no speed to report
+    if perf is None and mem.weights_fit:
         warnings.append({"code": "W-PERF-UNKNOWN", "rule": None,
                          "message": "no bandwidth/FLOPs for this GPU; speeds are reported as 0"})
     config = {
@@ -607,12 +607,12 @@ def _decision_json(d: Decision) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- speed (issue 6)
 
 
-def _peak_flops(ctx: PlanContext) -> float | None:
-    """Dense peak FLOP/s of the dtype the matmuls run in (the pack's compute_dtype, bf16/fp16 otherwise)."""
+def _peak_flops(ctx: PlanContext, fp8_weights: bool = False) -> float | None:
+    """Dense peak FLOP/s of the dtype the matmuls run in (the pack's compute_dtype; fp8 for a what-if FP8 row)."""
     spec = ctx.hw.spec
     if spec is None:
         return None
-    key = str(ctx.run.params["compute_dtype"])
+    key = "fp8" if fp8_weights else str(ctx.run.params["compute_dtype"])
     if key == "bf16" and ctx.dtype == "float16":
         key = "fp16"
     tflops = spec.peak_tflops.get(key) or spec.peak_tflops.get("bf16") or spec.peak_tflops.get("fp16")
@@ -622,7 +622,7 @@ def _peak_flops(ctx: PlanContext) -> float | None:
 def _perf_inputs(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: Settings,
                  linear_bytes: float | None = None) -> PerfInputs:
     spec, arch, p = ctx.hw.spec, ctx.arch, ctx.run.params
-    peak = _peak_flops(ctx)
+    peak = _peak_flops(ctx, fp8_weights=linear_bytes is not None and linear_bytes == _fp8_weights(ctx))
     per_param = linear_bytes or (DTYPE_BYTES[ctx.dtype] if ctx.quant is None else float(p["linear_bytes_per_param"]))
     ep = layout.dp if ctx.req.pinned.enable_expert_parallel and arch.is_moe else 1
     experts = int(routed_expert_params(arch) * per_param / (layout.tp * layout.pp * ep)) if arch.moe else 0
@@ -637,7 +637,8 @@ def _perf_inputs(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: 
         interconnect=ctx.hw.interconnect, concurrency=ctx.req.concurrency, input_len=ctx.req.input_len,
         output_len=ctx.req.output_len, max_num_seqs=settings.max_num_seqs,
         max_num_batched_tokens=settings.max_num_batched_tokens, kv_cache_tokens=mem.kv_cache_tokens,
-        hidden_size=arch.hidden_size, act_bytes=DTYPE_BYTES[ctx.dtype], expert_bytes_per_gpu=min(experts, mem.weights_bytes),
+        hidden_size=arch.hidden_size, act_bytes=DTYPE_BYTES[ctx.dtype],
+        expert_bytes_per_gpu=min(experts, mem.weights_bytes),
         num_experts=arch.moe.num_experts if arch.moe else 0,
         experts_per_token=arch.moe.experts_per_token if arch.moe else 0,
         active_expert_params=(routed_expert_params(arch) * arch.moe.experts_per_token // arch.moe.num_experts
@@ -684,9 +685,9 @@ def _perf_json(req: PlanRequest, perf: PerfResult | None, params: dict[str, Any]
     out["prefill_tokens_per_s"] = ranges(perf.prefill_tokens_per_s, 1 / p["ttft_high"], 1 / p["ttft_low"])
     out["output_tokens_per_s_total"] = ranges(perf.output_tokens_per_s_total, p["tput_low"], p["tput_high"])
     out["effective_concurrency"] = perf.effective_concurrency
-    out["assumptions"] = list(perf.assumptions) + [
-        "ranges span the 7.5th-92.5th percentile of measured/predicted on the calibration set "
-        "(benchmarks/perf_accuracy.py), not a fixed margin"]
+    out["assumptions"] = [*perf.assumptions,
+                          "ranges span the 7.5th-92.5th percentile of measured/predicted on the calibration set "
+                          "(benchmarks/perf_accuracy.py), not a fixed margin"]
     return out
 
 
@@ -707,7 +708,8 @@ def _option_row(ctx: PlanContext, layout: Layout, kv: str, mem: MemoryResult, s:
                 forbidden: list[str], quantization: str | None, max_model_len: int,
                 linear_bytes: float | None = None, preferred_by: list[dict[str, Any]] | None = None
                 ) -> dict[str, Any]:
-    perf = _perf(ctx, layout, mem, replace(s, layout=layout, kv_cache_dtype=kv), linear_bytes)
+    perf = _perf(ctx, layout, mem, replace(s, layout=layout, kv_cache_dtype=kv), linear_bytes) if mem.weights_fit \
+        else None
     prefs = preferred_by or []
     return {"tensor_parallel_size": layout.tp, "pipeline_parallel_size": layout.pp,
             "data_parallel_size": layout.dp, "kv_cache_dtype": kv, "fits": mem.fits, "forbidden": forbidden,
@@ -818,8 +820,9 @@ def append_audit(path: Path, record: dict[str, Any]) -> None:
 
 def sweep(req: PlanRequest, *, max_model_lens: list[int] | None = None, utilizations: list[float] | None = None,
           packset: PackSet | None = None) -> list[dict[str, Any]]:
-    """Every (layout x KV dtype x max_model_len x utilization) vLLM could run here, with memory, speed and the
-    sizing rules' verdict. The whole grid goes through the rules engine as one batch of candidate facts."""
+    """Every (layout x KV dtype x weights x max_model_len x utilization) vLLM could run here, with memory, speed
+    at the request's workload and the sizing rules' verdict, best first under the mode's objective. The whole
+    grid goes through the rules engine as one batch of candidate facts."""
     ctx = plan_context(req, packset)
     s0 = _initial_settings(ctx)
     lens = max_model_lens or [ctx.target_len]
@@ -827,32 +830,41 @@ def sweep(req: PlanRequest, *, max_model_lens: list[int] | None = None, utilizat
     lays = layouts(ctx.arch, total_gpus=ctx.hw.count, gpus_per_node=ctx.hw.gpus_per_node, nodes=ctx.hw.nodes,
                    tp=req.pinned.tensor_parallel_size, pp=req.pinned.pipeline_parallel_size)
     kv_opts = _kv_options(req.pinned.kv_cache_dtype, bool(ctx.hw.spec and ctx.hw.spec.fp8_supported))
+    weights: list[tuple[str | None, float | None]] = [(ctx.quant, None)]
+    fp8 = None if req.pinned.quantization else _fp8_weights(ctx)
+    if fp8 is not None:
+        weights.append(("fp8", fp8))
     scales = _scales(ctx)
     grid = []
-    for lay, kv, length, util in itertools.product(lays, kv_opts, lens, utils):
+    for lay, kv, (quant, wbytes), length, util in itertools.product(lays, kv_opts, weights, lens, utils):
         s = replace(s0, util=util, layout=lay, kv_cache_dtype=kv)
         cand = Candidate(layout=lay, kv_cache_dtype=kv, forbidden=[],
-                         memory=_memory(ctx, lay, kv, s, min(length, ctx.model_max_len), scales))
-        grid.append((cand, length, s))
+                         memory=_memory(ctx, lay, kv, s, min(length, ctx.model_max_len), scales, wbytes))
+        grid.append((cand, length, s, quant, wbytes))
     facts = []
-    for i, (c, _, _) in enumerate(grid):
-        fact = _candidate_fact(c, req, ctx.quant, {})
+    for i, (c, _, _, quant, _) in enumerate(grid):
+        fact = _candidate_fact(c, req, quant, {})
         facts.append({**fact, "id": f"candidate:{i}", "key": f"candidate:{i}"})
     base = [gpu_fact(ctx.hw, ctx.run.params), model_fact(ctx.arch, ctx.quant, ctx.dtype),
             request_fact(req, ctx.version, ctx.model_max_len)]
     sizing = ctx.run.run_stage("sizing", base + facts)
     rows = []
-    for i, (c, length, s) in enumerate(grid):
+    for i, (c, length, s, quant, wbytes) in enumerate(grid):
         m = c.memory
-        perf = _perf(ctx, c.layout, m, s)
+        perf = _perf(ctx, c.layout, m, s, wbytes) if m.weights_fit else None
         rows.append({
             "tensor_parallel_size": c.layout.tp, "pipeline_parallel_size": c.layout.pp,
-            "data_parallel_size": c.layout.dp, "kv_cache_dtype": c.kv_cache_dtype, "max_model_len": length,
+            "data_parallel_size": c.layout.dp, "gpus": c.layout.gpus, "quantization": quant,
+            "kv_cache_dtype": c.kv_cache_dtype, "max_model_len": length,
             "gpu_memory_utilization": s.util, "fits": m.fits, "kv_cache_tokens": m.kv_cache_tokens,
             "max_concurrency": round(m.max_concurrency, 3), "weights_bytes": m.weights_bytes,
             "kv_cache_bytes": m.kv_cache_bytes,
             "forbidden": [f"{f['rule']}: {f['reason']}" for f in sizing.forbidden.get(f"candidate:{i}", [])],
+            "effective_concurrency": perf.effective_concurrency if perf else None,
             "itl_ms": round(perf.itl_ms, 3) if perf else None,
+            "ttft_ms": round(perf.ttft_ms, 3) if perf else None,
+            "decode_tokens_per_s_per_request": round(perf.decode_tokens_per_s_per_request, 2) if perf else None,
             "output_tokens_per_s_total": round(perf.output_tokens_per_s_total, 1) if perf else None,
         })
+    rows.sort(key=lambda r: objective(req.mode, r))
     return rows
