@@ -8,7 +8,7 @@ Decode step of one pipeline stage at `batch` running sequences of `ctx` tokens:
                + batch x ctx x kv_bytes_per_token / (HBM bw x eff)
     compute  = (2 x dense active params x batch + 4 x layers x heads x head_dim x batch x ctx) / (peak x compute_mfu)
                + 2 x routed-expert active params x batch / (peak x moe_compute_mfu)   (grouped GEMMs)
-    comm     = per layer: TP all-reduce latency on the link + ring traffic of batch x hidden activations
+    comm     = per layer: TP all-reduce latency on the link x (TP - 1) + ring traffic of batch x hidden activations
     fixed    = per layer (kernels too short to reach the roofline) + per MoE layer (routing, permutation)
     step     = pp x (memory + compute + comm + fixed) x (1 + bubble) + pp sends + per-step overhead
 Memory and compute are added, not overlapped (the H100 anchor in h100_decode_measured.json is
@@ -103,11 +103,12 @@ def _link_us(inp: PerfInputs, params: dict[str, Any]) -> float:
 
 
 def allreduce_ms(inp: PerfInputs, tokens: int, params: dict[str, Any]) -> float:
-    """TP all-reduces of one stage (two per layer): a per-layer latency plus ring traffic over the link."""
+    """TP all-reduces of one stage (two per layer): a latency per layer and per peer GPU (the ring's steps grow
+    with TP - 1) plus ring traffic over the link."""
     if inp.tp <= 1:
         return 0.0
     layers = inp.num_layers / inp.pp
-    latency_ms = _link_us(inp, params) * layers / 1000
+    latency_ms = _link_us(inp, params) * (inp.tp - 1) * layers / 1000
     traffic_ms = 0.0
     if inp.link_bandwidth_bytes_per_s:
         per_dir = inp.link_bandwidth_bytes_per_s / 2
@@ -189,16 +190,22 @@ class ServingPoint:
 
 
 def serving_point(inp: PerfInputs, params: dict[str, Any]) -> ServingPoint:
-    """ITL and TTFT of one replica running `batch` sequences with their prefills interleaved (chunked prefill)."""
+    """ITL and TTFT of one replica running `batch` sequences with the other sequences' prompts interleaved
+    (chunked prefill; with the V0 engine's unchunked prefill they pause the decodes instead)."""
     batch = batch_per_replica(inp)
     ctx = inp.input_len + inp.output_len // 2
     decode = decode_step_ms(inp, batch, ctx, params)
     per_prompt_token = prompt_token_ms(inp, params)
-    # The other batch-1 sequences each prefill input_len tokens per output_len decode steps.
-    itl = decode + (batch - 1) * inp.input_len / inp.output_len * per_prompt_token
-    chunk = max(1, min(inp.input_len, inp.max_num_batched_tokens - (batch - 1)))
+    chunked = bool(params["chunked_prefill"])
+    # The other batch-1 sequences each prefill input_len tokens per output_len decode steps: riding in decode
+    # steps (chunked prefill), or (V0 engine) in prefill-only steps that pause the decodes.
+    prompt_ms = inp.input_len * per_prompt_token if chunked else prefill_ms(inp, inp.input_len, inp.input_len, params)
+    itl = decode + (batch - 1) / inp.output_len * prompt_ms
+    chunk = max(1, min(inp.input_len, inp.max_num_batched_tokens - (batch - 1))) if chunked else inp.input_len
     chunks = cdiv(inp.input_len, chunk)
-    if batch > 1:  # each chunk rides in a step of the other decodes: one weight read, the chunk's FLOPs on top
+    if not chunked:
+        own = prompt_ms
+    elif batch > 1:  # each chunk rides in a step of the other decodes: one weight read, the chunk's FLOPs on top
         own = chunks * decode_step_ms(inp, batch - 1, ctx, params) + inp.input_len * per_prompt_token
     else:
         full, rest = divmod(inp.input_len, chunk)
@@ -206,7 +213,7 @@ def serving_point(inp: PerfInputs, params: dict[str, Any]) -> ServingPoint:
         own += prefill_ms(inp, rest, inp.input_len, params) if rest else 0.0
     service = own + (inp.output_len - 1) * itl
     # Other sequences are mid-prefill for own/service of their lifetime; on average half of theirs is left.
-    ahead = (batch - 1) * min(1.0, own / service) * inp.input_len / 2 * per_prompt_token
+    ahead = (batch - 1) * min(1.0, own / service) * prompt_ms / 2
     # A new request waits on average half a running step before it is scheduled, plus the serving path's
     # fixed cost (HTTP, tokenization, detokenizing the first token).
     ttft = own + ahead + (decode / 2 if batch > 1 else 0.0) + params["ttft_overhead_ms"]
@@ -229,9 +236,10 @@ def estimate(inp: PerfInputs, params: dict[str, Any]) -> PerfResult | None:
         f"max_num_seqs {inp.max_num_seqs}, KV room for {kv_bound(inp)} sequences at input + half the output)",
         f"average decode context {sp.ctx} tokens (input + half the output)",
         f"closed loop: each finished request is replaced at once, so {sp.batch - 1} other prompts of "
-        f"{inp.input_len} tokens are prefilled during each request's {inp.output_len} decode steps (chunked prefill)",
+        f"{inp.input_len} tokens are prefilled during each request's {inp.output_len} decode steps",
         f"own prompt prefilled in {sp.chunks} chunk(s) of up to {sp.chunk} tokens (max_num_batched_tokens "
-        f"{inp.max_num_batched_tokens} less the running decodes), each sharing a step with them",
+        f"{inp.max_num_batched_tokens} less the running decodes), each sharing a step with them"
+        if params["chunked_prefill"] else "no chunked prefill (V0 engine): each prompt runs in a step of its own",
     ]
     if sp.queue_ms > 0:
         assumptions.append(f"{inp.concurrency - running} request(s) wait for a free slot: "

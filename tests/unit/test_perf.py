@@ -29,7 +29,7 @@ ROOFLINE = {"decode_bw_efficiency": 1.0, "quant_bw_factor": 1.0, "compute_mfu": 
             "prefill_mfu": 1.0, "decode_step_overhead_ms": 0.0, "decode_layer_overhead_us": 0.0,
             "moe_layer_overhead_us": 0.0, "tp_allreduce_us_per_layer_nvlink": 0.0,
             "tp_allreduce_us_per_layer_pcie": 0.0, "pp_bubble_fraction": 0.0, "pp_send_us_intranode": 0.0,
-            "pp_send_us_network": 0.0, "ttft_overhead_ms": 0.0}
+            "pp_send_us_network": 0.0, "ttft_overhead_ms": 0.0, "chunked_prefill": True}
 
 
 def llama8(**kw: object) -> perf.PerfInputs:
@@ -103,13 +103,15 @@ def test_moe_reads_only_touched_experts() -> None:
 def test_tp_allreduce_latency_and_ring_traffic() -> None:
     inp = llama8(tp=2, interconnect="nvlink", link_bandwidth_bytes_per_s=900e9)
     params = {**ROOFLINE, "tp_allreduce_us_per_layer_nvlink": 10.0}
-    # 32 layers x 10 us, plus 2 all-reduces x 32 layers x ring 2(2-1)/2 x 16 tokens x 4096 x 2 B over 450 GB/s.
+    # 32 layers x 10 us x (2 - 1) peers, plus 2 all-reduces x 32 layers x ring 2(2-1)/2 x 16 x 4096 x 2 B at 450 GB/s.
     ring = 1.0 * 16 * 4096 * 2
     expected = 32 * 10 / 1000 + 2 * 32 * ring / 450e9 * 1000
     assert perf.allreduce_ms(inp, 16, params) == pytest.approx(expected, rel=1e-9)
     pcie = perf.allreduce_ms(replace(inp, interconnect="pcie", link_bandwidth_bytes_per_s=64e9), 16,
                              {**params, "tp_allreduce_us_per_layer_pcie": 40.0})
     assert pcie > perf.allreduce_ms(inp, 16, params)
+    tp4 = perf.allreduce_ms(replace(inp, tp=4), 16, params)
+    assert tp4 == pytest.approx(32 * 10 * 3 / 1000 + 2 * 32 * (1.5 * 16 * 4096 * 2) / 450e9 * 1000, rel=1e-9)
 
 
 def test_pipeline_stages_add_up_with_bubble() -> None:
