@@ -686,8 +686,8 @@ def _perf_json(req: PlanRequest, perf: PerfResult | None, params: dict[str, Any]
     out["output_tokens_per_s_total"] = ranges(perf.output_tokens_per_s_total, p["tput_low"], p["tput_high"])
     out["effective_concurrency"] = perf.effective_concurrency
     out["assumptions"] = [*perf.assumptions,
-                          "ranges span the 5th-95th percentile of measured/predicted on the calibration set, in and out of sample "
-                          "(benchmarks/perf_accuracy.py), not a fixed margin"]
+                          "ranges span the 5th-95th percentile of measured/predicted on the calibration set, in and "
+                          "out of sample (benchmarks/perf_accuracy.py), not a fixed margin"]
     return out
 
 
