@@ -95,6 +95,8 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
         c.print(f"  ITL {_r(perf.itl_ms, 'ms')}   TTFT {_r(perf.ttft_ms, 'ms')}")
         c.print(f"  decode {_r(perf.decode_tokens_per_s_per_request, 'tok/s/request')}   "
                 f"output {_r(perf.output_tokens_per_s_total, 'tok/s total', 0)}")
+        for a in perf.assumptions:
+            c.print(f"  [dim]- {a}[/]", highlight=False)
     c.print("[bold]Serve:[/]")
     c.print(f"  {p.serve_command}", soft_wrap=True, markup=False)
     for w_ in p.warnings:
