@@ -662,8 +662,7 @@ def plan_perf_inputs(resp: PlanResponse, ctx: PlanContext) -> PerfInputs:
     settings = replace(_initial_settings(ctx), max_num_seqs=cfg.max_num_seqs,
                        max_num_batched_tokens=cfg.max_num_batched_tokens, layout=layout)
     mem = _memory(ctx, layout, cfg.kv_cache_dtype, settings, cfg.max_model_len, _scales(ctx))
-    assert mem.kv_cache_tokens == m.kv_cache_tokens
-    return _perf_inputs(replace(ctx, hw=hw), layout, mem, settings)
+    return _perf_inputs(replace(ctx, hw=hw), layout, replace(mem, kv_cache_tokens=m.kv_cache_tokens), settings)
 
 
 def _perf_json(req: PlanRequest, perf: PerfResult | None, params: dict[str, Any]) -> dict[str, Any]:
