@@ -168,8 +168,8 @@ def prefill_tokens_per_s(inp: PerfInputs, params: dict[str, Any]) -> float:
 
 
 def prompt_token_ms(inp: PerfInputs, params: dict[str, Any]) -> float:
-    """Marginal cost (ms) of one prompt token riding in a decode step: its FLOPs only, since the step
-    reads the weights anyway."""
+    """Marginal latency (ms) of one prompt token riding in decode steps through all stages: its FLOPs only,
+    since the steps read the weights anyway."""
     assert inp.peak_flops
     flops = 2 * inp.active_params + 2 * inp.num_layers * inp.num_attention_heads * inp.head_dim * inp.input_len
     return flops / inp.tp / (inp.peak_flops * params["prefill_mfu"]) * 1000
@@ -200,7 +200,8 @@ def serving_point(inp: PerfInputs, params: dict[str, Any]) -> ServingPoint:
     # The other batch-1 sequences each prefill input_len tokens per output_len decode steps: riding in decode
     # steps (chunked prefill), or (V0 engine) in prefill-only steps that pause the decodes.
     prompt_ms = inp.input_len * per_prompt_token if chunked else prefill_ms(inp, inp.input_len, inp.input_len, params)
-    itl = decode + (batch - 1) / inp.output_len * prompt_ms
+    shared_ms = prompt_ms / inp.pp  # one prompt's share of a pipeline cycle: each stage does 1/pp of its work
+    itl = decode + (batch - 1) / inp.output_len * shared_ms
     chunk = max(1, min(inp.input_len, inp.max_num_batched_tokens - (batch - 1))) if chunked else inp.input_len
     chunks = cdiv(inp.input_len, chunk)
     if not chunked:
@@ -213,7 +214,7 @@ def serving_point(inp: PerfInputs, params: dict[str, Any]) -> ServingPoint:
         own += prefill_ms(inp, rest, inp.input_len, params) if rest else 0.0
     service = own + (inp.output_len - 1) * itl
     # Other sequences are mid-prefill for own/service of their lifetime; on average half of theirs is left.
-    ahead = (batch - 1) * min(1.0, own / service) * prompt_ms / 2
+    ahead = (batch - 1) * min(1.0, own / service) * shared_ms / 2
     # A new request waits on average half a running step before it is scheduled, plus the serving path's
     # fixed cost (HTTP, tokenization, detokenizing the first token).
     ttft = own + ahead + (decode / 2 if batch > 1 else 0.0) + params["ttft_overhead_ms"]

@@ -167,3 +167,15 @@ def test_ranges_are_the_band_around_expected() -> None:
 
 def test_unknown_gpu_speed_is_none() -> None:
     assert perf.estimate(llama8(bandwidth_bytes_per_s=None), ROOFLINE) is None
+
+
+def test_pipeline_shares_other_prompts_across_stages() -> None:
+    """With PP each stage does 1/pp of a prompt's FLOPs per cycle: the prompts' share of ITL halves at pp=2."""
+    params = {**ROOFLINE, "compute_mfu": 1.0}
+    one = llama8(concurrency=9, input_len=1000, output_len=100)
+    two = replace(one, pp=2, weights_bytes_per_gpu=LLAMA8_BYTES // 2)
+    prompt_ms = perf.prompt_token_ms(one, params) * 1000  # one prompt through the whole model
+    extra1 = perf.serving_point(one, params).itl_ms - perf.decode_step_ms(one, 9, 1050, params)
+    extra2 = perf.serving_point(two, params).itl_ms - perf.decode_step_ms(two, 9, 1050, params)
+    assert extra1 == pytest.approx(8 / 100 * prompt_ms, rel=1e-9)
+    assert extra2 == pytest.approx(extra1 / 2, rel=1e-9)
