@@ -30,8 +30,8 @@ from planner.hardware.select import nvlink_group
 from planner.machine import Hardware, detect, probed_hardware, resolve_hardware  # noqa: F401 - re-exported
 from planner.memory import DTYPE_BYTES, KV_DTYPES, MemoryInputs, MemoryResult, account
 from planner.models.arch import ModelArch
-from planner.models.params import active_params, total_params
-from planner.perf import PerfInputs, PerfResult, estimate
+from planner.models.params import active_params, routed_expert_params, total_params
+from planner.perf import PerfInputs, PerfResult, estimate, ranges
 from planner.policy import PolicyRun
 from planner.policy.facts import normalise_fact
 from planner.policy.loader import PackSet, load_packset
@@ -247,10 +247,10 @@ class PlanContext:
     model_max_len: int
 
 
-def _memory(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_model_len: int, scales: dict[str, float]
-            ) -> MemoryResult:
+def _memory(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_model_len: int, scales: dict[str, float],
+            linear_bytes: float | None = None) -> MemoryResult:
     act = DTYPE_BYTES[ctx.dtype]
-    linear = act if ctx.quant is None else float(ctx.run.params["linear_bytes_per_param"])
+    linear = linear_bytes or (act if ctx.quant is None else float(ctx.run.params["linear_bytes_per_param"]))
     return account(ctx.arch, MemoryInputs(
         total_bytes=ctx.hw.memory_bytes, tp=layout.tp, pp=layout.pp, dtype=ctx.dtype, linear_bytes_per_param=linear,
         kv_cache_dtype=kv, gpu_memory_utilization=s.util, max_model_len=max_model_len, max_num_seqs=s.max_num_seqs,
@@ -515,8 +515,8 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
     if placement and placement.nvlink is not None:  # the speed model uses the link this group really has
         hw = replace(hw, interconnect="nvlink" if placement.nvlink else "pcie")
         ctx = replace(ctx, hw=hw)
-    perf = _perf(ctx, layout, mem, settings)
-    if perf is None:
+    perf = _perf(ctx, layout, mem, settings) if mem.weights_fit else None  # nothing runs: no speed to report
+    if perf is None and mem.weights_fit:
         warnings.append({"code": "W-PERF-UNKNOWN", "rule": None,
                          "message": "no bandwidth/FLOPs for this GPU; speeds are reported as 0"})
     config = {
@@ -551,7 +551,8 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
         "decisions": {k: _decision_json(d) for k, d in sorted(decisions.items())},
         "audit": audit,
         "warnings": warnings,
-        "alternatives": _alternatives(ctx, cands, layout, kv, settings),
+        "alternatives": _alternatives(ctx, cands, layout, kv, settings, max_len),
+        "fixes": [] if feasible else _fixes(ctx, layout, kv, settings, mem, max_len),
         "dropped": [{"tensor_parallel_size": c.layout.tp, "pipeline_parallel_size": c.layout.pp,
                      "data_parallel_size": c.layout.dp, "kv_cache_dtype": c.kv_cache_dtype,
                      "reasons": [f"{f['rule']}: {f['reason']}" for f in c.forbidden]} for c in cands if c.forbidden],
@@ -621,13 +622,30 @@ def _decision_json(d: Decision) -> dict[str, Any]:
     return out
 
 
-def _perf_inputs(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: Settings) -> PerfInputs:
-    spec, arch = ctx.hw.spec, ctx.arch
-    peak = None
-    if spec is not None:
-        dtype_key = "fp16" if ctx.dtype == "float16" else "bf16"
-        peak = spec.peak_tflops.get(dtype_key) or spec.peak_tflops.get("fp16")
-        peak = peak * 1e12 if peak else None
+# ------------------------------------------------------------------------------------------- speed (issue 6)
+
+
+def _peak_flops(ctx: PlanContext, fp8_weights: bool = False) -> float | None:
+    """Dense peak FLOP/s of the dtype the matmuls run in (the pack's compute_dtype; fp8 for a what-if FP8 row)."""
+    spec = ctx.hw.spec
+    if spec is None:
+        return None
+    key = "fp8" if fp8_weights else str(ctx.run.params["compute_dtype"])
+    if key == "bf16" and ctx.dtype == "float16":
+        key = "fp16"
+    tflops = spec.peak_tflops.get(key) or spec.peak_tflops.get("bf16") or spec.peak_tflops.get("fp16")
+    return tflops * 1e12 if tflops else None
+
+
+def _perf_inputs(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: Settings,
+                 linear_bytes: float | None = None) -> PerfInputs:
+    spec, arch, p = ctx.hw.spec, ctx.arch, ctx.run.params
+    peak = _peak_flops(ctx, fp8_weights=linear_bytes is not None and linear_bytes == _fp8_weights(ctx))
+    per_param = linear_bytes or (DTYPE_BYTES[ctx.dtype] if ctx.quant is None else float(p["linear_bytes_per_param"]))
+    ep = layout.dp if ctx.req.pinned.enable_expert_parallel and arch.is_moe else 1
+    experts = int(routed_expert_params(arch) * per_param / (layout.tp * layout.pp * ep)) if arch.moe else 0
+    link = (spec.interconnect.bandwidth_bytes_per_s
+            if spec is not None and ctx.hw.interconnect == spec.interconnect.type else None)
     return PerfInputs(
         weights_bytes_per_gpu=mem.weights_bytes, kv_bytes_per_token_per_gpu=mem.kv_bytes_per_token,
         active_params=active_params(arch), num_layers=arch.num_layers, num_attention_heads=arch.num_attention_heads,
@@ -637,50 +655,169 @@ def _perf_inputs(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: 
         interconnect=ctx.hw.interconnect, concurrency=ctx.req.concurrency, input_len=ctx.req.input_len,
         output_len=ctx.req.output_len, max_num_seqs=settings.max_num_seqs,
         max_num_batched_tokens=settings.max_num_batched_tokens, kv_cache_tokens=mem.kv_cache_tokens,
+        hidden_size=arch.hidden_size, act_bytes=DTYPE_BYTES[ctx.dtype],
+        expert_bytes_per_gpu=min(experts, mem.weights_bytes),
+        num_experts=arch.moe.num_experts if arch.moe else 0,
+        experts_per_token=arch.moe.experts_per_token if arch.moe else 0,
+        active_expert_params=(routed_expert_params(arch) * arch.moe.experts_per_token // arch.moe.num_experts
+                              if arch.moe else 0),
+        num_moe_layers=(len(arch.moe.moe_layers) or arch.num_layers) if arch.moe else 0,
+        link_bandwidth_bytes_per_s=link, nodes=ctx.hw.nodes,
     )
 
 
-def _perf(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: Settings) -> PerfResult | None:
-    return estimate(_perf_inputs(ctx, layout, mem, settings), ctx.run.params)
+def _perf(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: Settings,
+          linear_bytes: float | None = None) -> PerfResult | None:
+    return estimate(_perf_inputs(ctx, layout, mem, settings, linear_bytes), ctx.run.params)
+
+
+def plan_perf_inputs(resp: PlanResponse, ctx: PlanContext) -> PerfInputs:
+    """The performance model's inputs for the configuration a plan chose (benchmarks/perf_accuracy.py
+    re-evaluates them with other params while fitting)."""
+    cfg, m = resp.config, resp.memory
+    layout = Layout(tp=cfg.tensor_parallel_size, pp=cfg.pipeline_parallel_size, dp=cfg.data_parallel_size)
+    hw = replace(ctx.hw, interconnect=resp.hardware.interconnect)
+    settings = replace(_initial_settings(ctx), max_num_seqs=cfg.max_num_seqs,
+                       max_num_batched_tokens=cfg.max_num_batched_tokens, layout=layout)
+    mem = _memory(ctx, layout, cfg.kv_cache_dtype, settings, cfg.max_model_len, _scales(ctx))
+    return _perf_inputs(replace(ctx, hw=hw), layout, replace(mem, kv_cache_tokens=m.kv_cache_tokens), settings)
 
 
 def _perf_json(req: PlanRequest, perf: PerfResult | None, params: dict[str, Any]) -> dict[str, Any]:
-    lo, hi = float(params["perf_rel_low"]), float(params["perf_rel_high"])
-
-    def rng(x: float) -> dict[str, float]:
-        return {"low": round(x * lo, 3), "expected": round(x, 3), "high": round(x * hi, 3)}
-
-    keys = ("itl_ms", "ttft_ms", "decode_tokens_per_s_per_request", "output_tokens_per_s_total",
-            "prefill_tokens_per_s")
+    """Speeds as {low, expected, high}; each band is the calibrated measured/predicted ratio range of its metric."""
+    p = {k: float(params[f"perf_range_{k}"]) for k in ("itl_low", "itl_high", "ttft_low", "ttft_high", "tput_low",
+                                                      "tput_high")}
     out: dict[str, Any] = {"workload": {"concurrency": req.concurrency, "input_len": req.input_len,
                                         "output_len": req.output_len}}
-    for k in keys:
-        out[k] = rng(getattr(perf, k)) if perf else rng(0.0)
-    out["effective_concurrency"] = perf.effective_concurrency if perf else 0
-    out["assumptions"] = list(perf.assumptions) if perf else []
+    if perf is None:
+        zero = {"low": 0.0, "expected": 0.0, "high": 0.0}
+        out.update({k: zero for k in ("itl_ms", "ttft_ms", "decode_tokens_per_s_per_request",
+                                      "output_tokens_per_s_total", "prefill_tokens_per_s")})
+        out.update({"effective_concurrency": 0, "assumptions": []})
+        return out
+    out["itl_ms"] = ranges(perf.itl_ms, p["itl_low"], p["itl_high"])
+    out["decode_tokens_per_s_per_request"] = ranges(perf.decode_tokens_per_s_per_request, 1 / p["itl_high"],
+                                                    1 / p["itl_low"])
+    out["ttft_ms"] = ranges(perf.ttft_ms, p["ttft_low"], p["ttft_high"])
+    out["prefill_tokens_per_s"] = ranges(perf.prefill_tokens_per_s, 1 / p["ttft_high"], 1 / p["ttft_low"])
+    out["output_tokens_per_s_total"] = ranges(perf.output_tokens_per_s_total, p["tput_low"], p["tput_high"])
+    out["effective_concurrency"] = perf.effective_concurrency
+    out["assumptions"] = [*perf.assumptions,
+                          "ranges span the 5th-95th percentile of measured/predicted on the calibration set, in and "
+                          "out of sample (benchmarks/perf_accuracy.py), not a fixed margin"]
     return out
 
 
-def _alternatives(ctx: PlanContext, cands: list[Candidate], layout: Layout, kv: str, s: Settings
+def objective(mode: str, row: dict[str, Any]) -> tuple[float, ...]:
+    """Sort key of a configuration under the mode's objective (smaller is better): fitting and allowed first,
+    then latency: lowest ITL; throughput: most output tokens/s; balanced: most output tokens/s per GPU."""
+    itl = row.get("itl_ms") or float("inf")
+    tput = row.get("output_tokens_per_s_total") or 0.0
+    head = (not row["fits"], bool(row["forbidden"]))
+    if mode == "latency":
+        return (*head, itl, -tput)
+    if mode == "throughput":
+        return (*head, -tput, itl)
+    return (*head, -tput / max(1, row["gpus"]), itl)
+
+
+def _option_row(ctx: PlanContext, layout: Layout, kv: str, mem: MemoryResult, s: Settings, *, change: str,
+                forbidden: list[str], quantization: str | None, max_model_len: int,
+                linear_bytes: float | None = None, preferred_by: list[dict[str, Any]] | None = None
+                ) -> dict[str, Any]:
+    perf = _perf(ctx, layout, mem, replace(s, layout=layout, kv_cache_dtype=kv), linear_bytes) if mem.weights_fit \
+        else None
+    prefs = preferred_by or []
+    return {"tensor_parallel_size": layout.tp, "pipeline_parallel_size": layout.pp,
+            "data_parallel_size": layout.dp, "kv_cache_dtype": kv, "fits": mem.fits, "forbidden": forbidden,
+            "preference": float(sum(float(p["score"]) for p in prefs)), "preferred_by": [p["rule"] for p in prefs],
+            "kv_cache_tokens": mem.kv_cache_tokens, "max_concurrency": round(mem.max_concurrency, 4),
+            "weights_bytes": mem.weights_bytes, "gpus": layout.gpus, "quantization": quantization,
+            "max_model_len": max_model_len, "change": change,
+            "itl_ms": round(perf.itl_ms, 3) if perf else None,
+            "ttft_ms": round(perf.ttft_ms, 3) if perf else None,
+            "output_tokens_per_s_total": round(perf.output_tokens_per_s_total, 1) if perf else None}
+
+
+def _fp8_weights(ctx: PlanContext) -> float | None:
+    """Bytes per linear weight of an FP8 version of this model, when that is a change worth listing."""
+    if ctx.quant is not None or not (ctx.hw.spec and ctx.hw.spec.fp8_supported):
+        return None
+    return float(ctx.run.params["wbytes_fp8"])
+
+
+def _alternatives(ctx: PlanContext, cands: list[Candidate], layout: Layout, kv: str, s: Settings, max_len: int
                   ) -> list[dict[str, Any]]:
-    out = []
-    ranked = sorted(cands, key=lambda c: (not c.memory.fits, bool(c.forbidden), -c.preference, c.layout.gpus,
-                                          c.layout.tp * c.layout.pp, -c.memory.kv_cache_tokens))
-    for c in ranked:
+    """The best few other configurations (layout, KV dtype, FP8 weights), from the candidates already sized."""
+    rows = []
+    for c in cands:
         if c.layout == layout and c.kv_cache_dtype == kv:
             continue
-        perf = _perf(ctx, c.layout, c.memory, replace(s, layout=c.layout, kv_cache_dtype=c.kv_cache_dtype))
-        out.append({"tensor_parallel_size": c.layout.tp, "pipeline_parallel_size": c.layout.pp,
-                    "data_parallel_size": c.layout.dp, "kv_cache_dtype": c.kv_cache_dtype, "fits": c.memory.fits,
-                    "forbidden": [f"{f['rule']}: {f['reason']}" for f in c.forbidden],
-                    "preference": c.preference, "preferred_by": [p["rule"] for p in c.preferred_by],
-                    "kv_cache_tokens": c.memory.kv_cache_tokens, "max_concurrency": round(c.memory.max_concurrency, 4),
-                    "weights_bytes": c.memory.weights_bytes,
-                    "itl_ms": round(perf.itl_ms, 3) if perf else None,
-                    "output_tokens_per_s_total": round(perf.output_tokens_per_s_total, 1) if perf else None})
-        if len(out) >= 5:
-            break
-    return out
+        change = [f"TP{c.layout.tp} PP{c.layout.pp} DP{c.layout.dp}"] if c.layout != layout else []
+        change += [f"KV {c.kv_cache_dtype}"] if c.kv_cache_dtype != kv else []
+        rows.append(_option_row(ctx, c.layout, c.kv_cache_dtype, c.memory, s, change=", ".join(change),
+                                forbidden=[f"{f['rule']}: {f['reason']}" for f in c.forbidden],
+                                quantization=ctx.quant, max_model_len=max_len, preferred_by=c.preferred_by))
+    fp8 = _fp8_weights(ctx)
+    if fp8 is not None:
+        mem = _memory(ctx, layout, kv, replace(s, layout=layout), max_len, _scales(ctx), fp8)
+        rows.append(_option_row(ctx, layout, kv, mem, s, change="FP8 weights (--quantization fp8)", forbidden=[],
+                                quantization="fp8", max_model_len=max_len, linear_bytes=fp8))
+    rows.sort(key=lambda r: objective(ctx.req.mode, r))
+    return rows[:int(ctx.run.params["alternatives_shown"])]
+
+
+def _fix(change: str, flags: str, mem: MemoryResult, detail: str) -> dict[str, Any]:
+    return {"change": change, "flags": flags, "fits": mem.fits, "kv_cache_tokens": mem.kv_cache_tokens,
+            "max_concurrency": round(mem.max_concurrency, 4), "weights_bytes": mem.weights_bytes,
+            "kv_cache_bytes": mem.kv_cache_bytes, "detail": detail}
+
+
+def _fixes(ctx: PlanContext, layout: Layout, kv: str, s: Settings, mem: MemoryResult, max_len: int
+           ) -> list[dict[str, Any]]:
+    """Single changes that make an infeasible plan fit, each re-sized with the same accounting."""
+    scales, out = _scales(ctx), []
+    need = ctx.req.input_len + ctx.req.output_len
+    if mem.weights_fit and 0 < mem.max_fitting_model_len < max_len:
+        n = mem.max_fitting_model_len
+        m = _memory(ctx, layout, kv, s, n, scales)
+        note = "" if n >= need else f" (shorter than the {need} tokens a request needs)"
+        out.append(_fix("fewer context tokens", f"--max-model-len {n}", m,
+                        f"{m.kv_cache_tokens:,} KV tokens hold {n:,}-token sequences{note}"))
+    if kv == "auto" and ctx.hw.spec and ctx.hw.spec.fp8_supported:
+        m = _memory(ctx, layout, "fp8", replace(s, kv_cache_dtype="fp8"), max_len, scales)
+        out.append(_fix("FP8 KV cache", "--kv-cache-dtype fp8", m,
+                        f"KV capacity {mem.kv_cache_tokens:,} -> {m.kv_cache_tokens:,} tokens"))
+    fp8 = _fp8_weights(ctx)
+    if fp8 is not None:
+        m = _memory(ctx, layout, kv, s, max_len, scales, fp8)
+        out.append(_fix("quantized checkpoint (FP8)", "--quantization fp8 (or an FP8 checkpoint)", m,
+                        f"weights {mem.weights_bytes / GiB:.2f} -> {m.weights_bytes / GiB:.2f} GiB per GPU"))
+    elif ctx.quant is None:
+        w4 = float(ctx.run.params["wbytes_awq_int4"])
+        m = _memory(ctx, layout, kv, s, max_len, scales, w4)
+        out.append(_fix("quantized checkpoint (4-bit)", "an AWQ/GPTQ 4-bit checkpoint of this model", m,
+                        f"weights {mem.weights_bytes / GiB:.2f} -> {m.weights_bytes / GiB:.2f} GiB per GPU"))
+    out.extend(_more_gpus(ctx, layout, kv, s, max_len, scales))
+    return [f for f in out if f["fits"]]
+
+
+def _more_gpus(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_len: int, scales: dict[str, float]
+               ) -> list[dict[str, Any]]:
+    """The smallest layout with more GPUs per replica (TP within a node, then PP across nodes) that fits."""
+    per_node = max(ctx.hw.gpus_per_node, int(ctx.run.params["whatif_gpus_per_node"]))
+    options = [Layout(tp=t, pp=1, dp=1) for t in (2, 4, 8, 16) if t <= per_node]
+    options += [Layout(tp=per_node, pp=p, dp=1) for p in (2, 4, 8)]
+    for lay in options:
+        if lay.gpus <= layout.tp * layout.pp or tp_is_valid(ctx.arch, lay.tp) or pp_is_valid(ctx.arch, lay.pp):
+            continue
+        m = _memory(ctx, lay, kv, replace(s, layout=lay), max_len, scales)
+        if m.fits:
+            nodes = f" --nodes {lay.pp}" if lay.pp > 1 else ""
+            return [_fix("more GPUs", f"--gpus {lay.gpus}{nodes} --tp {lay.tp}" + (f" --pp {lay.pp}" if lay.pp > 1
+                                                                                    else ""), m,
+                         f"{lay.gpus} GPUs (TP{lay.tp} PP{lay.pp}): {m.kv_cache_tokens:,} KV tokens")]
+    return []
 
 
 def generate(req: PlanRequest, out: Path, *, force: bool = False) -> tuple[PlanResponse, list[str]]:
@@ -713,8 +850,9 @@ def append_audit(path: Path, record: dict[str, Any]) -> None:
 
 def sweep(req: PlanRequest, *, max_model_lens: list[int] | None = None, utilizations: list[float] | None = None,
           packset: PackSet | None = None) -> list[dict[str, Any]]:
-    """Every (layout x KV dtype x max_model_len x utilization) vLLM could run here, with memory, speed and the
-    sizing rules' verdict. The whole grid goes through the rules engine as one batch of candidate facts."""
+    """Every (layout x KV dtype x weights x max_model_len x utilization) vLLM could run here, with memory, speed
+    at the request's workload and the sizing rules' verdict, best first under the mode's objective. The whole
+    grid goes through the rules engine as one batch of candidate facts."""
     ctx = plan_context(req, packset)
     s0 = _initial_settings(ctx)
     lens = max_model_lens or [ctx.target_len]
@@ -722,32 +860,41 @@ def sweep(req: PlanRequest, *, max_model_lens: list[int] | None = None, utilizat
     lays = layouts(ctx.arch, total_gpus=ctx.hw.count, gpus_per_node=ctx.hw.gpus_per_node, nodes=ctx.hw.nodes,
                    tp=req.pinned.tensor_parallel_size, pp=req.pinned.pipeline_parallel_size)
     kv_opts = _kv_options(req.pinned.kv_cache_dtype, bool(ctx.hw.spec and ctx.hw.spec.fp8_supported))
+    weights: list[tuple[str | None, float | None]] = [(ctx.quant, None)]
+    fp8 = None if req.pinned.quantization else _fp8_weights(ctx)
+    if fp8 is not None:
+        weights.append(("fp8", fp8))
     scales = _scales(ctx)
     grid = []
-    for lay, kv, length, util in itertools.product(lays, kv_opts, lens, utils):
+    for lay, kv, (quant, wbytes), length, util in itertools.product(lays, kv_opts, weights, lens, utils):
         s = replace(s0, util=util, layout=lay, kv_cache_dtype=kv)
         cand = Candidate(layout=lay, kv_cache_dtype=kv, forbidden=[],
-                         memory=_memory(ctx, lay, kv, s, min(length, ctx.model_max_len), scales))
-        grid.append((cand, length, s))
+                         memory=_memory(ctx, lay, kv, s, min(length, ctx.model_max_len), scales, wbytes))
+        grid.append((cand, length, s, quant, wbytes))
     facts = []
-    for i, (c, _, _) in enumerate(grid):
-        fact = _candidate_fact(c, req, ctx.quant, {})
+    for i, (c, _, _, quant, _) in enumerate(grid):
+        fact = _candidate_fact(c, req, quant, {})
         facts.append({**fact, "id": f"candidate:{i}", "key": f"candidate:{i}"})
     base = [gpu_fact(ctx.hw, ctx.run.params), model_fact(ctx.arch, ctx.quant, ctx.dtype),
             request_fact(req, ctx.version, ctx.model_max_len)]
     sizing = ctx.run.run_stage("sizing", base + facts)
     rows = []
-    for i, (c, length, s) in enumerate(grid):
+    for i, (c, length, s, quant, wbytes) in enumerate(grid):
         m = c.memory
-        perf = _perf(ctx, c.layout, m, s)
+        perf = _perf(ctx, c.layout, m, s, wbytes) if m.weights_fit else None
         rows.append({
             "tensor_parallel_size": c.layout.tp, "pipeline_parallel_size": c.layout.pp,
-            "data_parallel_size": c.layout.dp, "kv_cache_dtype": c.kv_cache_dtype, "max_model_len": length,
+            "data_parallel_size": c.layout.dp, "gpus": c.layout.gpus, "quantization": quant,
+            "kv_cache_dtype": c.kv_cache_dtype, "max_model_len": length,
             "gpu_memory_utilization": s.util, "fits": m.fits, "kv_cache_tokens": m.kv_cache_tokens,
             "max_concurrency": round(m.max_concurrency, 3), "weights_bytes": m.weights_bytes,
             "kv_cache_bytes": m.kv_cache_bytes,
             "forbidden": [f"{f['rule']}: {f['reason']}" for f in sizing.forbidden.get(f"candidate:{i}", [])],
+            "effective_concurrency": perf.effective_concurrency if perf else None,
             "itl_ms": round(perf.itl_ms, 3) if perf else None,
+            "ttft_ms": round(perf.ttft_ms, 3) if perf else None,
+            "decode_tokens_per_s_per_request": round(perf.decode_tokens_per_s_per_request, 2) if perf else None,
             "output_tokens_per_s_total": round(perf.output_tokens_per_s_total, 1) if perf else None,
         })
+    rows.sort(key=lambda r: objective(req.mode, r))
     return rows

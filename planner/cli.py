@@ -188,6 +188,57 @@ def plan(as_json: bool, explain: bool, audit_log: str | None, **kw: Any) -> int:
     return 0 if result.feasible else 3
 
 
+SWEEP_COLUMNS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "gpus", "quantization",
+                 "kv_cache_dtype", "max_model_len", "gpu_memory_utilization", "fits", "kv_cache_tokens",
+                 "max_concurrency", "weights_bytes", "kv_cache_bytes", "effective_concurrency", "itl_ms", "ttft_ms",
+                 "decode_tokens_per_s_per_request", "output_tokens_per_s_total", "forbidden")
+
+
+def _int_list(flag: str, text: str | None) -> list[int] | None:
+    from planner.errors import InputError
+
+    if not text:
+        return None
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{flag}: expected comma-separated integers like 8192,32768 (got {text!r})") from None
+    if not values or min(values) < 1:
+        raise InputError(f"{flag}: every value must be a positive integer (got {text!r})")
+    return values
+
+
+@cli.command()
+@_plan_options
+@click.option("--max-model-lens", help="Also try these context lengths, comma-separated (e.g. 8192,32768,131072).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the rows as CSV.")
+def sweep(max_model_lens: str | None, as_json: bool, as_csv: bool, **kw: Any) -> int:
+    """Every configuration the planner considers, with memory and speed, best first under --mode."""
+    from planner.app import sweep as run_sweep
+
+    lens = _int_list("--max-model-lens", max_model_lens)
+    rows = run_sweep(_request(kw), max_model_lens=lens)
+    if as_json:
+        from planner.render.json import render_json
+
+        click.echo(render_json({"mode": kw["mode"], "rows": rows}))
+        return 0
+    if as_csv:
+        import csv
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(SWEEP_COLUMNS)
+        for r in rows:
+            w.writerow(["; ".join(r[c]) if c == "forbidden" else ("" if r[c] is None else r[c])
+                        for c in SWEEP_COLUMNS])
+        return 0
+    from planner.render.console import render_sweep
+
+    render_sweep(rows, kw["mode"])
+    return 0
+
+
 @cli.command()
 @_plan_options
 @click.option("--output-dir", "-o", "output_dir", required=True, type=click.Path(),

@@ -1,19 +1,31 @@
-"""Roofline performance model: decode step time, prefill rate, TTFT and throughput.
+"""Roofline performance model: decode step time, prefill rate, and a steady-state serving point.
 
-Pure: no I/O. Every efficiency is a rule-pack param (decode_bw_efficiency, compute_mfu,
-decode_step_overhead_ms, tp_allreduce_us_per_layer_*, perf_rel_low/high).
+Pure: no I/O. Every efficiency and factor is a rule-pack param (rules/core/pack.yaml, "performance
+model"), fitted on shared/calibration/ by benchmarks/perf_accuracy.py --fit.
 
-Decode step (one replica, one pipeline stage):
-    t = (weights + batch x ctx x kv_bytes_per_token) / (bandwidth x eff)      memory time
-      + 2 x active_params_per_gpu x batch / (peak x mfu)                      compute time
-      + overhead + layers x all-reduce (TP > 1)
-Memory and compute are added, not overlapped: on the H100 anchor (shared/calibration/
-h100_decode_measured.json, Llama-3.1-8B bf16) this predicts 10.8 / 14.7 / 22.6 ms at batch
-64 / 128 / 256 (ctx 1024) against 10.9 / 15.0 / 23.5 ms measured. Issue 6 calibrates the rest.
+Decode step of one pipeline stage at `batch` running sequences of `ctx` tokens:
+    memory   = (dense weights + routed experts the batch touches) / (HBM bw x eff x quant factor)
+               + batch x ctx x kv_bytes_per_token / (HBM bw x eff)
+    compute  = (2 x dense active params x batch + 4 x layers x heads x head_dim x batch x ctx) / (peak x compute_mfu)
+               + 2 x routed-expert active params x batch / (peak x moe_compute_mfu)   (grouped GEMMs)
+    comm     = per layer: TP all-reduce latency on the link x (TP - 1) + ring traffic of batch x hidden activations
+    fixed    = per layer (kernels too short to reach the roofline) + per MoE layer (routing, permutation)
+    step     = pp x (memory + compute + comm + fixed) x (1 + bubble) + pp sends + per-step overhead
+Memory and compute are added, not overlapped (the H100 anchor in h100_decode_measured.json is
+fitted within a few percent this way up to batch 256).
+
+Serving at concurrency C (closed loop: each client sends its next request when one finishes):
+    batch    = min(C per replica, max_num_seqs, KV cache tokens / (input + output/2))
+    ITL      = decode step(batch) + the prompts of the other batch-1 sequences, spread over their outputs
+    TTFT     = own chunked prefill (each chunk rides with the running decodes) + the expected part of
+               other prompts already being prefilled + half a running step + the serving path's fixed
+               cost + queueing when C exceeds what vLLM runs
+    total    = batch x replicas x output_len / (TTFT + (output_len - 1) x ITL)
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,14 +46,23 @@ class PerfInputs:
     pp: int
     dp: int
     bandwidth_bytes_per_s: float | None
-    peak_flops: float | None  # dense FLOP/s in the compute dtype
-    interconnect: str
+    peak_flops: float | None  # dense FLOP/s in the dtype the matmuls run in (bf16, fp8, fp4)
+    interconnect: str  # nvlink | pcie | ... (the link the TP group uses)
     concurrency: int
     input_len: int
     output_len: int
     max_num_seqs: int
     max_num_batched_tokens: int
     kv_cache_tokens: int  # per replica
+    hidden_size: int = 0
+    act_bytes: int = 2
+    expert_bytes_per_gpu: int = 0  # routed-expert part of weights_bytes_per_gpu (MoE)
+    num_experts: int = 0
+    experts_per_token: int = 0
+    active_expert_params: int = 0  # routed-expert parameters one token uses (top-k of E), all layers
+    num_moe_layers: int = 0
+    link_bandwidth_bytes_per_s: float | None = None  # per GPU, both directions summed
+    nodes: int = 1
 
 
 @dataclass(frozen=True)
@@ -56,63 +77,192 @@ class PerfResult:
     assumptions: tuple[str, ...]
 
 
+def kv_bound(inp: PerfInputs) -> int:
+    """Sequences the KV cache holds at once: vLLM allocates blocks as tokens arrive, so a running
+    sequence holds on average its prompt plus half its output."""
+    return max(1, inp.kv_cache_tokens // max(1, inp.input_len + inp.output_len // 2))
+
+
 def batch_per_replica(inp: PerfInputs) -> int:
     """Sequences vLLM keeps running per replica: bounded by the request, max_num_seqs and KV capacity."""
     per_replica = cdiv(inp.concurrency, inp.dp)
-    tokens_per_seq = inp.input_len + inp.output_len
-    kv_bound = max(1, inp.kv_cache_tokens // max(1, tokens_per_seq))
-    return max(1, min(per_replica, inp.max_num_seqs, kv_bound))
+    return max(1, min(per_replica, inp.max_num_seqs, kv_bound(inp)))
+
+
+def touched_expert_fraction(inp: PerfInputs, tokens: int) -> float:
+    """Expected share of routed experts a step reads when `tokens` tokens each pick top-k of E (uniform routing)."""
+    if inp.num_experts <= 0 or inp.experts_per_token <= 0:
+        return 1.0
+    miss = 1.0 - inp.experts_per_token / inp.num_experts
+    return 1.0 - miss ** max(1, tokens)
+
+
+def _link_us(inp: PerfInputs, params: dict[str, Any]) -> float:
+    key = f"tp_allreduce_us_per_layer_{inp.interconnect}"
+    return float(params.get(key, params["tp_allreduce_us_per_layer_pcie"]))
+
+
+def allreduce_ms(inp: PerfInputs, tokens: int, params: dict[str, Any]) -> float:
+    """TP all-reduces of one stage (two per layer): a latency per layer and per peer GPU (the ring's steps grow
+    with TP - 1) plus ring traffic over the link."""
+    if inp.tp <= 1:
+        return 0.0
+    layers = inp.num_layers / inp.pp
+    latency_ms = _link_us(inp, params) * (inp.tp - 1) * layers / 1000
+    traffic_ms = 0.0
+    if inp.link_bandwidth_bytes_per_s:
+        per_dir = inp.link_bandwidth_bytes_per_s / 2
+        ring = 2 * (inp.tp - 1) / inp.tp * tokens * inp.hidden_size * inp.act_bytes
+        traffic_ms = 2 * layers * ring / per_dir * 1000
+    return latency_ms + traffic_ms
+
+
+def _pp_ms(inp: PerfInputs, params: dict[str, Any]) -> float:
+    """Activation hand-offs between pipeline stages (network when the pipeline spans nodes)."""
+    if inp.pp <= 1:
+        return 0.0
+    key = "pp_send_us_network" if inp.nodes > 1 else "pp_send_us_intranode"
+    return (inp.pp - 1) * float(params[key]) / 1000
+
+
+def stage_decode_ms(inp: PerfInputs, batch: int, ctx: int, params: dict[str, Any]) -> float:
+    """One decode step of one pipeline stage (ms): memory time + compute time + TP communication."""
+    assert inp.bandwidth_bytes_per_s and inp.peak_flops
+    bw = inp.bandwidth_bytes_per_s * params["decode_bw_efficiency"]
+    dense = inp.weights_bytes_per_gpu - inp.expert_bytes_per_gpu
+    experts = inp.expert_bytes_per_gpu * touched_expert_fraction(inp, batch)
+    mem_s = (dense + experts) / (bw * params["quant_bw_factor"]) + batch * ctx * inp.kv_bytes_per_token_per_gpu / bw
+    dense = 2 * (inp.active_params - inp.active_expert_params) / (inp.tp * inp.pp) * batch
+    routed = 2 * inp.active_expert_params / (inp.tp * inp.pp) * batch
+    attention = 4 * inp.num_layers / inp.pp * inp.num_attention_heads / inp.tp * inp.head_dim * batch * ctx
+    compute_s = ((dense + attention) / params["compute_mfu"] + routed / params["moe_compute_mfu"]) / inp.peak_flops
+    layers_us = (inp.num_layers * params["decode_layer_overhead_us"]
+                 + inp.num_moe_layers * params["moe_layer_overhead_us"]) / inp.pp
+    return (mem_s + compute_s) * 1000 + allreduce_ms(inp, batch, params) + layers_us / 1000
 
 
 def decode_step_ms(inp: PerfInputs, batch: int, ctx: int, params: dict[str, Any]) -> float:
-    """One decode step of the whole pipeline (ms) at `batch` sequences with `ctx` tokens of context."""
+    """One decode step of the whole pipeline (ms): with PP the running batch is split into pp
+    micro-batches that follow each other through the stages, so a token waits for all pp stages."""
+    micro = max(1, cdiv(batch, inp.pp))
+    stages = inp.pp * stage_decode_ms(inp, micro, ctx, params) * (1 + (params["pp_bubble_fraction"] if inp.pp > 1
+                                                                        else 0.0))
+    return stages + _pp_ms(inp, params) + params["decode_step_overhead_ms"]
+
+
+def prefill_ms(inp: PerfInputs, tokens: int, prompt_len: int, params: dict[str, Any]) -> float:
+    """Time (ms) to push `tokens` prompt tokens (of prompts `prompt_len` long) through all stages:
+    linear and causal attention FLOPs at the prefill MFU, never faster than reading the weights once."""
     assert inp.bandwidth_bytes_per_s and inp.peak_flops
-    bw = inp.bandwidth_bytes_per_s * params["decode_bw_efficiency"]
-    mem_s = (inp.weights_bytes_per_gpu + batch * ctx * inp.kv_bytes_per_token_per_gpu) / bw
-    flops = 2 * inp.active_params / (inp.tp * inp.pp) * batch
-    compute_s = flops / (inp.peak_flops * params["compute_mfu"])
-    comm_ms = 0.0
-    if inp.tp > 1:
-        key = "tp_allreduce_us_per_layer_nvlink" if inp.interconnect == "nvlink" else "tp_allreduce_us_per_layer_pcie"
-        comm_ms = params[key] * inp.num_layers / inp.pp / 1000
-    stage_ms = (mem_s + compute_s) * 1000 + comm_ms
-    return stage_ms * inp.pp + params["decode_step_overhead_ms"]
+    linear = 2 * inp.active_params * tokens
+    attention = 2 * inp.num_layers * inp.num_attention_heads * inp.head_dim * prompt_len * tokens  # causal half
+    compute_s = (linear + attention) / inp.tp / (inp.peak_flops * params["prefill_mfu"])
+    weights_s = inp.weights_bytes_per_gpu * inp.pp / (inp.bandwidth_bytes_per_s * params["decode_bw_efficiency"])
+    return max(compute_s, weights_s) * 1000 + allreduce_ms(inp, tokens, params) * inp.pp
 
 
 def prefill_tokens_per_s(inp: PerfInputs, params: dict[str, Any]) -> float:
-    """Prefill rate of one replica: linear FLOPs plus causal attention FLOPs at this prompt length."""
+    """Prefill throughput of one replica at full chunks (pipeline stages work on different chunks at once)."""
+    chunk = max(1, min(inp.input_len, inp.max_num_batched_tokens))
+    return chunk / prefill_ms(inp, chunk, inp.input_len, params) * 1000 * inp.pp
+
+
+def prompt_token_ms(inp: PerfInputs, params: dict[str, Any]) -> float:
+    """Marginal latency (ms) of one prompt token riding in decode steps through all stages: its FLOPs only,
+    since the steps read the weights anyway."""
     assert inp.peak_flops
-    linear = 2 * inp.active_params
-    attention = 2 * inp.num_layers * inp.num_attention_heads * inp.head_dim * inp.input_len  # QK^T and PV, causal half
-    per_token = (linear + attention) / (inp.tp * inp.pp)
-    return inp.peak_flops * params["compute_mfu"] / per_token / inp.pp
+    flops = 2 * inp.active_params + 2 * inp.num_layers * inp.num_attention_heads * inp.head_dim * inp.input_len
+    return flops / inp.tp / (inp.peak_flops * params["prefill_mfu"]) * 1000
+
+
+@dataclass(frozen=True)
+class ServingPoint:
+    """The closed-loop operating point of one replica (times in ms)."""
+
+    batch: int
+    ctx: int
+    decode_ms: float
+    itl_ms: float
+    ttft_ms: float
+    queue_ms: float
+    chunks: int
+    chunk: int
+
+
+def serving_point(inp: PerfInputs, params: dict[str, Any]) -> ServingPoint:
+    """ITL and TTFT of one replica running `batch` sequences with the other sequences' prompts interleaved
+    (chunked prefill; with the V0 engine's unchunked prefill they pause the decodes instead)."""
+    batch = batch_per_replica(inp)
+    ctx = inp.input_len + inp.output_len // 2
+    decode = decode_step_ms(inp, batch, ctx, params)
+    per_prompt_token = prompt_token_ms(inp, params)
+    chunked = bool(params["chunked_prefill"])
+    # The other batch-1 sequences each prefill input_len tokens per output_len decode steps: riding in decode
+    # steps (chunked prefill), or (V0 engine) in prefill-only steps that pause the decodes.
+    prompt_ms = inp.input_len * per_prompt_token if chunked else prefill_ms(inp, inp.input_len, inp.input_len, params)
+    shared_ms = prompt_ms / inp.pp  # one prompt's share of a pipeline cycle: each stage does 1/pp of its work
+    itl = decode + (batch - 1) / inp.output_len * shared_ms
+    chunk = max(1, min(inp.input_len, inp.max_num_batched_tokens - (batch - 1))) if chunked else inp.input_len
+    chunks = cdiv(inp.input_len, chunk)
+    if not chunked:
+        own = prompt_ms
+    elif batch > 1:  # each chunk rides in a step of the other decodes: one weight read, the chunk's FLOPs on top
+        own = chunks * decode_step_ms(inp, batch - 1, ctx, params) + inp.input_len * per_prompt_token
+    else:
+        full, rest = divmod(inp.input_len, chunk)
+        own = full * prefill_ms(inp, chunk, inp.input_len, params)
+        own += prefill_ms(inp, rest, inp.input_len, params) if rest else 0.0
+    service = own + (inp.output_len - 1) * itl
+    # Other sequences are mid-prefill for own/service of their lifetime; on average half of theirs is left.
+    ahead = (batch - 1) * min(1.0, own / service) * shared_ms / 2
+    # A new request waits on average half a running step before it is scheduled, plus the serving path's
+    # fixed cost (HTTP, tokenization, detokenizing the first token).
+    ttft = own + ahead + (decode / 2 if batch > 1 else 0.0) + params["ttft_overhead_ms"]
+    running = batch * inp.dp
+    queue = (inp.concurrency / running - 1) * (ttft + (inp.output_len - 1) * itl) if inp.concurrency > running else 0.0
+    return ServingPoint(batch=batch, ctx=ctx, decode_ms=decode, itl_ms=itl, ttft_ms=ttft + queue, queue_ms=queue,
+                        chunks=chunks, chunk=chunk)
 
 
 def estimate(inp: PerfInputs, params: dict[str, Any]) -> PerfResult | None:
     """Speeds at the requested operating point, or None when the GPU's bandwidth/FLOPs are unknown."""
     if not inp.bandwidth_bytes_per_s or not inp.peak_flops:
         return None
-    batch = batch_per_replica(inp)
-    ctx = inp.input_len + inp.output_len // 2
-    itl = decode_step_ms(inp, batch, ctx, params)
-    prefill = prefill_tokens_per_s(inp, params)
-    chunk = min(inp.input_len, inp.max_num_batched_tokens)
-    chunks = cdiv(inp.input_len, inp.max_num_batched_tokens)
-    others = max(0, batch - 1)
-    per_chunk_ms = chunk / prefill * 1000 + (decode_step_ms(inp, others, ctx, params) if others else 0.0)
-    ttft = chunks * per_chunk_ms
+    sp = serving_point(inp, params)
+    running = min(inp.concurrency, sp.batch * inp.dp)
+    service_ms = sp.ttft_ms - sp.queue_ms + (inp.output_len - 1) * sp.itl_ms
+    total = running * inp.output_len / service_ms * 1000
     assumptions = [
-        f"{batch} sequences per replica decode together (concurrency {inp.concurrency} over {inp.dp} replica(s), "
-        f"max_num_seqs {inp.max_num_seqs}, KV room for {inp.kv_cache_tokens // max(1, inp.input_len + inp.output_len)}"
-        " full requests)",
-        f"average decode context {ctx} tokens (input + half the output)",
-        f"prompts prefilled in {chunks} chunk(s) of up to {inp.max_num_batched_tokens} tokens, each sharing a step"
-        " with the running decodes",
+        f"{sp.batch} sequences per replica decode together (concurrency {inp.concurrency} over {inp.dp} replica(s), "
+        f"max_num_seqs {inp.max_num_seqs}, KV room for {kv_bound(inp)} sequences at input + half the output)",
+        f"average decode context {sp.ctx} tokens (input + half the output)",
+        f"closed loop: each finished request is replaced at once, so {sp.batch - 1} other prompts of "
+        f"{inp.input_len} tokens are prefilled during each request's {inp.output_len} decode steps",
+        f"own prompt prefilled in {sp.chunks} chunk(s) of up to {sp.chunk} tokens (max_num_batched_tokens "
+        f"{inp.max_num_batched_tokens} less the running decodes), each sharing a step with them"
+        if params["chunked_prefill"] else "no chunked prefill (V0 engine): each prompt runs in a step of its own",
     ]
+    if sp.queue_ms > 0:
+        assumptions.append(f"{inp.concurrency - running} request(s) wait for a free slot: "
+                           f"{sp.queue_ms:,.0f} ms of queueing included in TTFT")
+    if inp.num_experts:
+        assumptions.append(f"MoE: a decode step reads {touched_expert_fraction(inp, sp.batch):.0%} of the routed "
+                           f"experts ({inp.experts_per_token} of {inp.num_experts} per token, uniform routing)")
+    if inp.pp > 1:
+        assumptions.append(f"pipeline: {inp.pp} stages, micro-batches of {cdiv(sp.batch, inp.pp)}, bubble "
+                           f"{params['pp_bubble_fraction']:.0%}")
     return PerfResult(
-        itl_ms=itl, ttft_ms=ttft, decode_tokens_per_s_per_request=1000.0 / itl,
-        output_tokens_per_s_total=min(inp.concurrency, batch * inp.dp) * 1000.0 / itl,
-        prefill_tokens_per_s=prefill * inp.dp,
-        effective_concurrency=min(inp.concurrency, batch * inp.dp), batch_per_replica=batch,
-        assumptions=tuple(assumptions),
+        itl_ms=sp.itl_ms, ttft_ms=sp.ttft_ms, decode_tokens_per_s_per_request=1000.0 / sp.itl_ms,
+        output_tokens_per_s_total=total, prefill_tokens_per_s=prefill_tokens_per_s(inp, params) * inp.dp,
+        effective_concurrency=running, batch_per_replica=sp.batch, assumptions=tuple(assumptions),
     )
+
+
+def ranges(value: float, low: float, high: float) -> dict[str, float]:
+    """{low, expected, high} from the calibrated ratio band measured/predicted (low <= 1 <= high)."""
+    return {"low": round(value * low, 3), "expected": round(value, 3), "high": round(value * high, 3)}
+
+
+def log_ratio(measured: float, predicted: float) -> float:
+    """Residual used for fitting and range widths: symmetric in over- and under-prediction."""
+    return math.log(measured / predicted)

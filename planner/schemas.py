@@ -182,6 +182,25 @@ class Alternative(_Model):
     weights_bytes: int
     itl_ms: float | None = None
     output_tokens_per_s_total: float | None = None
+    # issue 6: what differs from the chosen configuration, and its speed at the same workload
+    change: str = ""
+    gpus: int = 0
+    quantization: str | None = None
+    max_model_len: int = 0
+    ttft_ms: float | None = None
+
+
+class Fix(_Model):
+    """One single change that makes an infeasible plan fit, re-sized with the same accounting (issue 6)."""
+
+    change: str
+    flags: str
+    fits: bool
+    kv_cache_tokens: int
+    max_concurrency: float
+    weights_bytes: int
+    kv_cache_bytes: int
+    detail: str
 
 
 class Dropped(_Model):
@@ -225,6 +244,7 @@ class PlanResponse(_Model):
     audit: dict[str, Any]
     warnings: list[PlanWarning]
     alternatives: list[Alternative]
+    fixes: list[Fix] = Field(default_factory=list, description="When infeasible: single changes that make it fit.")
     dropped: list[Dropped] = Field(default_factory=list, description="Candidates removed by sizing rules.")
     launch: LaunchOut | None = Field(default=None, description="Deployment shape (nodes, groups, Ray).")
     serve_command: str

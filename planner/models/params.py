@@ -403,6 +403,11 @@ def _active_params(arch: ModelArch) -> int:
     return total_params(arch) - unused * n_moe_layers
 
 
+def routed_expert_params(arch: ModelArch) -> int:
+    """Routed-expert weights over all layers (the part of an MoE a decode step reads only where routed)."""
+    return _memo("experts", arch, lambda a: sum(layer_params(a, i).expert for i in range(a.num_layers)))
+
+
 def mtp_params(arch: ModelArch) -> int:
     """Parameters of the multi-token-prediction layers a DeepSeek-V3 checkpoint stores after the main
     layers (`num_nextn_predict_layers`): one MoE decoder layer plus enorm, hnorm, eh_proj (2H -> H) and

@@ -95,6 +95,8 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
         c.print(f"  ITL {_r(perf.itl_ms, 'ms')}   TTFT {_r(perf.ttft_ms, 'ms')}")
         c.print(f"  decode {_r(perf.decode_tokens_per_s_per_request, 'tok/s/request')}   "
                 f"output {_r(perf.output_tokens_per_s_total, 'tok/s total', 0)}")
+        for a in perf.assumptions:
+            c.print(f"  [dim]- {a}[/]", highlight=False)
     c.print("[bold]Serve:[/]")
     c.print(f"  {p.serve_command}", soft_wrap=True, markup=False)
     if p.launch is not None and p.launch.multi_node:
@@ -105,14 +107,20 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
         c.print(f"  note: {n}", markup=False)
     for w_ in p.warnings:
         c.print(f"[yellow]warning[/] {w_.code}: {w_.message}" + (f"  [dim]({w_.rule})[/]" if w_.rule else ""))
+    if p.fixes:
+        c.print("[bold]To make it fit[/] (one change each, re-sized with the same accounting):")
+        for f in p.fixes:
+            c.print(f"  {f.change}: {f.flags}  ->  {f.detail}", markup=False)
     if p.alternatives:
-        at = Table(title="Alternatives considered", header_style="bold")
-        for col in ("TP", "PP", "DP", "KV dtype", "fits", "KV tokens", "ITL ms", "tok/s total", "note"):
+        at = Table(title="Alternatives considered (best first for this mode)", header_style="bold")
+        for col in ("change", "TP", "PP", "DP", "weights", "KV dtype", "fits", "KV tokens", "ITL ms", "TTFT ms",
+                    "tok/s total", "note"):
             at.add_column(col)
         for a in p.alternatives:
-            at.add_row(str(a.tensor_parallel_size), str(a.pipeline_parallel_size), str(a.data_parallel_size),
-                       a.kv_cache_dtype, "yes" if a.fits else "no", f"{a.kv_cache_tokens:,}",
-                       f"{a.itl_ms:.1f}" if a.itl_ms else "-",
+            at.add_row(a.change, str(a.tensor_parallel_size), str(a.pipeline_parallel_size),
+                       str(a.data_parallel_size), a.quantization or "as is", a.kv_cache_dtype,
+                       "yes" if a.fits else "no", f"{a.kv_cache_tokens:,}",
+                       f"{a.itl_ms:.1f}" if a.itl_ms else "-", f"{a.ttft_ms:,.0f}" if a.ttft_ms else "-",
                        f"{a.output_tokens_per_s_total:,.0f}" if a.output_tokens_per_s_total else "-",
                        "; ".join(a.forbidden))
         c.print(at)
@@ -151,6 +159,21 @@ def render_detect(data: dict[str, Any], console: Console | None = None) -> None:
         t.add_row(str(g["index"]), g["name"], _g(g["memory_total_bytes"]), _g(g["memory_used_bytes"]),
                   g.get("compute_capability") or "-", g.get("catalog_id") or "-")
     c.print(t)
+
+
+def render_sweep(rows: list[dict[str, Any]], mode: str, console: Console | None = None) -> None:
+    """The sweep table, best first under the mode's objective."""
+    def num(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    render_rows(f"{len(rows)} configurations, best first for mode {mode}",
+                ["TP", "PP", "DP", "weights", "KV", "max len", "fits", "KV tokens", "runs", "ITL ms", "TTFT ms",
+                 "tok/s/req", "tok/s total", "dropped by"],
+                [[str(r["tensor_parallel_size"]), str(r["pipeline_parallel_size"]), str(r["data_parallel_size"]),
+                  r["quantization"] or "as is", r["kv_cache_dtype"], f"{r['max_model_len']:,}",
+                  "yes" if r["fits"] else "no", f"{r['kv_cache_tokens']:,}", num(r["effective_concurrency"], "d"),
+                  num(r["itl_ms"], ".1f"), num(r["ttft_ms"], ",.0f"), num(r["decode_tokens_per_s_per_request"], ".0f"),
+                  num(r["output_tokens_per_s_total"], ",.0f"), "; ".join(r["forbidden"])] for r in rows], console)
 
 
 def render_rows(title: str, columns: list[str], rows: list[list[str]], console: Console | None = None) -> None:
