@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan d97d8243beaa, vLLM 0.33.0, rule packs core@0.1.0 (69da29766c9b)
+# vllm-planner 0.1.0, plan a7d05be50c85, vLLM 0.33.0, rule packs core@0.2.0 (a99964714b78)
 # Measures the running server at the planned workload and compares it with the plan.
 set -euo pipefail
 
 BASE_URL="${BASE_URL:-http://localhost:8000}"
-RESULT="${RESULT:-benchmark-d97d8243beaa.json}"
+RESULT="${RESULT:-benchmark-a7d05be50c85.json}"
 
 echo "waiting for ${BASE_URL}/health ..." >&2
 python3 - "$BASE_URL" <<'PY'
@@ -24,7 +24,7 @@ ${VLLM:-vllm} bench serve --backend vllm --base-url "${BASE_URL}" --model deepse
 
 python3 - "$RESULT" <<'PY'
 import json, sys
-planned = {"itl_ms": {"expected": 24.432, "high": 30.54, "low": 18.324}, "output_tokens_per_s_total": {"expected": 40.929, "high": 51.162, "low": 30.697}, "ttft_ms": {"expected": 179.779, "high": 224.724, "low": 134.834}}
+planned = {"itl_ms": {"expected": 5.478, "high": 6.306, "low": 4.794}, "output_tokens_per_s_total": {"expected": 171.157, "high": 191.867, "low": 98.073}, "ttft_ms": {"expected": 98.701, "high": 179.241, "low": 54.582}}
 m = json.load(open(sys.argv[1]))
 rows = [('ITL ms (median)', m.get('median_itl_ms'), planned['itl_ms']),
         ('TTFT ms (median)', m.get('median_ttft_ms'), planned['ttft_ms']),

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan 1ca9bff38a11, vLLM 0.33.0, rule packs core@0.1.0 (69da29766c9b)
+# vllm-planner 0.1.0, plan 3c326ad1fe57, vLLM 0.33.0, rule packs core@0.2.0 (a99964714b78)
 # Measures the running server at the planned workload and compares it with the plan.
 set -euo pipefail
 
 BASE_URL="${BASE_URL:-http://localhost:8000}"
-RESULT="${RESULT:-benchmark-1ca9bff38a11.json}"
+RESULT="${RESULT:-benchmark-3c326ad1fe57.json}"
 
 echo "waiting for ${BASE_URL}/health ..." >&2
 python3 - "$BASE_URL" <<'PY'
@@ -24,7 +24,7 @@ ${VLLM:-vllm} bench serve --backend vllm --base-url "${BASE_URL}" --model meta-l
 
 python3 - "$RESULT" <<'PY'
 import json, sys
-planned = {"itl_ms": {"expected": 15.458, "high": 19.322, "low": 11.593}, "output_tokens_per_s_total": {"expected": 64.692, "high": 80.865, "low": 48.519}, "ttft_ms": {"expected": 81.898, "high": 102.372, "low": 61.423}}
+planned = {"itl_ms": {"expected": 20.657, "high": 23.776, "low": 18.075}, "output_tokens_per_s_total": {"expected": 47.624, "high": 53.386, "low": 27.289}, "ttft_ms": {"expected": 107.986, "high": 196.102, "low": 59.716}}
 m = json.load(open(sys.argv[1]))
 rows = [('ITL ms (median)', m.get('median_itl_ms'), planned['itl_ms']),
         ('TTFT ms (median)', m.get('median_ttft_ms'), planned['ttft_ms']),

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan 15411d153fbf, vLLM 0.11.0, rule packs core@0.1.0 (69da29766c9b)
+# vllm-planner 0.1.0, plan e005dbcb8172, vLLM 0.11.0, rule packs core@0.2.0 (a99964714b78)
 # Measures the running server at the planned workload and compares it with the plan.
 set -euo pipefail
 
 BASE_URL="${BASE_URL:-http://localhost:8000}"
-RESULT="${RESULT:-benchmark-15411d153fbf.json}"
+RESULT="${RESULT:-benchmark-e005dbcb8172.json}"
 
 echo "waiting for ${BASE_URL}/health ..." >&2
 python3 - "$BASE_URL" <<'PY'
@@ -24,7 +24,7 @@ ${VLLM:-vllm} bench serve --backend vllm --base-url "${BASE_URL}" --model Qwen/Q
 
 python3 - "$RESULT" <<'PY'
 import json, sys
-planned = {"itl_ms": {"expected": 29.646, "high": 37.058, "low": 22.235}, "output_tokens_per_s_total": {"expected": 269.851, "high": 337.313, "low": 202.388}, "ttft_ms": {"expected": 496.878, "high": 621.098, "low": 372.659}}
+planned = {"itl_ms": {"expected": 29.049, "high": 33.435, "low": 25.418}, "output_tokens_per_s_total": {"expected": 267.718, "high": 300.112, "low": 153.403}, "ttft_ms": {"expected": 455.692, "high": 827.536, "low": 251.997}}
 m = json.load(open(sys.argv[1]))
 rows = [('ITL ms (median)', m.get('median_itl_ms'), planned['itl_ms']),
         ('TTFT ms (median)', m.get('median_ttft_ms'), planned['ttft_ms']),
