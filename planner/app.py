@@ -320,11 +320,39 @@ def _settings_from(decisions: dict[str, Decision], prev: Settings, cands: list[C
                     kv_cache_dtype=str(val("kv_cache_dtype", prev.kv_cache_dtype)), layout=layout)
 
 
+def _launchable(ctx: PlanContext, lays: list[Layout]) -> list[Layout]:
+    """The layouts the target vLLM version can launch on this cluster shape: where it lacks the flags
+    (or vLLM the support) for a layout's data parallelism, the layout runs one replica instead."""
+    out: list[Layout] = []
+    for lay in lays:
+        if not _launch_ok(ctx, lay):
+            lay = Layout(tp=lay.tp, pp=lay.pp, dp=1)
+            if not _launch_ok(ctx, lay):
+                continue
+        if lay not in out:
+            out.append(lay)
+    return out
+
+
+def _launch_ok(ctx: PlanContext, lay: Layout) -> bool:
+    from planner.artifacts.flags import flag_exists
+
+    cfg = {"tensor_parallel_size": lay.tp, "pipeline_parallel_size": lay.pp, "data_parallel_size": lay.dp}
+    try:
+        lo = plan_launch(cfg, nodes=ctx.hw.nodes, gpus_per_node=ctx.hw.gpus_per_node, is_moe=ctx.arch.is_moe,
+                         model=ctx.arch.name)
+    except InputError:
+        return False
+    needed = (["--data-parallel-size"] if lo.data_parallel_in_engine > 1 else []) + \
+        (["--data-parallel-size-local", "--data-parallel-backend"] if lo.data_parallel_local else [])
+    return all(flag_exists(flag, ctx.version) for flag in needed)
+
+
 def _settle(ctx: PlanContext, base_facts: list[dict[str, Any]]
             ) -> tuple[dict[str, Decision], list[Candidate], Settings]:
     req, arch, hw = ctx.req, ctx.arch, ctx.hw
-    lays = layouts(arch, total_gpus=hw.count, gpus_per_node=hw.gpus_per_node, nodes=hw.nodes,
-                   tp=req.pinned.tensor_parallel_size, pp=req.pinned.pipeline_parallel_size)
+    lays = _launchable(ctx, layouts(arch, total_gpus=hw.count, gpus_per_node=hw.gpus_per_node, nodes=hw.nodes,
+                                    tp=req.pinned.tensor_parallel_size, pp=req.pinned.pipeline_parallel_size))
     if not lays:
         pin_tp, pin_pp = req.pinned.tensor_parallel_size, req.pinned.pipeline_parallel_size
         reason = (tp_is_valid(arch, pin_tp) if pin_tp else None) or (pp_is_valid(arch, pin_pp) if pin_pp else None)
@@ -857,8 +885,9 @@ def sweep(req: PlanRequest, *, max_model_lens: list[int] | None = None, utilizat
     s0 = _initial_settings(ctx)
     lens = max_model_lens or [ctx.target_len]
     utils = utilizations or [s0.util]
-    lays = layouts(ctx.arch, total_gpus=ctx.hw.count, gpus_per_node=ctx.hw.gpus_per_node, nodes=ctx.hw.nodes,
-                   tp=req.pinned.tensor_parallel_size, pp=req.pinned.pipeline_parallel_size)
+    lays = _launchable(ctx, layouts(ctx.arch, total_gpus=ctx.hw.count, gpus_per_node=ctx.hw.gpus_per_node,
+                                    nodes=ctx.hw.nodes, tp=req.pinned.tensor_parallel_size,
+                                    pp=req.pinned.pipeline_parallel_size))
     kv_opts = _kv_options(req.pinned.kv_cache_dtype, bool(ctx.hw.spec and ctx.hw.spec.fp8_supported))
     weights: list[tuple[str | None, float | None]] = [(ctx.quant, None)]
     fp8 = None if req.pinned.quantization else _fp8_weights(ctx)

@@ -108,6 +108,7 @@ _PINNED_KEYS = {"tp": "tensor_parallel_size", "pp": "pipeline_parallel_size", "d
                 "gpu_memory_utilization": "gpu_memory_utilization", "max_model_len": "max_model_len",
                 "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
                 "enforce_eager": "enforce_eager", "enable_expert_parallel": "enable_expert_parallel"}
+_HARDWARE_KEYS = {"gpu", "vram_gib", "from_file"}
 _REQUEST_KEYS = ("model", "gpu", "vram_gib", "from_file", "ignore_used", "gpus", "nodes", "gpus_per_node",
                  "concurrency", "input_len", "output_len", "mode", "vllm_version", "rules")
 
@@ -130,6 +131,10 @@ def _request(kw: dict[str, Any]) -> Any:
 
         data = read_profile(Path(kw["profile"]))
         from_profile = set(data) | {f"pinned.{k}" for k in data.get("pinned") or {}}
+    if explicit & _HARDWARE_KEYS:  # the GPUs named on the command line replace the profile's, not mix with them
+        for key in _HARDWARE_KEYS | {"gpus", "gpus_per_node", "ignore_used"}:
+            if key not in explicit:
+                data.pop(key, None)
     for key in _REQUEST_KEYS:
         value = kw.get(key)
         if key in ("from_file", "rules"):

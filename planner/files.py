@@ -38,30 +38,30 @@ def write_tree(out: Path, files: dict[str, str], *, force: bool, marker: str) ->
     """Write `files` (relative path -> text) as the directory `out`, all or nothing.
 
     Everything is written into a temporary sibling directory and renamed into place, so a failure
-    leaves no partial output. An existing `out` is replaced only with `force`, and only when it is
-    empty or holds `marker` (a previous run's output): --force never deletes a directory it did not write.
+    leaves no partial output. An existing empty directory (a mount point, say) is filled in place.
+    A non-empty `out` is replaced only with `force`, and only when its `marker` (a JSON manifest with
+    `files`) shows an earlier run wrote every file in it: --force never deletes what it did not write.
     """
     import os
     import shutil
     import tempfile
 
     out = Path(out)
+    in_place = False
     if out.exists() or out.is_symlink():
         if not out.is_dir() or out.is_symlink():
             raise InputError(f"--output-dir {out}: exists and is not a directory")
         entries = list(out.iterdir())
+        in_place = not entries
         if entries and not force:
             raise InputError(f"--output-dir {out}: exists and is not empty; pass --force to replace it")
-        if entries and not (out / marker).is_file():
-            raise InputError(f"--output-dir {out}: not written by vllm-planner (no {marker}); "
-                             "refusing to replace it, even with --force")
+        if entries:
+            _check_owned(out, marker)
     parent = out.absolute().parent
-    created: list[Path] = []
-    for p in reversed([parent, *parent.parents]):
-        if not p.exists():
-            created.append(p)
+    created = [p for p in reversed([parent, *parent.parents]) if not p.exists()]
     tmp: Path | None = None
     backup: Path | None = None
+    moved: list[Path] = []
     try:
         for p in created:
             p.mkdir()
@@ -70,17 +70,22 @@ def write_tree(out: Path, files: dict[str, str], *, force: bool, marker: str) ->
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
-            if rel.endswith(".sh"):
-                target.chmod(0o755)
-            else:
-                target.chmod(0o644)
+            target.chmod(0o755 if rel.endswith(".sh") else 0o644)
         tmp.chmod(0o755)
-        if out.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
-            os.rename(out, backup / "old")
-        os.rename(tmp, out)
+        if in_place:
+            for entry in sorted(tmp.iterdir()):
+                os.rename(entry, out / entry.name)
+                moved.append(out / entry.name)
+            tmp.rmdir()
+        else:
+            if out.exists():
+                backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
+                os.rename(out, backup / "old")
+            os.rename(tmp, out)
         tmp = None
     except BaseException as e:  # interrupts too: never leave a half-written tree behind
+        for m in moved:
+            shutil.rmtree(m, ignore_errors=True) if m.is_dir() else m.unlink(missing_ok=True)
         if backup is not None and (backup / "old").exists() and not out.exists():
             os.rename(backup / "old", out)
         if tmp is not None:
@@ -93,3 +98,20 @@ def write_tree(out: Path, files: dict[str, str], *, force: bool, marker: str) ->
     finally:
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
+
+
+def _check_owned(out: Path, marker: str) -> None:
+    """Refuse to replace `out` unless its manifest lists every file in it."""
+    import json
+
+    try:
+        listed = set(json.loads((out / marker).read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputError(f"--output-dir {out}: not written by vllm-planner (no readable {marker}); "
+                         "refusing to replace it, even with --force") from None
+    present = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() or p.is_symlink()}
+    extra = sorted(present - listed - {marker})
+    if extra:
+        shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+        raise InputError(f"--output-dir {out}: holds files vllm-planner did not write ({shown}); "
+                         "move them or choose another directory; --force replaces only its own output")

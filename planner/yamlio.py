@@ -67,36 +67,41 @@ def load_yaml_text(text: str, source: str, *, fast: bool = False) -> Any:
 
 def shape_problem(doc: Any, *, max_values: int = 1_000_000, max_depth: int = 64) -> str | None:
     """Why `doc` is unsafe to walk, or None: more than `max_values` values once aliases are expanded
-    (an alias bomb), nesting deeper than `max_depth`, or a structure that contains itself. Shared
-    nodes are sized once, so this is linear in the document even when its expansion is exponential."""
-    sizes: dict[int, int] = {}
+    (an alias bomb), nesting deeper than `max_depth` (aliases included), or a structure that contains
+    itself. Each shared node is measured once (its expanded size and height), so this is linear in
+    the document even when its expansion is exponential."""
+    measured: dict[int, tuple[int, int]] = {}  # id -> (values once expanded, height)
     open_: set[int] = set()
 
     class Stop(Exception):  # noqa: N818 - control flow, never escapes
         pass
 
-    def size(node: Any, depth: int) -> int:
+    def measure(node: Any, depth: int) -> tuple[int, int]:
         if not isinstance(node, (dict, list)):
-            return 1
-        if depth > max_depth:
-            raise Stop(f"nested deeper than {max_depth} levels")
+            return 1, 0
         key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in open_:
-            raise Stop("an alias refers to itself (a recursive structure)")
-        open_.add(key)
-        total = 1
-        for child in (list(node.keys()) + list(node.values())) if isinstance(node, dict) else node:
-            total += size(child, depth + 1)
-            if total > max_values:
-                raise Stop(f"aliases expand to more than {max_values:,} values")
-        open_.discard(key)
-        sizes[key] = total
-        return total
+        if key in measured:
+            size, height = measured[key]
+        else:
+            if depth > max_depth:
+                raise Stop(f"nested deeper than {max_depth} levels")
+            if key in open_:
+                raise Stop("an alias refers to itself (a recursive structure)")
+            open_.add(key)
+            size, height = 1, 0
+            for child in (list(node.keys()) + list(node.values())) if isinstance(node, dict) else node:
+                s, h = measure(child, depth + 1)
+                size, height = size + s, max(height, h + 1)
+                if size > max_values:
+                    raise Stop(f"aliases expand to more than {max_values:,} values")
+            open_.discard(key)
+            measured[key] = (size, height)
+        if depth + height > max_depth:
+            raise Stop(f"nested deeper than {max_depth} levels")
+        return size, height
 
     try:
-        size(doc, 0)
+        measure(doc, 0)
     except Stop as e:
         return str(e)
     return None

@@ -12,6 +12,7 @@ from typing import Any
 from planner.schemas import PlanResponse
 
 HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
+MODELS_IN_CONTAINER = "/models"  # where a local model directory is mounted (read-only)
 MULTI_NODE_SCRIPT = "/vllm-workspace/examples/online_serving/multi-node-serving.sh"  # in vllm/vllm-openai images
 RAY_PORT = 6379  # Ray's default GCS port, as vLLM's multi-node-serving.sh uses it
 
@@ -49,8 +50,10 @@ def slug(model: str, limit: int = 40) -> str:
 
 
 def image(vllm_version: str) -> str:
-    """The vLLM OpenAI-server image for the version (tags are `v` + the release)."""
-    return f"vllm/vllm-openai:v{vllm_version}"
+    """The vLLM OpenAI-server image for the version (tags are `v` + the release; pre/dev builds use theirs)."""
+    from packaging.version import Version
+
+    return f"vllm/vllm-openai:v{Version(vllm_version).base_version}"  # 0.11.0rc1.dev5+g12 -> v0.11.0
 
 
 def gpu_product_label(gpu_name: str) -> str:

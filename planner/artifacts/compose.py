@@ -34,25 +34,34 @@ def _gpus(d: Deploy, count: int) -> dict[str, Any]:
 
 
 def _base(d: Deploy) -> dict[str, Any]:
+    volumes = [f"${{HF_CACHE_DIR:-~/.cache/huggingface}}:{HF_CACHE_IN_CONTAINER}"]
+    if d.local_dir:
+        volumes.append(_escape(f"{d.local_dir}:{d.container_model}:ro"))
     return {
         "image": image(d.stamp.vllm_version),
         "ipc": "host",
         "environment": {"HF_TOKEN": "${HF_TOKEN:-}"},
-        "volumes": [f"${{HF_CACHE_DIR:-~/.cache/huggingface}}:{HF_CACHE_IN_CONTAINER}"],
+        "volumes": volumes,
         "labels": d.stamp.labels(),
     }
+
+
+def _escape(value: str) -> str:
+    """Compose interpolates `$`; a literal one is written `$$`."""
+    return value.replace("$", "$$")
 
 
 def compose_yaml(d: Deploy) -> str:
     """The compose file's text."""
     if not d.launch.multi_node:
-        svc = {**_base(d), "entrypoint": ["vllm", "serve"], "command": [d.model, *d.args],
+        svc = {**_base(d), "entrypoint": ["vllm", "serve"],
+               "command": [_escape(a) for a in (d.container_model, *d.args)],
                "ports": [f"{d.port}:{d.port}"], "deploy": _gpus(d, d.launch.gpus_per_pod),
                "healthcheck": _health(d.port, d.startup_s), "restart": "unless-stopped"}
         doc = {"services": {"vllm": svc}}
         how = ["Start: docker compose up -d   (HF_TOKEN and HF_CACHE_DIR are read from the environment)"]
     else:
-        serve = shlex.join(["vllm", "serve", d.model, *d.args]).replace("$", "$$")
+        serve = _escape(shlex.join(["vllm", "serve", d.container_model, *d.args]))
         head_cmd = (f"bash {MULTI_NODE_SCRIPT} leader --ray_port={RAY_PORT} "
                     f"--ray_cluster_size={d.launch.nodes} && exec {serve}")
         worker_cmd = ('test -n "$$VLLM_HEAD_IP" || { echo "set VLLM_HEAD_IP to the head node address" >&2; exit 2; }; '

@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from planner.artifacts.common import Stamp
-from planner.artifacts.flags import flag_table
+from planner.artifacts.common import MODELS_IN_CONTAINER, Stamp
 from planner.artifacts.launch import Launch
 from planner.schemas import PlanRequest, PlanResponse
 from planner.units import GiB
@@ -24,8 +24,9 @@ class Deploy:
     plan: PlanResponse
     request: PlanRequest
     stamp: Stamp
-    model: str
+    model: str  # as the plan names it: a hub/catalog id, or an absolute local directory
     args: tuple[str, ...]  # vllm serve flags after the model
+    local_dir: str | None  # the model is this directory on the host (mounted read-only into containers)
     launch: Launch
     device_ids: tuple[str, ...]  # CUDA_VISIBLE_DEVICES of the plan, when it picked GPUs
     port: int
@@ -33,6 +34,16 @@ class Deploy:
     cache_gib: int
     startup_s: int
     bench_rounds: int
+
+    @property
+    def container_model(self) -> str:
+        """The model argument inside a container: local directories are mounted under /models."""
+        return f"{MODELS_IN_CONTAINER}/{Path(self.local_dir).name}" if self.local_dir else self.model
+
+    @property
+    def served_name(self) -> str:
+        """The name clients use: a local directory is served under its base name everywhere."""
+        return Path(self.local_dir).name if self.local_dir else self.model
 
     @property
     def notes(self) -> list[str]:
@@ -61,14 +72,16 @@ def make_deploy(plan: PlanResponse, request: PlanRequest, params: dict[str, Any]
     launch = Launch(nodes=lo.nodes, gpus_per_pod=lo.gpus_per_pod, groups=lo.groups,
                     data_parallel_in_engine=lo.data_parallel_in_engine, data_parallel_local=lo.data_parallel_local,
                     executor=lo.executor, dp_backend=lo.dp_backend, notes=list(lo.notes))
-    port = int(params["deploy_port"])
-    if port != int(flag_table()["port_default"]):
-        args = (*args, "--port", str(port))
+    port = int(params["deploy_port"])  # serve_args already passes --port when it is not vLLM's default
+    local_dir = model if plan.model.source.startswith("local:") else None
+    if local_dir:  # one API name for the script and the containers, whatever the path
+        args = (*args, "--served-model-name", Path(local_dir).name)
     devices = plan.hardware.visible_devices
     weights_gib = plan.memory.weights_total_bytes / GiB
     step = int(params["deploy_cache_step_gib"])
     cache = max(step, math.ceil(weights_gib * float(params["deploy_cache_headroom"]) / step) * step)
-    return Deploy(plan=plan, request=request, stamp=Stamp.of(plan), model=model, args=args, launch=launch,
+    return Deploy(plan=plan, request=request, stamp=Stamp.of(plan), model=model, args=args, local_dir=local_dir,
+                  launch=launch,
                   device_ids=tuple(devices.split(",")) if devices else (), port=port,
                   shm_gib=int(params["deploy_shm_gib"]), cache_gib=cache, startup_s=int(params["deploy_startup_s"]),
                   bench_rounds=int(params["deploy_bench_rounds"]))

@@ -44,12 +44,19 @@ def _probes(d: Deploy) -> dict[str, Any]:
 
 
 def _volumes(d: Deploy) -> list[dict[str, Any]]:
-    return [{"name": "model-cache", "persistentVolumeClaim": {"claimName": f"{slug(d.model)}-cache"}},
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{d.shm_gib}Gi"}}]
+    out = [{"name": "model-cache", "persistentVolumeClaim": {"claimName": f"{slug(d.model)}-cache"}},
+           {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{d.shm_gib}Gi"}}]
+    if d.local_dir:  # the directory must exist on the GPU nodes; replace with a PVC holding the model if not
+        out.append({"name": "model", "hostPath": {"path": d.local_dir, "type": "Directory"}})
+    return out
 
 
-def _mounts() -> list[dict[str, str]]:
-    return [{"name": "model-cache", "mountPath": HF_CACHE_IN_CONTAINER}, {"name": "dshm", "mountPath": "/dev/shm"}]
+def _mounts(d: Deploy) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{"name": "model-cache", "mountPath": HF_CACHE_IN_CONTAINER},
+                                 {"name": "dshm", "mountPath": "/dev/shm"}]
+    if d.local_dir:
+        out.append({"name": "model", "mountPath": d.container_model, "readOnly": True})
+    return out
 
 
 def _gpu_resources(n: int) -> dict[str, Any]:
@@ -72,9 +79,9 @@ def pvc(d: Deploy) -> dict[str, Any]:
 
 def deployment(d: Deploy) -> dict[str, Any]:
     container = {"name": "vllm", "image": image(d.stamp.vllm_version), "command": ["vllm", "serve"],
-                 "args": [d.model, *d.args], "env": _env(),
+                 "args": [d.container_model, *d.args], "env": _env(),
                  "ports": [{"name": "http", "containerPort": d.port, "protocol": "TCP"}],
-                 "resources": _gpu_resources(d.launch.gpus_per_pod), **_probes(d), "volumeMounts": _mounts()}
+                 "resources": _gpu_resources(d.launch.gpus_per_pod), **_probes(d), "volumeMounts": _mounts(d)}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(d, slug(d.model)),
             "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": _selector(d)},
                      "template": {"metadata": {"labels": _selector(d)},
@@ -82,7 +89,7 @@ def deployment(d: Deploy) -> dict[str, Any]:
 
 
 def leader_worker_set(d: Deploy) -> dict[str, Any]:
-    serve = shlex.join(["vllm", "serve", d.model, *d.args])
+    serve = shlex.join(["vllm", "serve", d.container_model, *d.args])
     leader_cmd = (f"bash {MULTI_NODE_SCRIPT} leader --ray_port={RAY_PORT} --ray_cluster_size=$(LWS_GROUP_SIZE) "
                   f"&& exec {serve}")
     worker_cmd = f"exec bash {MULTI_NODE_SCRIPT} worker --ray_address=$(LWS_LEADER_ADDRESS) --ray_port={RAY_PORT}"
@@ -90,9 +97,9 @@ def leader_worker_set(d: Deploy) -> dict[str, Any]:
     leader = {"name": "vllm-leader", "image": image(d.stamp.vllm_version), "command": ["/bin/sh", "-c"],
               "args": [leader_cmd], "env": _env(),
               "ports": [{"name": "http", "containerPort": d.port, "protocol": "TCP"}],
-              "resources": gpus, **_probes(d), "volumeMounts": _mounts()}
+              "resources": gpus, **_probes(d), "volumeMounts": _mounts(d)}
     worker = {"name": "vllm-worker", "image": image(d.stamp.vllm_version), "command": ["/bin/sh", "-c"],
-              "args": [worker_cmd], "env": _env(), "resources": gpus, "volumeMounts": _mounts()}
+              "args": [worker_cmd], "env": _env(), "resources": gpus, "volumeMounts": _mounts(d)}
     pod = {**_placement(d), "volumes": _volumes(d)}
     return {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "metadata": _meta(d, slug(d.model)),
             "spec": {"replicas": d.launch.groups, "leaderWorkerTemplate": {
@@ -120,7 +127,10 @@ def manifests(d: Deploy) -> dict[str, str]:
              workload[0]: [f"Hugging Face token: kubectl create secret generic {HF_SECRET['name']} "
                            f"--from-literal={HF_SECRET['key']}=$HF_TOKEN (optional for public models)",
                            *(["Needs the LeaderWorkerSet controller: https://lws.sigs.k8s.io"]
-                             if d.launch.multi_node else []), *d.notes],
+                             if d.launch.multi_node else []),
+                           *([f"The model is the node directory {d.local_dir} (hostPath): it must exist on every GPU "
+                              "node, or replace that volume with a PVC holding the model."] if d.local_dir else []),
+                           *d.notes],
              "service.yaml": [f"Reach the server at http://{slug(d.model)}:{d.port}/v1 inside the cluster."]}
     docs = {"pvc.yaml": pvc(d), workload[0]: workload[1], "service.yaml": service(d)}
     return {name: to_yaml(doc, comments=[*head, *notes[name]]) for name, doc in docs.items()}

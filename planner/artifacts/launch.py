@@ -74,5 +74,7 @@ def plan_launch(config: dict[str, Any], *, nodes: int, gpus_per_node: int, is_mo
             raise InputError(f"{dp} replicas of {per_replica} nodes need {per_replica * dp} nodes but --nodes is "
                              f"{nodes}")
         notes.append(f"{dp} independent copies (one Ray cluster each), load-balanced by the Service")
+    if per_replica * dp < nodes:
+        notes.append(f"uses {per_replica * dp} of the {nodes} nodes")
     return Launch(nodes=per_replica, gpus_per_pod=min(replica, gpus_per_node), groups=dp, executor="ray",
                   notes=notes)

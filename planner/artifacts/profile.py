@@ -103,6 +103,12 @@ def read_profile(path: Path) -> dict[str, Any]:
             raise InputError(f"{path}:{line_of(pins, key)}: unknown pinned setting {key!r} "
                              f"(known: {', '.join(Pinned.model_fields)})")
     data = {k: v for k, v in to_plain(doc).items() if k not in _INFO_KEYS}
+    for key in ("rules", "from_file"):  # lists of paths; one path alone is accepted as a list of one
+        value = data.get(key)
+        if isinstance(value, str):
+            data[key] = [value]
+        elif value is not None and not (isinstance(value, list) and all(isinstance(v, str) and v for v in value)):
+            raise InputError(f"{path}:{line_of(doc, key)}: {key} must be a list of file paths, got {value!r}")
     if isinstance(data.get("pinned"), dict):
         data["pinned"] = {k: v for k, v in data["pinned"].items() if v is not None}
     return _relative_to(Path(path).resolve().parent, data)
@@ -114,11 +120,8 @@ def _relative_to(base: Path, data: dict[str, Any]) -> dict[str, Any]:
         return str(base / p) if isinstance(p, str) and p and not Path(p).is_absolute() else p
 
     for key in ("rules", "from_file"):
-        value = data.get(key)
-        if isinstance(value, list):
-            data[key] = [fix(v) for v in value]
-        elif isinstance(value, str):
-            data[key] = fix(value)
+        if isinstance(data.get(key), list):
+            data[key] = [fix(v) for v in data[key]]
     model = data.get("model")
     if isinstance(model, str) and model and not Path(model).is_absolute() and (base / model).is_dir():
         data["model"] = str(base / model)

@@ -20,7 +20,8 @@ def _header(d: Deploy, purpose: str) -> list[str]:
 
 def serve_script(d: Deploy) -> str:
     """serve_command.sh: the plan's `vllm serve` (with the Ray cluster steps on multi-node shapes)."""
-    env = [f"CUDA_VISIBLE_DEVICES={','.join(d.device_ids)}"] if d.device_ids and not d.launch.multi_node else []
+    env = ["CUDA_DEVICE_ORDER=PCI_BUS_ID", f"CUDA_VISIBLE_DEVICES={','.join(d.device_ids)}"] \
+        if d.device_ids and not d.launch.multi_node else []
     serve = shlex.join(["vllm", "serve", d.model, *d.args])
     if not d.launch.multi_node:
         lines = _header(d, "Starts the planned vLLM server on this machine (vllm must be installed).")
@@ -55,7 +56,8 @@ def benchmark_script(d: Deploy) -> str:
     planned = {k: getattr(d.plan.performance, k).model_dump()
                for k in ("itl_ms", "ttft_ms", "output_tokens_per_s_total")}
     bench = ["${VLLM:-vllm}", "bench", "serve", "--backend", "vllm", "--base-url", "${BASE_URL}",
-             "--model", d.model, "--dataset-name", "random", "--random-input-len", str(w.input_len),
+             "--model", d.model, *(["--served-model-name", d.served_name] if d.local_dir else []),
+             "--dataset-name", "random", "--random-input-len", str(w.input_len),
              "--random-output-len", str(w.output_len), "--num-prompts", str(prompts),
              "--max-concurrency", str(w.concurrency), "--ignore-eos", "--percentile-metrics", "ttft,tpot,itl",
              "--save-result", "--result-filename", "${RESULT}"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from planner.artifacts.flags import check_flag
+from planner.artifacts.flags import check_flag, flag_table
 from planner.artifacts.launch import Launch
 from planner.schemas import Pinned
 
@@ -57,10 +57,16 @@ def serve_args(config: dict[str, Any], params: dict[str, Any], *, pinned: Pinned
         add("--block-size", config["block_size"])
     if config["enforce_eager"]:
         add("--enforce-eager")
+    if int(params["deploy_port"]) != int(flag_table()["port_default"]):
+        add("--port", int(params["deploy_port"]))
     return args
 
 
 def serve_command(model: str, args: list[str], *, visible_devices: str | None = None) -> str:
-    """One shell-safe line: `[CUDA_VISIBLE_DEVICES=...] vllm serve MODEL --flag value ...`."""
-    env = [f"CUDA_VISIBLE_DEVICES={shlex.quote(visible_devices)}"] if visible_devices else []
+    """One shell-safe line: `[CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=...] vllm serve MODEL --flag ...`.
+
+    CUDA numbers GPUs fastest-first unless told otherwise; PCI_BUS_ID order is nvidia-smi's, which is the
+    numbering the plan's device indices use."""
+    env = ["CUDA_DEVICE_ORDER=PCI_BUS_ID", f"CUDA_VISIBLE_DEVICES={shlex.quote(visible_devices)}"] \
+        if visible_devices else []
     return " ".join([*env, shlex.join(["vllm", "serve", model, *args])])

@@ -292,9 +292,9 @@ def load_model(ref: str, *, revision: str | None = None, token: str | None = Non
         raise ModelConfigError("model: expected a directory, a catalog id or a Hugging Face id, got ''")
     path = Path(ref).expanduser()
     if path.is_dir():
-        return _load_local(path.resolve() / CONFIG_FILE, ref)
+        return _load_local(path.resolve() / CONFIG_FILE, str(path.resolve()))  # absolute: plans replay anywhere
     if path.is_file() and path.name.endswith(".json"):
-        return _load_local(path.resolve(), ref)
+        return _load_local(path.resolve(), str(path.resolve().parent))
     if _looks_like_path(ref):
         raise ModelConfigError(f"no such model directory: {ref}")
     entry = catalog_entry(ref)

@@ -22,6 +22,7 @@ from planner.policy.schema import Action, FactRef, ParamRef
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)(?::([^{}]*))?\}")
 # a format spec with at most 3-digit width and precision: `{x:>999999999}` in an untrusted pack must not
 # build a gigabyte string
+MAX_MESSAGE_CHARS = 1000  # a rendered reason or warning; many placeholders must not multiply a message
 _SAFE_SPEC = re.compile(r"(?:.?[<>=^])?[+\- ]?[#0]?\d{0,3}[,_]?(?:\.\d{1,3})?[bcdeEfFgGnosxX%]?\Z")
 
 
@@ -90,7 +91,8 @@ def render_text(template: str, bindings: dict[str, dict[str, Any]], params: dict
         except (ValueError, TypeError):
             return str(value)
 
-    return _PLACEHOLDER.sub(repl, template)
+    text = _PLACEHOLDER.sub(repl, template)
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS - 1] + "…"
 
 
 def _value(v: Any, bindings: dict[str, dict[str, Any]], params: dict[str, Any]) -> Any:

@@ -441,6 +441,9 @@ def _parse_rule(raw: Any, w: _Where, path: tuple[Any, ...], layer: str) -> Rule:
         raise w.fail((*path, field) if field else path, f"{rid}: {err['msg']}") from None
 
 
+MAX_RULES_PER_PACK = 2000  # the core pack holds ~50; a bound keeps hostile packs from multiplying work
+
+
 def parse_pack(doc: Any, source: str) -> Pack:
     """Validate one loaded pack document; errors are `source:line: where: message`."""
     from planner.yamlio import to_plain
@@ -462,6 +465,8 @@ def parse_pack(doc: Any, source: str) -> Pack:
     rules_raw = doc.get("rules") or []
     if not isinstance(rules_raw, list):
         raise w.fail(("rules",), "rules must be a list")
+    if len(rules_raw) > MAX_RULES_PER_PACK:
+        raise w.fail(("rules",), f"{len(rules_raw)} rules is more than the {MAX_RULES_PER_PACK} a pack may hold")
     problems: list[str] = []
     parsed: list[Rule] = []
     for i, r in enumerate(rules_raw):  # collect every rule's problem, so `rules lint` can show them all

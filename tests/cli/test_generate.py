@@ -201,12 +201,10 @@ def test_multi_node_deepseek_is_a_leader_worker_set_with_ray(generated: dict) ->
     svc = yaml.safe_load((d / "kubernetes" / "service.yaml").read_text())
     assert svc["spec"]["selector"]["role"] == "leader"
     plan = json.loads((d / "plan.json").read_text())
-    tp, pp = plan["config"]["tensor_parallel_size"], plan["config"]["pipeline_parallel_size"]
-    if tp * pp > 8:
-        assert "--distributed-executor-backend ray" in plan["serve_command"]
-    else:  # data parallel across the two nodes: one Ray launch with whole replicas per node
-        assert "--data-parallel-backend ray" in plan["serve_command"]
-        assert f"--data-parallel-size-local {8 // (tp * pp)}" in plan["serve_command"]
+    # the plan runs 16 one-GPU data-parallel ranks (experts sharded across them), 8 per node, one Ray launch
+    assert (plan["config"]["tensor_parallel_size"], plan["config"]["data_parallel_size"]) == (1, 16)
+    assert plan["serve_command"] == ("vllm serve deepseek-ai/DeepSeek-R1 --data-parallel-size 16 "
+                                     "--data-parallel-size-local 8 --data-parallel-backend ray --max-model-len 163840")
 
 
 def test_single_node_artifacts_reserve_the_planned_gpus(generated: dict) -> None:
@@ -294,11 +292,33 @@ def test_missing_parents_are_created_and_removed_again_on_failure(tmp_path: Path
     assert not (tmp_path / "c").exists()
 
 
-def test_a_shape_vllm_cannot_run_is_refused(tmp_path: Path) -> None:
-    rc, _, err = run("generate", "--model", "deepseek-ai/DeepSeek-R1", "--gpu", "H100", "--nodes", "4",
-                     "--gpus-per-node", "8", "--tp", "8", "--pp", "2", "-o", str(tmp_path / "d"))
-    assert rc == 2 and "mixture-of-experts" in one_error_line(err)
+def test_a_shape_vllm_cannot_run_is_never_chosen(tmp_path: Path) -> None:
+    # DeepSeek-R1 pinned to TP 8 x PP 2 on 4 nodes: two data-parallel replicas would each span 2 nodes, which
+    # vLLM cannot run for a MoE model (a DP rank lives on one node), so the plan runs one replica on 2 nodes
+    rc, out, err = run("plan", "--model", "deepseek-ai/DeepSeek-R1", "--gpu", "H100", "--nodes", "4",
+                       "--gpus-per-node", "8", "--tp", "8", "--pp", "2", "--json")
+    assert rc == 0, err
+    p = json.loads(out)
+    assert p["config"]["data_parallel_size"] == 1
+    assert (p["launch"]["nodes"], p["launch"]["groups"], p["launch"]["executor"]) == (2, 1, "ray")
+    assert "uses 2 of the 4 nodes" in p["launch"]["notes"]
+    # a pinned shape larger than the cluster is refused before anything is written
+    rc, _, err = run("generate", "--model", "meta-llama/Llama-3.1-405B", "--gpu", "H100", "--nodes", "2",
+                     "--gpus-per-node", "8", "--tp", "8", "--pp", "3", "-o", str(tmp_path / "d"))
+    assert rc == 2 and "needs more than the 16 GPU(s)" in one_error_line(err)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("version", "args"), [
+    ("0.6.4", ["--model", "Qwen/Qwen3-8B", "--gpu", "H100", "--gpus", "2"]),  # no --data-parallel-size in 0.6.4
+    ("0.8.5", ["--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100", "--nodes", "2",
+               "--gpus-per-node", "8"]),  # no --data-parallel-size-local in 0.8.5
+])
+def test_layouts_the_version_cannot_launch_are_not_chosen(version: str, args: list[str]) -> None:
+    rc, out, err = run("plan", *args, "--vllm-version", version, "--json")
+    assert rc == 0, err
+    p = json.loads(out)
+    assert p["config"]["data_parallel_size"] == 1 and "--data-parallel" not in p["serve_command"]
 
 
 def test_a_flag_the_target_version_lacks_is_refused(tmp_path: Path) -> None:
@@ -319,3 +339,78 @@ def test_committed_examples_are_valid(d: Path) -> None:
     assert_valid_compose(d / "docker-compose.yaml")
     for f in sorted((d / "kubernetes").glob("*.yaml")):
         assert_valid_kubernetes(f)
+
+
+def test_local_model_is_mounted_into_containers_and_served_under_one_name(tmp_path: Path) -> None:
+    src = Path(__file__).resolve().parents[2] / "planner/models/catalog/Qwen/Qwen3-8B/config.json"
+    model = tmp_path / "my$model"
+    model.mkdir()
+    (model / "config.json").write_text(src.read_text())
+    out = tmp_path / "deploy"
+    rc, _, err = run("generate", "--model", str(model), "--gpu", "H100", "-o", str(out))
+    assert rc == 0, err
+    script = (out / "serve_command.sh").read_text()
+    assert f"vllm serve '{model}'" in script and "--served-model-name 'my$model'" in script
+    compose = yaml.safe_load((out / "docker-compose.yaml").read_text())
+    svc = compose["services"]["vllm"]
+    assert svc["command"][0] == "/models/my$$model"  # compose reads `$$` as a literal `$`
+    assert f"{str(model).replace('$', '$$')}:/models/my$$model:ro" in svc["volumes"]
+    assert_valid_compose(out / "docker-compose.yaml")
+    dep = yaml.safe_load((out / "kubernetes" / "deployment.yaml").read_text())
+    pod = dep["spec"]["template"]["spec"]
+    assert {"name": "model", "hostPath": {"path": str(model), "type": "Directory"}} in pod["volumes"]
+    assert pod["containers"][0]["args"][0] == "/models/my$model"
+    assert_valid_kubernetes(out / "kubernetes" / "deployment.yaml")
+    bench = (out / "benchmark.sh").read_text()
+    assert "--served-model-name 'my$model'" in bench
+
+
+def test_force_never_deletes_files_it_did_not_write(tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    assert run("generate", *QWEN, "-o", str(out))[0] == 0
+    (out / "my-notes.md").write_text("keep me")
+    rc, _, err = run("generate", *QWEN, "-o", str(out), "--force")
+    assert rc == 2 and "holds files vllm-planner did not write (my-notes.md)" in one_error_line(err)
+    assert (out / "my-notes.md").read_text() == "keep me"
+
+
+def test_an_empty_existing_directory_is_filled_in_place(tmp_path: Path) -> None:
+    out = tmp_path / "mnt"
+    out.mkdir()
+    inode = out.stat().st_ino  # a mount point cannot be renamed over: the directory itself must stay
+    assert run("generate", *QWEN, "-o", str(out))[0] == 0
+    assert out.stat().st_ino == inode and (out / "plan.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnt"]
+
+
+def test_a_site_port_reaches_every_artifact_and_the_plan(tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text("schema: 1\nname: site\nversion: 1.0.0\nlayer: site\nparams:\n  deploy_port: 9000\n")
+    out = tmp_path / "deploy"
+    rc, _, err = run("generate", *QWEN, "--rules", str(site), "-o", str(out))
+    assert rc == 0, err
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["serve_command"].endswith("--port 9000")
+    compose = yaml.safe_load((out / "docker-compose.yaml").read_text())
+    assert compose["services"]["vllm"]["ports"] == ["9000:9000"]
+    assert "http://localhost:9000" in (out / "benchmark.sh").read_text()
+    for argv in serve_commands(out):
+        assert_vllm_accepts(argv, "0.33.0")
+
+
+def test_probed_gpus_are_pinned_in_pci_order(tmp_path: Path) -> None:
+    smi = DATA / "nvidia-smi" / "1xRTX5090+1xRTX4090_smi_580_mixed.txt"
+    out = tmp_path / "deploy"
+    rc, _, err = run("generate", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--from-file", str(smi), "-o", str(out))
+    assert rc == 0, err
+    assert "exec env CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=0 vllm serve" in \
+        (out / "serve_command.sh").read_text()
+    dev = yaml.safe_load((out / "docker-compose.yaml").read_text())["services"]["vllm"]["deploy"]
+    assert dev["resources"]["reservations"]["devices"][0]["device_ids"] == ["0"]
+
+
+def test_image_tag_of_a_development_version_is_its_release() -> None:
+    from planner.artifacts.common import image
+
+    assert image("0.11.0rc1.dev5+g1234") == "vllm/vllm-openai:v0.11.0"
+    assert image("0.33.0") == "vllm/vllm-openai:v0.33.0"

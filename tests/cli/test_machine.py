@@ -61,7 +61,8 @@ def test_mig_uuid_pins_the_slice_and_tp_across_slices_is_refused() -> None:
     rc, p, _ = plan("--model", "meta-llama/Llama-3.2-1B-Instruct", "--from-file", str(SMI / "1xA30_L_535_MIG.txt"),
                     "--vram-gib", "11.6")
     assert rc == 0
-    assert p["serve_command"].startswith("CUDA_VISIBLE_DEVICES=MIG-1b8509c0-e60d-502d-8263-d434867998aa vllm serve")
+    assert p["serve_command"].startswith(
+        "CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=MIG-1b8509c0-e60d-502d-8263-d434867998aa vllm serve")
     rc, _, err = plan("--model", "meta-llama/Llama-3.2-1B-Instruct", "--from-file", str(SMI / "1xA30_L_535_MIG.txt"),
                       "--gpus", "2")
     assert rc == 2 and "one MIG device" in err
@@ -74,7 +75,7 @@ def test_mixed_5090_4090_explains_and_pins() -> None:
     h = p["hardware"]
     assert h["gpu"] == "NVIDIA GeForce RTX 5090" and h["visible_devices"] == "0"
     assert "Tensor parallelism needs matching devices" in h["notes"][0]
-    assert p["serve_command"].startswith("CUDA_VISIBLE_DEVICES=0 vllm serve")
+    assert p["serve_command"].startswith("CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=0 vllm serve")
 
 
 def test_mixed_falls_back_to_the_bounded_pair_when_needed() -> None:

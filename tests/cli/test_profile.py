@@ -89,3 +89,42 @@ def test_broken_profiles_are_one_line_errors(tmp_path: Path) -> None:
 def test_model_is_required_without_a_profile() -> None:
     rc, _, err = run("plan", "--gpu", "H100")
     assert rc == 2 and "--model is required" in one_error_line(err)
+
+
+def test_a_single_path_is_a_list_of_one_and_other_shapes_are_refused(tmp_path: Path) -> None:
+    prof = make_profile(tmp_path)
+    pack = tmp_path / "site.yaml"
+    pack.write_text("schema: 1\nname: site\nversion: 1.0.0\nlayer: site\n"
+                    "params:\n  default_gpu_memory_utilization: 0.8\n")
+    good = prof.read_text()
+    prof.write_text(good.replace("rules: []", 'rules: "../site.yaml"'))
+    assert replay("--profile", str(prof))["config"]["gpu_memory_utilization"] == 0.8
+    prof.write_text(good.replace("rules: []", "rules: {a: 1}"))
+    rc, _, err = run("plan", "--profile", str(prof))
+    assert rc == 2 and "rules must be a list of file paths" in one_error_line(err)
+
+
+def test_gpus_named_on_the_command_line_replace_the_profiles(tmp_path: Path) -> None:
+    prof = make_profile(tmp_path)  # Qwen3-8B on an H100
+    smi = Path(__file__).resolve().parents[1] / "data" / "nvidia-smi" / "1xL40S_smi_550.txt"
+    p = replay("--profile", str(prof), "--from-file", str(smi))
+    assert p["hardware"]["gpu"] == "NVIDIA L40S" and p["hardware"]["probed"] is True
+    p = replay("--profile", str(prof), "--vram-gib", "24")
+    assert p["hardware"]["memory_bytes_per_gpu"] == 24 * 2**30
+
+
+def test_local_model_directories_replay_to_the_same_plan(tmp_path: Path, monkeypatch) -> None:
+    src = Path(__file__).resolve().parents[2] / "planner/models/catalog/Qwen/Qwen3-8B/config.json"
+    model = tmp_path / "my model"
+    model.mkdir()
+    (model / "config.json").write_text(src.read_text())
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run("generate", "--model", "./my model", "--gpu", "H100", "-o", "deploy")
+    assert rc == 0, err
+    plan = json.loads((tmp_path / "deploy" / "plan.json").read_text())
+    assert plan["model"]["name"] == str(model)  # absolute, so the artifacts run from anywhere
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    again = replay("--profile", str(tmp_path / "deploy" / "profile.yaml"))
+    assert again["plan_id"] == plan["plan_id"] and again["serve_command"] == plan["serve_command"]

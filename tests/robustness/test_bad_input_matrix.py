@@ -55,6 +55,11 @@ def text_file(root: Path, name: str, content: str | bytes) -> str:
 ALIAS_BOMB = "x:\n  a: &a [l, l, l, l, l, l, l, l, l]\n" + "".join(
     f"  {chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
 
+ANCHOR_CHAIN = "".join(f"x{i}: &a{i} " + "[" * 60 + (f"*a{i - 1}" if i else "1") + "]" * 60 + "\n" for i in range(30))
+MANY_RULES = "rules:\n" + "".join(f"  - id: site.r{i}\n    description: d\n    stage: recommend\n    when:\n"
+                                  f"      g: {{fact: gpu}}\n    then:\n      - warn: W-{i}\n        message: m\n"
+                                  for i in range(2001))
+
 # (id, build(root) -> argv, expected exit code, text the error line must contain)
 Case = tuple[str, Callable[[Path], list[str]], int, str]
 CASES: list[Case] = [
@@ -154,6 +159,12 @@ CASES: list[Case] = [
      "p.yaml"),
     ("pack-deep", lambda r: ["plan", *QWEN, *H100, "--rules", pack(r, "p.yaml", "x: " + "[" * 5000 + "]" * 5000)],
      2, "nested"),
+    ("pack-anchor-depth", lambda r: ["plan", *QWEN, *H100, "--rules", pack(r, "p.yaml", ANCHOR_CHAIN)], 2,
+     "nested deeper than 64 levels"),
+    ("pack-too-many-rules", lambda r: ["plan", *QWEN, *H100, "--rules", pack(r, "p.yaml", MANY_RULES)], 2,
+     "2001 rules is more than the 2000"),
+    ("profile-rules-not-a-list", lambda r: ["plan", "--profile", text_file(
+        r, "p.yaml", "model: Qwen/Qwen3-8B\ngpu: H100\nrules: {a: 1}\n")], 2, "rules must be a list of file paths"),
     ("pack-huge", lambda r: ["plan", *QWEN, *H100, "--rules", pack(r, "p.yaml", "# " + "x" * (5 << 20) + "\n")], 2,
      "larger than 4 MiB"),
     ("pack-unknown-verb", lambda r: ["plan", *QWEN, *H100, "--rules", pack(
