@@ -13,8 +13,24 @@ from planner.schemas import PlanResponse
 
 HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
 MODELS_IN_CONTAINER = "/models"  # where a local model directory is mounted (read-only)
-MULTI_NODE_SCRIPT = "/vllm-workspace/examples/online_serving/multi-node-serving.sh"  # in vllm/vllm-openai images
 RAY_PORT = 6379  # Ray's default GCS port, as vLLM's multi-node-serving.sh uses it
+
+
+def ray_head_then(serve: str, nodes: int) -> str:
+    """Shell: start a Ray head, wait until `nodes` nodes have joined, then exec `serve`.
+
+    The same steps as vLLM's examples/online_serving/multi-node-serving.sh (`leader`), written out so
+    the artifacts do not depend on where an image keeps that script. No `$` appears, so the line means
+    the same in a shell, in compose and in a Kubernetes command."""
+    wait = ("until python3 -c 'import ray, sys; ray.init(address=\"auto\", logging_level=\"ERROR\"); "
+            f"sys.exit(0 if sum(n[\"Alive\"] for n in ray.nodes()) >= {nodes} else 1)' >/dev/null 2>&1; "
+            "do sleep 5; done")
+    return f"ray start --head --port={RAY_PORT} && {wait} && exec {serve}"
+
+
+def ray_worker(head: str) -> str:
+    """Shell: join the Ray cluster at `head` (retrying until the head is up) and stay in the foreground."""
+    return f"until ray start --block --address={head}:{RAY_PORT}; do sleep 5; done"
 
 
 @dataclass(frozen=True)

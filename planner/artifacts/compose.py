@@ -3,8 +3,8 @@
 Pure: no I/O. Single node: one `vllm` service with the GPUs reserved by count (or by device id when
 the plan picked specific GPUs), `ipc: host` for PyTorch's shared memory, the Hugging Face cache
 mounted, HF_TOKEN from the environment and a /health check. Multi-node: a `vllm-head` and a
-`vllm-worker` service (profiles `head` and `worker`) on the host network that form the Ray cluster
-vLLM's multi-node-serving.sh describes; run the head on one node and the worker on the others.
+`vllm-worker` service (profiles `head` and `worker`) on the host network that form a Ray cluster the
+way vLLM's multi-node-serving.sh does; run the head on one node and the worker on the others.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from planner.artifacts.common import HF_CACHE_IN_CONTAINER, MULTI_NODE_SCRIPT, RAY_PORT, image
+from planner.artifacts.common import HF_CACHE_IN_CONTAINER, image, ray_head_then, ray_worker
 from planner.artifacts.deploy import Deploy
 from planner.artifacts.yamlout import to_yaml
 
@@ -62,10 +62,9 @@ def compose_yaml(d: Deploy) -> str:
         how = ["Start: docker compose up -d   (HF_TOKEN and HF_CACHE_DIR are read from the environment)"]
     else:
         serve = _escape(shlex.join(["vllm", "serve", d.container_model, *d.args]))
-        head_cmd = (f"bash {MULTI_NODE_SCRIPT} leader --ray_port={RAY_PORT} "
-                    f"--ray_cluster_size={d.launch.nodes} && exec {serve}")
+        head_cmd = ray_head_then(serve, d.launch.nodes)
         worker_cmd = ('test -n "$$VLLM_HEAD_IP" || { echo "set VLLM_HEAD_IP to the head node address" >&2; exit 2; }; '
-                      f"exec bash {MULTI_NODE_SCRIPT} worker --ray_address=$$VLLM_HEAD_IP --ray_port={RAY_PORT}")
+                      + ray_worker("$$VLLM_HEAD_IP"))
         common = {**_base(d), "network_mode": "host", "entrypoint": ["/bin/bash", "-c"],
                   "deploy": _gpus(d, d.launch.gpus_per_pod)}
         common["environment"] = {**common["environment"], "VLLM_HOST_IP": "${VLLM_HOST_IP:-}"}

@@ -3,8 +3,9 @@
 Pure: no I/O. Single node: a PersistentVolumeClaim for the model cache, a Deployment (GPUs as
 `nvidia.com/gpu`, node selection by the `nvidia.com/gpu.product` label GPU feature discovery sets,
 startup/readiness/liveness probes on /health, an in-memory /dev/shm) and a ClusterIP Service.
-Multi-node: a LeaderWorkerSet whose leader starts a Ray head with vLLM's multi-node-serving.sh and
-then `vllm serve`, whose workers join it; the Service selects the leaders.
+Multi-node: a LeaderWorkerSet whose leader starts a Ray head, waits for the group (as vLLM's
+multi-node-serving.sh does) and then runs `vllm serve`, whose workers join it; the Service selects
+the leaders.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import shlex
 from typing import Any
 
-from planner.artifacts.common import HF_CACHE_IN_CONTAINER, MULTI_NODE_SCRIPT, RAY_PORT, gpu_product_label, image, slug
+from planner.artifacts.common import HF_CACHE_IN_CONTAINER, gpu_product_label, image, ray_head_then, ray_worker, slug
 from planner.artifacts.deploy import Deploy
 from planner.artifacts.yamlout import to_yaml
 
@@ -90,9 +91,8 @@ def deployment(d: Deploy) -> dict[str, Any]:
 
 def leader_worker_set(d: Deploy) -> dict[str, Any]:
     serve = shlex.join(["vllm", "serve", d.container_model, *d.args])
-    leader_cmd = (f"bash {MULTI_NODE_SCRIPT} leader --ray_port={RAY_PORT} --ray_cluster_size=$(LWS_GROUP_SIZE) "
-                  f"&& exec {serve}")
-    worker_cmd = f"exec bash {MULTI_NODE_SCRIPT} worker --ray_address=$(LWS_LEADER_ADDRESS) --ray_port={RAY_PORT}"
+    leader_cmd = ray_head_then(serve, d.launch.nodes)
+    worker_cmd = ray_worker("$(LWS_LEADER_ADDRESS)")  # Kubernetes substitutes the variable LWS sets
     gpus = _gpu_resources(d.launch.gpus_per_pod)
     leader = {"name": "vllm-leader", "image": image(d.stamp.vllm_version), "command": ["/bin/sh", "-c"],
               "args": [leader_cmd], "env": _env(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from planner.artifacts.common import RAY_PORT
+from planner.artifacts.common import ray_head_then, ray_worker
 from planner.artifacts.deploy import Deploy
 
 
@@ -27,21 +27,18 @@ def serve_script(d: Deploy) -> str:
         lines = _header(d, "Starts the planned vLLM server on this machine (vllm must be installed).")
         lines.append(f"exec {'env ' + ' '.join(env) + ' ' if env else ''}{serve} \"$@\"")
         return "\n".join(lines) + "\n"
-    nodes, gpus = d.launch.nodes, d.launch.nodes * d.launch.gpus_per_pod
+    nodes = d.launch.nodes
     lines = _header(d, f"Multi-node: {nodes} nodes form one Ray cluster; run `$0 worker HEAD_IP` on {nodes - 1} "
                        "node(s), then `$0 head` on the head node.")
     lines += [f"# {n}" for n in d.notes] + [
         'case "${1:-}" in',
         "  worker)",
         '    head_ip="${2:?usage: $0 worker HEAD_IP}"',
-        f'    exec ray start --block --address="${{head_ip}}:{RAY_PORT}"',
+        f'    {ray_worker("${head_ip}")}',
         "    ;;",
         "  head)",
-        f"    ray start --head --port={RAY_PORT}",
-        f'    echo "waiting for {gpus} GPUs on {nodes} nodes in the Ray cluster..." >&2',
-        "    until python3 -c 'import ray,sys; ray.init(address=\"auto\", logging_level=\"ERROR\"); "
-        f"sys.exit(0 if ray.cluster_resources().get(\"GPU\", 0) >= {gpus} else 1)' 2>/dev/null; do sleep 5; done",
-        f"    exec {serve}",
+        f'    echo "starting the Ray head; the server starts once {nodes} nodes have joined" >&2',
+        f"    {ray_head_then(serve, nodes)}",
         "    ;;",
         '  *) echo "usage: $0 head | $0 worker HEAD_IP" >&2; exit 2 ;;',
         "esac",

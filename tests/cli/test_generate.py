@@ -195,8 +195,10 @@ def test_multi_node_deepseek_is_a_leader_worker_set_with_ray(generated: dict) ->
     assert t["size"] == 2
     leader = t["leaderTemplate"]["spec"]["containers"][0]
     worker = t["workerTemplate"]["spec"]["containers"][0]
-    assert "leader --ray_port=6379 --ray_cluster_size=$(LWS_GROUP_SIZE)" in leader["args"][0]
-    assert "worker --ray_address=$(LWS_LEADER_ADDRESS)" in worker["args"][0]
+    # the leader starts a Ray head, waits until both nodes are alive, then serves; workers join the leader
+    assert leader["args"][0].startswith("ray start --head --port=6379 && until python3 -c")
+    assert ">= 2 else 1)" in leader["args"][0] and "&& exec vllm serve deepseek-ai/DeepSeek-R1" in leader["args"][0]
+    assert worker["args"][0] == "until ray start --block --address=$(LWS_LEADER_ADDRESS):6379; do sleep 5; done"
     assert leader["resources"]["limits"]["nvidia.com/gpu"] == 8
     svc = yaml.safe_load((d / "kubernetes" / "service.yaml").read_text())
     assert svc["spec"]["selector"]["role"] == "leader"

@@ -7,13 +7,11 @@ set -euo pipefail
 case "${1:-}" in
   worker)
     head_ip="${2:?usage: $0 worker HEAD_IP}"
-    exec ray start --block --address="${head_ip}:6379"
+    until ray start --block --address=${head_ip}:6379; do sleep 5; done
     ;;
   head)
-    ray start --head --port=6379
-    echo "waiting for 16 GPUs on 2 nodes in the Ray cluster..." >&2
-    until python3 -c 'import ray,sys; ray.init(address="auto", logging_level="ERROR"); sys.exit(0 if ray.cluster_resources().get("GPU", 0) >= 16 else 1)' 2>/dev/null; do sleep 5; done
-    exec vllm serve deepseek-ai/DeepSeek-R1 --data-parallel-size 16 --data-parallel-size-local 8 --data-parallel-backend ray --max-model-len 163840
+    echo "starting the Ray head; the server starts once 2 nodes have joined" >&2
+    ray start --head --port=6379 && until python3 -c 'import ray, sys; ray.init(address="auto", logging_level="ERROR"); sys.exit(0 if sum(n["Alive"] for n in ray.nodes()) >= 2 else 1)' >/dev/null 2>&1; do sleep 5; done && exec vllm serve deepseek-ai/DeepSeek-R1 --data-parallel-size 16 --data-parallel-size-local 8 --data-parallel-backend ray --max-model-len 163840
     ;;
   *) echo "usage: $0 head | $0 worker HEAD_IP" >&2; exit 2 ;;
 esac
