@@ -34,6 +34,7 @@ class Deploy:
     cache_gib: int
     startup_s: int
     bench_rounds: int
+    bench_min_prompts: int
 
     @property
     def container_model(self) -> str:
@@ -84,4 +85,5 @@ def make_deploy(plan: PlanResponse, request: PlanRequest, params: dict[str, Any]
                   launch=launch,
                   device_ids=tuple(devices.split(",")) if devices else (), port=port,
                   shm_gib=int(params["deploy_shm_gib"]), cache_gib=cache, startup_s=int(params["deploy_startup_s"]),
-                  bench_rounds=int(params["deploy_bench_rounds"]))
+                  bench_rounds=int(params["deploy_bench_rounds"]),
+                  bench_min_prompts=int(params["deploy_bench_min_prompts"]))

@@ -49,7 +49,7 @@ def serve_script(d: Deploy) -> str:
 def benchmark_script(d: Deploy) -> str:
     """benchmark.sh: measured vs planned speeds at the planned workload."""
     w = d.plan.performance.workload
-    prompts = max(32, w.concurrency * d.bench_rounds)
+    prompts = max(d.bench_min_prompts, w.concurrency * d.bench_rounds)
     planned = {k: getattr(d.plan.performance, k).model_dump()
                for k in ("itl_ms", "ttft_ms", "output_tokens_per_s_total")}
     bench = ["${VLLM:-vllm}", "bench", "serve", "--backend", "vllm", "--base-url", "${BASE_URL}",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan a7d05be50c85, vLLM 0.33.0, rule packs core@0.2.0 (a99964714b78)
+# vllm-planner 0.1.0, plan 27bf99ddac25, vLLM 0.33.0, rule packs core@0.2.0 (48cd1eeaf58c)
 # Multi-node: 2 nodes form one Ray cluster; run `$0 worker HEAD_IP` on 1 node(s), then `$0 head` on the head node.
 set -euo pipefail
 

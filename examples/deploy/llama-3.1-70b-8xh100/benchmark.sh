@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan 3c326ad1fe57, vLLM 0.33.0, rule packs core@0.2.0 (a99964714b78)
+# vllm-planner 0.1.0, plan 5922d91fdf75, vLLM 0.33.0, rule packs core@0.2.0 (48cd1eeaf58c)
 # Measures the running server at the planned workload and compares it with the plan.
 set -euo pipefail
 
 BASE_URL="${BASE_URL:-http://localhost:8000}"
-RESULT="${RESULT:-benchmark-3c326ad1fe57.json}"
+RESULT="${RESULT:-benchmark-5922d91fdf75.json}"
 
 echo "waiting for ${BASE_URL}/health ..." >&2
 python3 - "$BASE_URL" <<'PY'

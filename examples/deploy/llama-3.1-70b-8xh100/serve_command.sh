@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan 3c326ad1fe57, vLLM 0.33.0, rule packs core@0.2.0 (a99964714b78)
+# vllm-planner 0.1.0, plan 5922d91fdf75, vLLM 0.33.0, rule packs core@0.2.0 (48cd1eeaf58c)
 # Starts the planned vLLM server on this machine (vllm must be installed).
 set -euo pipefail
 

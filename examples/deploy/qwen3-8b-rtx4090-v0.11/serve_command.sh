@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan e005dbcb8172, vLLM 0.11.0, rule packs core@0.2.0 (a99964714b78)
+# vllm-planner 0.1.0, plan 51fdddfb842e, vLLM 0.11.0, rule packs core@0.2.0 (48cd1eeaf58c)
 # Starts the planned vLLM server on this machine (vllm must be installed).
 set -euo pipefail
 
