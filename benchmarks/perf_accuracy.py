@@ -385,6 +385,8 @@ def fit(prepared: list[Prepared], start: dict[str, Any]) -> dict[str, Any]:
     # One PCIe TP point (P039) and no cross-node one: those latencies are fixed multiples of NVLink's, not fitted.
     params["tp_allreduce_us_per_layer_pcie"] = PCIE_OVER_NVLINK * params["tp_allreduce_us_per_layer_nvlink"]
     params["tp_allreduce_us_per_layer_network"] = NETWORK_OVER_NVLINK * params["tp_allreduce_us_per_layer_nvlink"]
+    for fabric in ("infinity_fabric", "nvlink_c2c"):  # other GPU fabrics, no points: NVLink's latency
+        params[f"tp_allreduce_us_per_layer_{fabric}"] = params["tp_allreduce_us_per_layer_nvlink"]
     params.update(bands(score(prepared, params) + cv_records(prepared, {**start, **params}, "group")))
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in params.items()}
 

@@ -531,6 +531,10 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
         need = mem.bytes_per_block * -(-max_len // settings.block_size)
         reason = (f"one {max_len}-token sequence needs {need / GiB:.2f} GiB of KV cache but only "
                   f"{mem.kv_cache_bytes / GiB:.2f} GiB is left")
+    if req.input_len + req.output_len > max_len:  # vLLM rejects such requests (prompt + output > max_model_len)
+        warnings.append({"code": "W-CONTEXT", "rule": None, "message": (
+            f"requests of {req.input_len} + {req.output_len} tokens exceed max_model_len {max_len}: vLLM rejects "
+            "them; speeds assume they fit")})
     free_check = _free_memory_check(ctx, mem)
     if free_check:
         warnings.append({"code": "W-FREE-MEMORY", "rule": None, "message": free_check})
@@ -827,6 +831,10 @@ def _fixes(ctx: PlanContext, layout: Layout, kv: str, s: Settings, mem: MemoryRe
         out.append(_fix("quantized checkpoint (4-bit)", "an AWQ/GPTQ 4-bit checkpoint of this model", m,
                         f"weights {mem.weights_bytes / GiB:.2f} -> {m.weights_bytes / GiB:.2f} GiB per GPU"))
     out.extend(_more_gpus(ctx, layout, kv, s, max_len, scales))
+    if kv != "auto" and not ctx.req.pinned.kv_cache_dtype:  # sized with this KV dtype: the fix must carry it
+        for f in out:
+            if not f["flags"].startswith("--kv-cache-dtype"):
+                f["flags"] += f" --kv-cache-dtype {kv}"
     return [f for f in out if f["fits"]]
 
 
@@ -884,6 +892,9 @@ def sweep(req: PlanRequest, *, max_model_lens: list[int] | None = None, utilizat
     ctx = plan_context(req, packset)
     s0 = _initial_settings(ctx)
     lens = max_model_lens or [ctx.target_len]
+    too_long = [n for n in lens if n > ctx.model_max_len]
+    if too_long:
+        raise InputError(f"--max-model-lens {too_long[0]} exceeds the model's maximum length {ctx.model_max_len}")
     utils = utilizations or [s0.util]
     lays = _launchable(ctx, layouts(ctx.arch, total_gpus=ctx.hw.count, gpus_per_node=ctx.hw.gpus_per_node,
                                     nodes=ctx.hw.nodes, tp=req.pinned.tensor_parallel_size,

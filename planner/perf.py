@@ -98,8 +98,8 @@ def touched_expert_fraction(inp: PerfInputs, tokens: int) -> float:
 
 
 def _link_us(inp: PerfInputs, params: dict[str, Any]) -> float:
-    key = f"tp_allreduce_us_per_layer_{inp.interconnect}"
-    return float(params.get(key, params["tp_allreduce_us_per_layer_pcie"]))
+    key = "tp_allreduce_us_per_layer_" + inp.interconnect.replace("-", "_")
+    return float(params.get(key, params["tp_allreduce_us_per_layer_pcie"]))  # an unknown link: PCIe, the slowest
 
 
 def allreduce_ms(inp: PerfInputs, tokens: int, params: dict[str, Any]) -> float:

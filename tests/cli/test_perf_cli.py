@@ -121,3 +121,53 @@ def test_bad_workload_is_one_line_exit_2(cmd: str, args: list[str], needle: str)
     assert rc == 2
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+
+
+@pytest.mark.parametrize("args", [
+    ["--model", "Qwen/Qwen3-32B", "--gpu", "H100", "--max-model-len", "40960", "--gpu-memory-utilization", "0.5"],
+    ["--model", "meta-llama/Llama-3.1-70B-Instruct", "--gpu", "L40S"],
+    ["--model", "mistralai/Mixtral-8x7B-v0.1", "--gpu", "H100", "--max-model-len", "32768",
+     "--gpu-memory-utilization", "0.6"],
+])
+def test_every_fix_replans_to_a_plan_that_fits(args: list[str]) -> None:
+    """Apply each suggested change to the same request and plan again: it must fit, with the KV it promised."""
+    import shlex
+
+    rc, out, err = run("plan", *args, "--json")
+    assert rc == 3, err
+    fixes = [f for f in json.loads(out)["fixes"] if f["flags"].startswith("--") and "(" not in f["flags"]]
+    assert fixes, "an infeasible plan names at least one flag change"
+    for f in fixes:
+        flags = shlex.split(f["flags"])
+        base = list(args)
+        for word in flags:  # a fix's flag replaces the same flag in the request
+            if word.startswith("--") and word in base:
+                j = base.index(word)
+                del base[j:j + 2]
+        rc, out, err = run("plan", *base, *flags, "--json")
+        assert rc == 0, (f, err)
+        assert json.loads(out)["memory"]["kv_cache_tokens"] == f["kv_cache_tokens"], f
+
+
+def test_requests_longer_than_the_context_are_flagged() -> None:
+    rc, out, _ = run("plan", *LLAMA8, "--max-model-len", "1024", "--json")  # default request: 1024 + 256 tokens
+    assert rc == 0
+    codes = [w["code"] for w in json.loads(out)["warnings"]]
+    assert "W-CONTEXT" in codes
+    rc, out, _ = run("plan", *LLAMA8, "--max-model-len", "2048", "--json")
+    assert "W-CONTEXT" not in [w["code"] for w in json.loads(out)["warnings"]]
+
+
+def test_sweep_refuses_lengths_beyond_the_model() -> None:
+    rc, _, err = run("sweep", *LLAMA8, "--max-model-lens", "1024,999999999")
+    assert rc == 2 and "999999999 exceeds the model's maximum length 131072" in err
+
+
+def test_every_catalog_interconnect_has_its_own_tp_latency() -> None:
+    """No GPU fabric in the catalog silently falls back to the PCIe latency."""
+    from planner.hardware.catalog import shipped_catalog
+    from planner.policy.loader import load_packset
+
+    params = load_packset(use_env=False).param_values()
+    for spec in shipped_catalog().values():
+        assert "tp_allreduce_us_per_layer_" + spec.interconnect.type.replace("-", "_") in params, spec.id

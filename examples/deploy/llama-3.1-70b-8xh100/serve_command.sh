@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan 5922d91fdf75, vLLM 0.33.0, rule packs core@0.2.0 (48cd1eeaf58c)
+# vllm-planner 0.1.0, plan 2efaf263d133, vLLM 0.33.0, rule packs core@0.2.0 (b58c50941f95)
 # Starts the planned vLLM server on this machine (vllm must be installed).
 set -euo pipefail
 
