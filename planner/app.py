@@ -842,14 +842,20 @@ def _more_gpus(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_len: 
                ) -> list[dict[str, Any]]:
     """The smallest layout with more GPUs per replica (TP within a node, then PP across nodes) that fits."""
     per_node = max(ctx.hw.gpus_per_node, int(ctx.run.params["whatif_gpus_per_node"]))
-    options = [Layout(tp=t, pp=1, dp=1) for t in (2, 4, 8, 16) if t <= per_node]
-    options += [Layout(tp=per_node, pp=p, dp=1) for p in (2, 4, 8)]
+    tps = [t for t in range(1, per_node + 1) if per_node % t == 0]  # TP groups that tile a node
+    grid = [Layout(tp=t, pp=p, dp=1) for t in tps for p in range(1, ctx.arch.num_layers + 1) if t * p <= 8 * per_node]
+
+    def tier(lay: Layout) -> int:  # TP alone first, then PP across whole nodes, then PP inside a node
+        return 0 if lay.pp == 1 else 1 if lay.gpus % per_node == 0 else 2 if lay.gpus < per_node else 3
+
+    options = sorted((lay for lay in grid if tier(lay) < 3), key=lambda lay: (tier(lay), lay.gpus, lay.pp))
     for lay in options:
         if lay.gpus <= layout.tp * layout.pp or tp_is_valid(ctx.arch, lay.tp) or pp_is_valid(ctx.arch, lay.pp):
             continue
         m = _memory(ctx, lay, kv, replace(s, layout=lay), max_len, scales)
         if m.fits:
-            nodes = f" --nodes {lay.pp}" if lay.pp > 1 else ""
+            n = -(-lay.gpus // per_node)
+            nodes = f" --nodes {n} --gpus-per-node {per_node}" if n > 1 else ""
             return [_fix("more GPUs", f"--gpus {lay.gpus}{nodes} --tp {lay.tp}" + (f" --pp {lay.pp}" if lay.pp > 1
                                                                                     else ""), m,
                          f"{lay.gpus} GPUs (TP{lay.tp} PP{lay.pp}): {m.kv_cache_tokens:,} KV tokens")]

@@ -128,6 +128,8 @@ def test_bad_workload_is_one_line_exit_2(cmd: str, args: list[str], needle: str)
     ["--model", "meta-llama/Llama-3.1-70B-Instruct", "--gpu", "L40S"],
     ["--model", "mistralai/Mixtral-8x7B-v0.1", "--gpu", "H100", "--max-model-len", "32768",
      "--gpu-memory-utilization", "0.6"],
+    ["--model", "microsoft/phi-4", "--gpu", "rtx-3050"],  # 10 KV heads: only TP 1/2 valid, so PP is the way out
+    ["--model", "meta-llama/Llama-3.1-405B", "--gpu", "H100"],  # needs two nodes
 ])
 def test_every_fix_replans_to_a_plan_that_fits(args: list[str]) -> None:
     """Apply each suggested change to the same request and plan again: it must fit, with the KV it promised."""
