@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from planner.schemas import PlanResponse
 
@@ -62,7 +61,7 @@ def slug(model: str, limit: int = 40) -> str:
     """A DNS-1123 label from a model id: `meta-llama/Llama-3.1-8B` -> `llama-3-1-8b`."""
     base = model.rstrip("/").split("/")[-1].lower()
     s = re.sub(r"[^a-z0-9]+", "-", base).strip("-")[:limit].strip("-")
-    return f"vllm-{s}" if s and s[0].isalpha() else f"vllm-m{s}".rstrip("-")
+    return f"vllm-{s}" if s else "vllm"
 
 
 def image(vllm_version: str) -> str:
@@ -75,10 +74,3 @@ def image(vllm_version: str) -> str:
 def gpu_product_label(gpu_name: str) -> str:
     """The `nvidia.com/gpu.product` node label GPU feature discovery sets: the name with spaces as dashes."""
     return re.sub(r"\s+", "-", gpu_name.strip())
-
-
-def planned(plan: PlanResponse) -> dict[str, Any]:
-    """The planned speeds the benchmark and README compare against."""
-    p = plan.performance
-    return {k: getattr(p, k).model_dump() for k in ("itl_ms", "ttft_ms", "output_tokens_per_s_total",
-                                                    "decode_tokens_per_s_per_request")}

@@ -55,20 +55,20 @@ class Deploy:
         return self.plan.hardware.gpu
 
 
-def split_serve_command(command: str) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
-    """(env assignments, model, flags) of `[VAR=x ...] vllm serve MODEL flags...`."""
+def split_serve_command(command: str) -> tuple[str, tuple[str, ...]]:
+    """(model, flags) of `[VAR=x ...] vllm serve MODEL flags...` (the environment is the plan's device pin,
+    which each artifact expresses its own way)."""
     words = shlex.split(command)
-    env = tuple(w for w in words[:words.index("vllm")] if "=" in w)
-    rest = words[len(env):]
+    rest = words[words.index("vllm"):]
     if rest[:2] != ["vllm", "serve"] or len(rest) < 3:
         raise ValueError(f"not a vllm serve command: {command!r}")
-    return env, rest[2], tuple(rest[3:])
+    return rest[2], tuple(rest[3:])
 
 
 def make_deploy(plan: PlanResponse, request: PlanRequest, params: dict[str, Any]) -> Deploy:
     """Gather a plan's deployment inputs. The plan must be feasible and carry its launch shape."""
     assert plan.launch is not None, "plans made by this planner carry their launch"
-    _, model, args = split_serve_command(plan.serve_command)
+    model, args = split_serve_command(plan.serve_command)
     lo = plan.launch
     launch = Launch(nodes=lo.nodes, gpus_per_pod=lo.gpus_per_pod, groups=lo.groups,
                     data_parallel_in_engine=lo.data_parallel_in_engine, data_parallel_local=lo.data_parallel_local,

@@ -83,9 +83,3 @@ def to_yaml(data: dict[str, Any], *, comments: list[str] | None = None) -> str:
     out = [f"# {c}".rstrip() for c in (comments or [])]
     _emit(data, 0, out)
     return "\n".join(out) + "\n"
-
-
-def to_yaml_documents(docs: list[dict[str, Any]], *, comments: list[str] | None = None) -> str:
-    """Several documents separated by `---`, the comments before the first."""
-    parts = [to_yaml(d, comments=comments if i == 0 else None) for i, d in enumerate(docs)]
-    return "---\n".join(parts)

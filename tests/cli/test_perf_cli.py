@@ -67,7 +67,6 @@ def test_infeasible_plan_says_which_single_change_fits() -> None:
     plan = json.loads(out)
     changes = {f["change"]: f for f in plan["fixes"]}
     assert {"fewer context tokens", "quantized checkpoint (FP8)", "more GPUs"} <= set(changes)
-    assert all(f["fits"] for f in plan["fixes"])
     ctx = changes["fewer context tokens"]
     n = int(ctx["flags"].removeprefix("--max-model-len "))
     assert 0 < n <= plan["memory"]["kv_cache_tokens"]  # one sequence fits in the KV cache that is left

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from planner.artifacts.yamlout import to_yaml, to_yaml_documents
+from planner.artifacts.yamlout import to_yaml
 
 # strings YAML 1.1 would turn into booleans, numbers, nulls or timestamps when left plain
 TRICKY = ["yes", "No", "on", "OFF", "y", "0.33", "0.11.0", "8000:8000", "1e5", "0x1F", "~", "null", "", "2026-11-23",
@@ -33,8 +33,3 @@ json_values = st.recursive(json_scalars, lambda inner: st.one_of(
 @given(st.dictionaries(st.text(min_size=1, max_size=8), json_values, max_size=5))
 def test_any_json_like_document_round_trips_through_yaml_1_1(doc: dict) -> None:
     assert yaml.safe_load(to_yaml(doc)) == (doc or None)
-
-
-def test_documents_are_separated() -> None:
-    docs = list(yaml.safe_load_all(to_yaml_documents([{"a": 1}, {"b": "on"}], comments=["c"])))
-    assert docs == [{"a": 1}, {"b": "on"}]
