@@ -85,6 +85,8 @@ class ReportedLaunch:
     kv_cache_dtype: str | None = None
     enforce_eager: bool | None = None
     enable_prefix_caching: bool | None = None
+    enable_expert_parallel: bool | None = None
+    sampler: str | None = None  # "flashinfer" | "native": the top-p/top-k sampler the workers chose
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     block_size: int | None = None
@@ -215,7 +217,8 @@ _TEXT_FIELDS = {"weights_unit"}
 # Settings, by source priority: non-default args (3) > engine config line (2) > `vllm serve` command (1) > others (0)
 _SETTING_KEYS = ("model", "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
                  "gpu_memory_utilization", "max_model_len", "dtype", "quantization", "kv_cache_dtype",
-                 "enforce_eager", "enable_prefix_caching", "max_num_seqs", "max_num_batched_tokens", "block_size")
+                 "enforce_eager", "enable_prefix_caching", "enable_expert_parallel", "max_num_seqs",
+                 "max_num_batched_tokens", "block_size", "sampler")
 _CONFIG_KV = re.compile(r"(?<![\w.])(model|dtype|max_seq_len|tensor_parallel_size|pipeline_parallel_size|"
                         r"data_parallel_size|quantization|enforce_eager|kv_cache_dtype|block_size|"
                         r"enable_prefix_caching|max_num_seqs|max_num_batched_tokens)=('[^']{0,500}'|[^,\s]{1,200})")
@@ -229,7 +232,14 @@ _CLI_FLAGS = {"--tensor-parallel-size": "tensor_parallel_size", "-tp": "tensor_p
               "--max-num-batched-tokens": "max_num_batched_tokens", "--block-size": "block_size",
               "--model": "model"}
 _CLI_BOOL = {"--enforce-eager": ("enforce_eager", True), "--enable-prefix-caching": ("enable_prefix_caching", True),
-             "--no-enable-prefix-caching": ("enable_prefix_caching", False)}
+             "--no-enable-prefix-caching": ("enable_prefix_caching", False),
+             "--enable-expert-parallel": ("enable_expert_parallel", True), "-ep": ("enable_expert_parallel", True)}
+# The sampler each worker announces (vllm/v1/sample/ops/topk_topp_sampler.py, 0.8 to 0.3x wordings)
+_SAMPLER_LINES = (("Using FlashInfer for top-p & top-k sampling", "flashinfer"),
+                  ("Falling back to the PyTorch-native implementation of top-p & top-k sampling", "native"),
+                  ("Falling back to default sampling implementation", "native"),
+                  ("FlashInfer top-p/top-k sampling disabled", "native"),
+                  ("FlashInfer top-p/top-k sampling unavailable", "native"))
 _VERSION_RES = (
     ("version", re.compile(r"(?:█|\bvLLM(?: API server)?)\s+version\s+" + _VERSION)),
     ("LLM engine (v", re.compile(r"Initializing an? (?:V\d )?LLM engine \(" + _VERSION + r"\)")),
@@ -268,7 +278,7 @@ def _setting(key: str, raw: Any) -> Any:
             return None
         v = float(raw) if isinstance(raw, (int, float)) else _f(str(raw))
         return v if v is not None and 0 < v <= 1 else None
-    if key in ("enforce_eager", "enable_prefix_caching"):
+    if key in ("enforce_eager", "enable_prefix_caching", "enable_expert_parallel"):
         if isinstance(raw, bool):
             return raw
         return {"true": True, "false": False}.get(str(raw).lower())
@@ -404,6 +414,10 @@ def parse_vllm_log(text: str, source: str) -> ReportedLaunch:
         if "vllm serve" in line:
             for k, v in _command_settings(_command_words(lines, idx)).items():
                 put(k, 1, v)
+        if "sampling" in line:
+            for text, path in _SAMPLER_LINES:
+                if text in line:
+                    put("sampler", 0, path)
         if gpu_name is None and "device_name=" in line:
             m = re.search(r"device_name=([A-Za-z0-9_-]{2,80})", line)
             if m:
@@ -599,13 +613,16 @@ def check_log(path: Path, *, model: str | None = None, gpu: str | None = None,
         notes.append(f"kv_cache_dtype {r.kv_cache_dtype!r} is not one the planner knows; left to the planner")
     version, vnotes = _version(r)
     notes += vnotes
+    if r.sampler:
+        notes.append(f"the workers run the {r.sampler} top-p/top-k sampler: planned with --sampler {r.sampler}")
     hw, hnotes = _hardware(r, gpu, vram_gib, tp * pp * dp)
     notes += hnotes
     try:
         pinned = Pinned(tensor_parallel_size=tp, pipeline_parallel_size=pp, dtype=r.dtype, quantization=quant,
                         kv_cache_dtype=kv, gpu_memory_utilization=r.gpu_memory_utilization,
                         max_model_len=r.max_model_len, max_num_seqs=r.max_num_seqs,
-                        max_num_batched_tokens=r.max_num_batched_tokens, enforce_eager=r.enforce_eager)
+                        max_num_batched_tokens=r.max_num_batched_tokens, enforce_eager=r.enforce_eager,
+                        enable_expert_parallel=r.enable_expert_parallel if arch.is_moe else None, sampler=r.sampler)
         req = PlanRequest(model=ref, gpus=tp * pp * dp, vllm_version=version, pinned=pinned)
     except ValidationError as e:
         err = e.errors()[0]

@@ -96,6 +96,9 @@ def _plan_options(f: Any) -> Any:
         click.option("--enforce-eager", is_flag=True, default=None, help="Pin --enforce-eager."),
         click.option("--enable-expert-parallel", is_flag=True, default=None,
                      help="Pin --enable-expert-parallel (MoE: whole experts per GPU)."),
+        click.option("--sampler", type=click.Choice(["flashinfer", "native"]), default=None,
+                     help="Top-p/top-k sampler vLLM runs: 'native' where FlashInfer is not installed (it sizes the "
+                          "startup sampler peak; artifacts set VLLM_USE_FLASHINFER_SAMPLER to match)."),
         click.option("--rules", "rules", multiple=True, type=click.Path(), help="Site rule pack (file or dir)."),
     ]
     for opt in reversed(opts):
@@ -107,7 +110,8 @@ _PINNED_KEYS = {"tp": "tensor_parallel_size", "pp": "pipeline_parallel_size", "d
                 "quantization": "quantization", "kv_cache_dtype": "kv_cache_dtype",
                 "gpu_memory_utilization": "gpu_memory_utilization", "max_model_len": "max_model_len",
                 "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
-                "enforce_eager": "enforce_eager", "enable_expert_parallel": "enable_expert_parallel"}
+                "enforce_eager": "enforce_eager", "enable_expert_parallel": "enable_expert_parallel",
+                "sampler": "sampler"}
 _HARDWARE_KEYS = {"gpu", "vram_gib", "from_file"}
 _REQUEST_KEYS = ("model", "gpu", "vram_gib", "from_file", "ignore_used", "gpus", "nodes", "gpus_per_node",
                  "concurrency", "input_len", "output_len", "mode", "vllm_version", "rules")

@@ -11,7 +11,8 @@ The profile run processes max_num_batched_tokens tokens, or max(that, max_model_
 prefill is off (`chunked_prefill`, the V0 default up to 32k contexts).
 
 Empirical terms come from rule-pack params (names below), calibrated on real vLLM logs:
-  activation_sampler_bytes_per_logit, activation_base_gib      sampler peak  = base + k x min(T,S) x V
+  activation_sampler_bytes_per_logit, activation_base_gib      sampler peak  = base + k x min(T,S) x V (FlashInfer)
+  activation_sampler_native_bytes_per_logit, sampler_native     sampler peak  = k' x min(T,S) x V (native sort)
   activation_hidden_factor                                      forward peak  = T x (mlp x I/TP + f x H) x b
   non_torch_gib_tp1, non_torch_gib_tp_multi, non_torch_gib_pp   non-torch growth after the snapshot
   cuda_graph_base_gib, cuda_graph_per_layer_gib                 CUDA-graph estimate
@@ -57,6 +58,7 @@ class MemoryInputs:
     free_bytes: int | None = None  # probed free memory (None when not probed)
     dp: int = 1  # data-parallel ranks: MoE experts are sharded over TP x DP (FusedMoEParallelConfig)
     ep: bool = False  # --enable-expert-parallel: whole experts per GPU (same bytes when divisible)
+    sampler_native: bool = False  # the profile run warms up the PyTorch-native (sort-based) top-p/top-k sampler
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,19 +115,27 @@ def rope_cache_bytes(arch: ModelArch, act_bytes: int) -> int:
 
 
 def activation_peak_bytes(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any], *, last_stage: bool) -> int:
-    """Transient peak of vLLM's profile run: max(forward peak, sampler peak on the last stage)."""
+    """Transient peak of vLLM's profile run: max(forward peak, sampler peak on the last stage).
+
+    Forward: the MLP's intermediate activations for T tokens. A fused-MoE layer's caches hold T x top_k rows of
+    the expert intermediate; the intermediate is split over TP unless expert parallelism gives each GPU whole
+    experts. Sampler: the dummy batch min(T, S) x vocab, at the FlashInfer or the PyTorch-native (sort) rate.
+    """
     act = DTYPE_BYTES[inp.dtype]
     t = inp.max_num_batched_tokens
     mats = 3 if arch.gated_mlp else 2
-    inter = arch.intermediate_size
+    mlp = arch.intermediate_size / inp.tp
     if arch.moe is not None:
-        inter = max(inter, arch.moe.moe_intermediate_size * arch.moe.experts_per_token)
-    forward = t * (mats * inter / inp.tp + params["activation_hidden_factor"] * arch.hidden_size) * act
+        moe = arch.moe.moe_intermediate_size * arch.moe.experts_per_token
+        mlp = max(mlp, moe / (1 if inp.ep else inp.tp))
+    forward = t * (mats * mlp + params["activation_hidden_factor"] * arch.hidden_size) * act
     sampler = 0.0
     if last_stage:
-        reqs = min(t, inp.max_num_seqs)
-        sampler = params["activation_base_gib"] * GiB + params["activation_sampler_bytes_per_logit"] * reqs * \
-            arch.vocab_size
+        logits = min(t, inp.max_num_seqs) * arch.vocab_size
+        if inp.sampler_native:
+            sampler = params["activation_sampler_native_bytes_per_logit"] * logits
+        else:
+            sampler = params["activation_base_gib"] * GiB + params["activation_sampler_bytes_per_logit"] * logits
     return int(max(forward, sampler) * inp.scales.get("activation_peak_bytes", 1.0))
 
 

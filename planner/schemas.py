@@ -31,6 +31,10 @@ class Pinned(_Model):
     max_num_batched_tokens: int | None = Field(default=None, ge=1, description="--max-num-batched-tokens")
     enforce_eager: bool | None = Field(default=None, description="--enforce-eager")
     enable_expert_parallel: bool | None = Field(default=None, description="--enable-expert-parallel (MoE)")
+    sampler: Literal["flashinfer", "native"] | None = Field(
+        default=None, description="Top-p/top-k sampler vLLM runs (env VLLM_USE_FLASHINFER_SAMPLER): 'native' where "
+                                  "FlashInfer is not installed, e.g. a pip install of vLLM 0.10.x; it sizes the "
+                                  "profile run's sampler peak")
 
 
 class PlanRequest(_Model):

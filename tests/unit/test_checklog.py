@@ -218,6 +218,11 @@ EXAMPLES = {
         "gpu_memory_utilization": 0.9, "max_model_len": 20000, "weights_gib": 14.9888, "activation_peak_gib": 2.07,
         "non_torch_gib": 0.35, "cuda_graph_gib": None, "kv_cache_gib": 3.81, "kv_cache_tokens": 31232,
         "max_concurrency": 1.56}),
+    "v1-0.10.2-8xl40s-qwen3-235b-fp8-ep.log": (("--model", str(ROOT / "examples" / "models" / "Qwen3-235B-A22B-FP8")), {
+        "vllm_version": "0.10.2", "model": "Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", "tensor_parallel_size": 8,
+        "pipeline_parallel_size": 1, "gpu_memory_utilization": 0.9, "max_model_len": 32768, "weights_gib": 27.7183,
+        "activation_peak_gib": 1.4, "non_torch_gib": 0.21, "cuda_graph_gib": 3.45, "kv_cache_gib": 10.64,
+        "kv_cache_tokens": 238208, "max_concurrency": 7.27}),
 }
 
 
@@ -241,6 +246,38 @@ def test_check_log_examples_json(name: str) -> None:
     assert pred["max_model_len"] == want["max_model_len"]
     assert pred["gpu_memory_utilization"] == want["gpu_memory_utilization"]
     assert all(isinstance(pred[k], float) for k in checklog.MEMORY_KEYS)
+
+
+def test_native_sampler_log_replays_its_activation_peak() -> None:
+    """0.10.2 pip install without FlashInfer (8 x L40S, TP8 + EP): the sampler warm-up is the sort path.
+
+    Hand calculation: the profile's dummy batch is min(T=2048, S=256) = 256 requests x 151,936 vocab logits at the
+    spec's measured 38 B per logit (sort-based top-p, vllm-accounting.md 1.4) = 1.378 GiB; the log prints 1.4 GiB.
+    KV = 39.98 requested - 27.72 weights - 1.378 - 0.21 non-torch = 10.67 GiB per GPU; the log's smallest rank: 10.64.
+    """
+    path = LOGS / "v1-0.10.2-8xl40s-qwen3-235b-fp8-ep.log"
+    r = parse_vllm_log(path.read_text(), str(path))
+    assert r.sampler == "native" and r.enable_expert_parallel is True
+    rc, out, err = run("check-log", str(path), "--model", str(ROOT / "examples" / "models" / "Qwen3-235B-A22B-FP8"),
+                       "--json")
+    assert rc == 0, err
+    data = json.loads(out)
+    assert abs(data["predicted"]["activation_peak_gib"] - 256 * 151936 * 38 / 2**30) < 0.01
+    assert abs(data["predicted"]["kv_cache_gib"] - (39.98 - 27.72 - 1.378 - 0.21)) < 0.1
+    assert abs(data["differences"]["kv_cache_tokens"]["relative"]) < 0.01
+    assert any("native top-p/top-k sampler" in w for w in data["warnings"])
+
+
+@pytest.mark.parametrize(("line", "path"), [
+    ("WARNING 09-24 20:46:11 [topk_topp_sampler.py:69] FlashInfer is not available. Falling back to the PyTorch-native "
+     "implementation of top-p & top-k sampling. For the best performance, please install FlashInfer.", "native"),
+    ("WARNING [topk_topp_sampler.py:69] FlashInfer top-p/top-k sampling unavailable: unsupported compute capability "
+     "7.5; falling back. Set VLLM_USE_FLASHINFER_SAMPLER=0 to silence.", "native"),
+    ("INFO [topk_topp_sampler.py:45] Using FlashInfer for top-p & top-k sampling.", "flashinfer"),
+])
+def test_sampler_line_is_read(line: str, path: str) -> None:
+    text = "INFO [gpu_worker.py:298] Available KV cache memory: 10.65 GiB\n" + line
+    assert parse_vllm_log(text, "x.log").sampler == path
 
 
 def test_check_log_console_table() -> None:

@@ -48,12 +48,12 @@ def test_dense_v019_rows_within_tolerance() -> None:
 
 
 def test_all_rows_summary_holds() -> None:
-    """Regression guard over every replayable row (benchmarks/launch_accuracy.py --all).
+    """Issue 4's targets over every replayable row (benchmarks/launch_accuracy.py): weights within 3% on >= 95%
+    of rows and KV tokens within 5% on >= 90%.
 
-    Issue 4's targets: weights within 3% on >= 95% of rows (met: 26/26) and KV tokens within 5% on
-    >= 90% (22/25 = 88% today; the misses are vllm#21348, LMCache connector with an unstated version,
-    vllm#17122, utilization not stated, and the 0.10.2 L40S MoE/EP row whose 1.4 GiB activation peak is
-    not modelled). This test keeps both from getting worse.
+    23/25 KV-token rows are within 5% today. The two misses state too little to replay: vllm#21348 runs an
+    LMCache KV connector on an unstated version, and vllm#17122 states no utilization. The 0.10.2 L40S MoE/EP row
+    is replayed with the PyTorch-native sampler its full log announces (ROW_FACTS).
     """
     rows = []
     for row in DATA["launches"]:
@@ -63,6 +63,6 @@ def test_all_rows_summary_holds() -> None:
             if r:
                 rows.append(r)
     s = la.summarise(rows)
-    assert s["weights_gib"]["rows"] >= 26 and s["weights_gib"]["within_3pct"] >= 0.95 * s["weights_gib"]["rows"]
-    assert s["kv_tokens"]["rows"] >= 25 and s["kv_tokens"]["within_5pct"] >= 22
+    assert s["weights_gib"]["rows"] >= 26 and s["kv_tokens"]["rows"] >= 25
+    assert la.targets_met(s) == {"weights_within_3pct_on_95pct": True, "kv_tokens_within_5pct_on_90pct": True}
     assert s["kv_tokens"]["median_abs_rel_error"] < 0.01

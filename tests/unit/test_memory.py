@@ -106,3 +106,42 @@ def test_oversized_model_does_not_fit() -> None:
     """Weights larger than the budget: weights_fit and fits are false, KV is zero."""
     m = account(LLAMA_8B, inputs(total_bytes=12 * GiB), params())
     assert not m.weights_fit and not m.fits and m.kv_cache_bytes == 0
+
+
+def test_native_sampler_peak_is_the_sort_rate_per_logit() -> None:
+    """vllm-accounting.md 1.4 measured the sort-based top-p sampler at 1.16 GiB for 256 x 128256 on H100.
+
+    With the profile batch's forward peak made negligible, the native path reproduces that figure, and the FlashInfer
+    path is the fitted base + rate (0.15 GiB + 14.2 B per logit)."""
+    from planner.memory import activation_peak_bytes
+
+    p = params(activation_hidden_factor=0.0)
+    small_forward = inputs(max_num_batched_tokens=256, max_num_seqs=256)  # 256 x 3 x 14336 x 2 B = 21 MiB forward
+    native = activation_peak_bytes(LLAMA_8B, replace_inputs(small_forward, sampler_native=True), p, last_stage=True)
+    assert abs(native / GiB - 1.16) < 0.01
+    fused = activation_peak_bytes(LLAMA_8B, small_forward, p, last_stage=True)
+    assert abs(fused / GiB - (0.15 + 14.2 * 256 * 128256 / GiB)) < 1e-6
+    assert activation_peak_bytes(LLAMA_8B, replace_inputs(small_forward, sampler_native=True), p,
+                                 last_stage=False) < 0.03 * GiB  # only the last PP stage samples
+
+
+def test_expert_parallel_keeps_whole_expert_intermediates() -> None:
+    """A fused-MoE cache holds T x top_k rows of the expert intermediate: split over TP without EP, whole with EP.
+
+    Qwen3-30B-A3B-shaped (H=2048, 128 experts top-8, I_moe=768), T=8192, TP=4, bf16, hidden buffers off:
+    no EP: 8192 x 3 x (768 x 8 / 4) x 2 B = 72 MiB; EP: 8192 x 3 x 768 x 8 x 2 B = 288 MiB."""
+    from planner.memory import activation_peak_bytes
+    from planner.models.arch import MoEInfo
+
+    moe = ModelArch(**{**LLAMA_8B.__dict__, "name": "moe", "hidden_size": 2048, "intermediate_size": 6144,
+                       "moe": MoEInfo(num_experts=128, experts_per_token=8, moe_intermediate_size=768)})
+    p = params(activation_hidden_factor=0.0)
+    base = inputs(tp=4, max_num_batched_tokens=8192)
+    assert activation_peak_bytes(moe, base, p, last_stage=False) == 8192 * 3 * (768 * 8 // 4) * 2
+    assert activation_peak_bytes(moe, replace_inputs(base, ep=True), p, last_stage=False) == 8192 * 3 * 768 * 8 * 2
+
+
+def replace_inputs(inp: MemoryInputs, **over) -> MemoryInputs:
+    from dataclasses import replace
+
+    return replace(inp, **over)

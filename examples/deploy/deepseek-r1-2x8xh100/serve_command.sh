@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan 3333ea78a16f, vLLM 0.33.0, rule packs core@0.2.0 (b58c50941f95)
+# vllm-planner 0.1.0, plan 9eb575f8343d, vLLM 0.33.0, rule packs core@0.3.0 (fc61a05956ce)
 # Multi-node: 2 nodes form one Ray cluster; run `$0 worker HEAD_IP` on 1 node(s), then `$0 head` on the head node.
 set -euo pipefail
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan 2efaf263d133, vLLM 0.33.0, rule packs core@0.2.0 (b58c50941f95)
+# vllm-planner 0.1.0, plan d0a34dde9e45, vLLM 0.33.0, rule packs core@0.3.0 (fc61a05956ce)
 # Measures the running server at the planned workload and compares it with the plan.
 set -euo pipefail
 
 BASE_URL="${BASE_URL:-http://localhost:8000}"
-RESULT="${RESULT:-benchmark-2efaf263d133.json}"
+RESULT="${RESULT:-benchmark-d0a34dde9e45.json}"
 
 echo "waiting for ${BASE_URL}/health ..." >&2
 python3 - "$BASE_URL" <<'PY'

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan 2efaf263d133, vLLM 0.33.0, rule packs core@0.2.0 (b58c50941f95)
+# vllm-planner 0.1.0, plan d0a34dde9e45, vLLM 0.33.0, rule packs core@0.3.0 (fc61a05956ce)
 # Starts the planned vLLM server on this machine (vllm must be installed).
 set -euo pipefail
 
