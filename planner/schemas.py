@@ -104,6 +104,9 @@ class Memory(_Model):
     num_blocks: int
     kv_bytes_per_token: int
     weights_total_bytes: int
+    sampler: Literal["flashinfer", "native"] = Field(
+        description="Sampler whose startup warm-up the activation peak was sized with (--sampler, else the "
+                    "target version's default).")
 
 
 class VLLMConfig(_Model):

@@ -277,6 +277,9 @@ def test_the_native_sampler_costs_kv_cache() -> None:
     assert n["memory"]["per_gpu"]["activation_peak_bytes"] > f["memory"]["per_gpu"]["activation_peak_bytes"]
     assert n["memory"]["per_gpu"]["kv_cache_bytes"] < f["memory"]["per_gpu"]["kv_cache_bytes"]
     assert n["plan_id"] != f["plan_id"]
+    assert (f["memory"]["sampler"], n["memory"]["sampler"]) == ("flashinfer", "native")
+    _, v0, _ = run("plan", *QWEN, "--vllm-version", "0.6.4", "--json")  # V0 samples natively unless told
+    assert json.loads(v0)["memory"]["sampler"] == "native"
 
 
 # --- safe writes -----------------------------------------------------------------------------------------
