@@ -74,7 +74,8 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
     mt.add_column("what")
     mt.add_column("size", justify="right")
     rows = [("total (CUDA-visible)", g.total_bytes), ("budget (x utilization)", g.budget_bytes),
-            ("weights", g.weights_bytes), (f"activation peak (profile run, {mem.sampler} sampler)", g.activation_peak_bytes),
+            ("weights", g.weights_bytes),
+            (f"activation peak (profile run, {mem.sampler} sampler)", g.activation_peak_bytes),
             ("non-torch", g.non_torch_bytes),
             (f"CUDA graphs ({'in' if mem.cuda_graph_in_budget else 'outside'} budget)", g.cuda_graph_bytes),
             ("KV cache", g.kv_cache_bytes)]
