@@ -256,15 +256,15 @@ def _memory(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_model_le
         kv_cache_dtype=kv, gpu_memory_utilization=s.util, max_model_len=max_model_len, max_num_seqs=s.max_num_seqs,
         max_num_batched_tokens=s.max_num_batched_tokens, block_size=s.block_size, enforce_eager=s.enforce_eager,
         scales=scales, free_bytes=ctx.hw.free_bytes, dp=layout.dp if ctx.arch.is_moe else 1,
-        ep=bool(ctx.req.pinned.enable_expert_parallel) and ctx.arch.is_moe, sampler_native=sampler_native(ctx),
+        ep=bool(ctx.req.pinned.enable_expert_parallel) and ctx.arch.is_moe, sampler_sort=sampler_sort(ctx),
     ), ctx.run.params)
 
 
-def sampler_native(ctx: PlanContext) -> bool:
-    """Whether vLLM warms up the PyTorch-native sampler: the pinned --sampler, else the version's default."""
+def sampler_sort(ctx: PlanContext) -> bool:
+    """Whether vLLM's sampler warm-up sorts the whole vocabulary: the pinned --sampler, else the version's default."""
     if ctx.req.pinned.sampler:
-        return ctx.req.pinned.sampler == "native"
-    return bool(ctx.run.params["sampler_native"])
+        return ctx.req.pinned.sampler == "sort"
+    return bool(ctx.run.params["sampler_sort"])
 
 
 def _scales(ctx: PlanContext) -> dict[str, float]:
@@ -504,7 +504,7 @@ def _plan_on(req: PlanRequest, packset: PackSet | None, arch: ModelArch | None, 
 
 def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Candidate], settings: Settings,
               stages: dict[str, Any]) -> PlanResponse:
-    from planner.artifacts.serve import serve_args, serve_command, serve_env
+    from planner.artifacts.serve import serve_args, serve_command
 
     req, arch, hw = ctx.req, ctx.arch, ctx.hw
     layout = settings.layout
@@ -586,7 +586,7 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
                    "cuda_graph_in_budget": mem.cuda_graph_in_budget, "bytes_per_block": mem.bytes_per_block,
                    "num_blocks": mem.num_blocks, "kv_bytes_per_token": mem.kv_bytes_per_token,
                    "weights_total_bytes": mem.weights_total_bytes,
-                   "sampler": "native" if sampler_native(ctx) else "flashinfer"},
+                   "sampler": "sort" if sampler_sort(ctx) else "fused"},
         "performance": _perf_json(req, perf, ctx.run.params),
         "decisions": {k: _decision_json(d) for k, d in sorted(decisions.items())},
         "audit": audit,
@@ -598,14 +598,14 @@ def _assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Cand
                      "reasons": [f"{f['rule']}: {f['reason']}" for f in c.forbidden]} for c in cands if c.forbidden],
     }
     identity = {"config": config, "model": arch.name, "gpu": hw.name, "packs": ctx.packset.sha256, "v": ctx.version}
-    if req.pinned.sampler:  # sizes the activation peak; not a vllm serve flag, so not in `config`
+    if req.pinned.sampler:  # sizes the activation peak; not a vllm serve setting, so not in `config`
         identity["sampler"] = req.pinned.sampler
     body["plan_id"] = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     launch = _launch(ctx, config, feasible)
     body["launch"] = {**asdict(launch), "multi_node": launch.multi_node}
     body["serve_command"] = serve_command(
         arch.name, serve_args(config, ctx.run.params, pinned=req.pinned, launch=launch, version=ctx.version),
-        visible_devices=body["hardware"].get("visible_devices"), env=serve_env(req.pinned))
+        visible_devices=body["hardware"].get("visible_devices"))
     return PlanResponse.model_validate(body)
 
 

@@ -86,7 +86,7 @@ class ReportedLaunch:
     enforce_eager: bool | None = None
     enable_prefix_caching: bool | None = None
     enable_expert_parallel: bool | None = None
-    sampler: str | None = None  # "flashinfer" | "native": the top-p/top-k sampler the workers chose
+    sampler: str | None = None  # "fused" | "sort": how the workers' top-p/top-k sampler runs, when the log says
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     block_size: int | None = None
@@ -234,12 +234,14 @@ _CLI_FLAGS = {"--tensor-parallel-size": "tensor_parallel_size", "-tp": "tensor_p
 _CLI_BOOL = {"--enforce-eager": ("enforce_eager", True), "--enable-prefix-caching": ("enable_prefix_caching", True),
              "--no-enable-prefix-caching": ("enable_prefix_caching", False),
              "--enable-expert-parallel": ("enable_expert_parallel", True), "-ep": ("enable_expert_parallel", True)}
-# The sampler each worker announces (vllm/v1/sample/ops/topk_topp_sampler.py, 0.8 to 0.3x wordings)
-_SAMPLER_LINES = (("Using FlashInfer for top-p & top-k sampling", "flashinfer"),
-                  ("Falling back to the PyTorch-native implementation of top-p & top-k sampling", "native"),
-                  ("Falling back to default sampling implementation", "native"),
-                  ("FlashInfer top-p/top-k sampling disabled", "native"),
-                  ("FlashInfer top-p/top-k sampling unavailable", "native"))
+# The sampler each worker announces (vllm/v1/sample/ops/topk_topp_sampler.py). "PyTorch-native" is the vocabulary
+# sort in the 0.8-0.11 wordings; newer logs that only say FlashInfer is disabled or unavailable may fall back to
+# the Triton kernel or to the sort, so they decide nothing.
+_SAMPLER_LINES = (("Using FlashInfer for top-p & top-k sampling", "fused"),
+                  ("Using Triton for top-p & top-k sampling", "fused"),
+                  ("with Triton for top-p & top-k sampling", "fused"),
+                  ("Falling back to the PyTorch-native implementation of top-p & top-k sampling", "sort"),
+                  ("Falling back to default sampling implementation", "sort"))
 _VERSION_RES = (
     ("version", re.compile(r"(?:█|\bvLLM(?: API server)?)\s+version\s+" + _VERSION)),
     ("LLM engine (v", re.compile(r"Initializing an? (?:V\d )?LLM engine \(" + _VERSION + r"\)")),
@@ -614,7 +616,7 @@ def check_log(path: Path, *, model: str | None = None, gpu: str | None = None,
     version, vnotes = _version(r)
     notes += vnotes
     if r.sampler:
-        notes.append(f"the workers run the {r.sampler} top-p/top-k sampler: planned with --sampler {r.sampler}")
+        notes.append(f"the log shows a {r.sampler} top-p/top-k sampler: planned with --sampler {r.sampler}")
     hw, hnotes = _hardware(r, gpu, vram_gib, tp * pp * dp)
     notes += hnotes
     try:

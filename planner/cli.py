@@ -96,9 +96,10 @@ def _plan_options(f: Any) -> Any:
         click.option("--enforce-eager", is_flag=True, default=None, help="Pin --enforce-eager."),
         click.option("--enable-expert-parallel", is_flag=True, default=None,
                      help="Pin --enable-expert-parallel (MoE: whole experts per GPU)."),
-        click.option("--sampler", type=click.Choice(["flashinfer", "native"]), default=None,
-                     help="Top-p/top-k sampler vLLM runs: 'native' where FlashInfer is not installed (it sizes the "
-                          "startup sampler peak; artifacts set VLLM_USE_FLASHINFER_SAMPLER to match)."),
+        click.option("--sampler", type=click.Choice(["fused", "sort"]), default=None,
+                     help="How your vLLM samples top-p/top-k, which sizes its startup sampler peak: 'sort' when its "
+                          "log says 'Falling back to the PyTorch-native implementation' (V0; pip installs of "
+                          "0.10.x), 'fused' for FlashInfer/Triton kernels. Default: the version's default."),
         click.option("--rules", "rules", multiple=True, type=click.Path(), help="Site rule pack (file or dir)."),
     ]
     for opt in reversed(opts):

@@ -11,8 +11,8 @@ The profile run processes max_num_batched_tokens tokens, or max(that, max_model_
 prefill is off (`chunked_prefill`, the V0 default up to 32k contexts).
 
 Empirical terms come from rule-pack params (names below), calibrated on real vLLM logs:
-  activation_sampler_bytes_per_logit, activation_base_gib      sampler peak  = base + k x min(T,S) x V (FlashInfer)
-  activation_sampler_native_bytes_per_logit, sampler_native     sampler peak  = k' x min(T,S) x V (native sort)
+  activation_sampler_bytes_per_logit, activation_base_gib      sampler peak  = base + k x min(T,S) x V (fused kernels)
+  activation_sampler_sort_bytes_per_logit, sampler_sort         sampler peak  = k' x min(T,S) x V (vocabulary sort)
   activation_hidden_factor                                      forward peak  = T x (mlp x I/TP + f x H) x b
   non_torch_gib_tp1, non_torch_gib_tp_multi, non_torch_gib_pp   non-torch growth after the snapshot
   cuda_graph_base_gib, cuda_graph_per_layer_gib                 CUDA-graph estimate
@@ -58,7 +58,7 @@ class MemoryInputs:
     free_bytes: int | None = None  # probed free memory (None when not probed)
     dp: int = 1  # data-parallel ranks: MoE experts are sharded over TP x DP (FusedMoEParallelConfig)
     ep: bool = False  # --enable-expert-parallel: whole experts per GPU (same bytes when divisible)
-    sampler_native: bool = False  # the profile run warms up the PyTorch-native (sort-based) top-p/top-k sampler
+    sampler_sort: bool = False  # the profile run's sampler warm-up sorts the whole vocabulary (PyTorch-native path)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,7 +119,7 @@ def activation_peak_bytes(arch: ModelArch, inp: MemoryInputs, params: dict[str, 
 
     Forward: the MLP's intermediate activations for T tokens. A fused-MoE layer's caches hold T x top_k rows of
     the expert intermediate; the intermediate is split over TP unless expert parallelism gives each GPU whole
-    experts. Sampler: the dummy batch min(T, S) x vocab, at the FlashInfer or the PyTorch-native (sort) rate.
+    experts. Sampler: the dummy batch min(T, S) x vocab, at the fused-kernel or the full-vocabulary-sort rate.
     """
     act = DTYPE_BYTES[inp.dtype]
     t = inp.max_num_batched_tokens
@@ -132,8 +132,8 @@ def activation_peak_bytes(arch: ModelArch, inp: MemoryInputs, params: dict[str, 
     sampler = 0.0
     if last_stage:
         logits = min(t, inp.max_num_seqs) * arch.vocab_size
-        if inp.sampler_native:
-            sampler = params["activation_sampler_native_bytes_per_logit"] * logits
+        if inp.sampler_sort:
+            sampler = params["activation_sampler_sort_bytes_per_logit"] * logits
         else:
             sampler = params["activation_base_gib"] * GiB + params["activation_sampler_bytes_per_logit"] * logits
     return int(max(forward, sampler) * inp.scales.get("activation_peak_bytes", 1.0))

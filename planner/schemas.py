@@ -31,10 +31,10 @@ class Pinned(_Model):
     max_num_batched_tokens: int | None = Field(default=None, ge=1, description="--max-num-batched-tokens")
     enforce_eager: bool | None = Field(default=None, description="--enforce-eager")
     enable_expert_parallel: bool | None = Field(default=None, description="--enable-expert-parallel (MoE)")
-    sampler: Literal["flashinfer", "native"] | None = Field(
-        default=None, description="Top-p/top-k sampler vLLM runs (env VLLM_USE_FLASHINFER_SAMPLER): 'native' where "
-                                  "FlashInfer is not installed, e.g. a pip install of vLLM 0.10.x; it sizes the "
-                                  "profile run's sampler peak")
+    sampler: Literal["fused", "sort"] | None = Field(
+        default=None, description="How the target vLLM's top-p/top-k sampler runs, which sizes the startup sampler "
+                                  "peak: 'sort' = PyTorch's full-vocabulary sort (V0; V1 without FlashInfer, e.g. a "
+                                  "pip install of 0.10.x), 'fused' = FlashInfer's or Triton's kernels")
 
 
 class PlanRequest(_Model):
@@ -104,7 +104,7 @@ class Memory(_Model):
     num_blocks: int
     kv_bytes_per_token: int
     weights_total_bytes: int
-    sampler: Literal["flashinfer", "native"] = Field(
+    sampler: Literal["fused", "sort"] = Field(
         description="Sampler whose startup warm-up the activation peak was sized with (--sampler, else the "
                     "target version's default).")
 

@@ -40,7 +40,7 @@ def _base(d: Deploy) -> dict[str, Any]:
     return {
         "image": image(d.stamp.vllm_version),
         "ipc": "host",
-        "environment": {"HF_TOKEN": "${HF_TOKEN:-}", **d.env},
+        "environment": {"HF_TOKEN": "${HF_TOKEN:-}"},
         "volumes": volumes,
         "labels": d.stamp.labels(),
     }

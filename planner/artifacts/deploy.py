@@ -26,7 +26,6 @@ class Deploy:
     stamp: Stamp
     model: str  # as the plan names it: a hub/catalog id, or an absolute local directory
     args: tuple[str, ...]  # vllm serve flags after the model
-    env: dict[str, str]  # VLLM_* settings the plan was sized with (e.g. the sampler), set by every artifact
     local_dir: str | None  # the model is this directory on the host (mounted read-only into containers)
     launch: Launch
     device_ids: tuple[str, ...]  # CUDA_VISIBLE_DEVICES of the plan, when it picked GPUs
@@ -56,22 +55,20 @@ class Deploy:
         return self.plan.hardware.gpu
 
 
-def split_serve_command(command: str) -> tuple[str, tuple[str, ...], dict[str, str]]:
-    """(model, flags, VLLM_* environment) of `[VAR=x ...] vllm serve MODEL flags...`. The CUDA_* variables are
-    the plan's device pin, which each artifact expresses its own way."""
+def split_serve_command(command: str) -> tuple[str, tuple[str, ...]]:
+    """(model, flags) of `[VAR=x ...] vllm serve MODEL flags...` (the environment is the plan's device pin,
+    which each artifact expresses its own way)."""
     words = shlex.split(command)
-    at = words.index("vllm")
-    rest = words[at:]
+    rest = words[words.index("vllm"):]
     if rest[:2] != ["vllm", "serve"] or len(rest) < 3:
         raise ValueError(f"not a vllm serve command: {command!r}")
-    env = dict(w.split("=", 1) for w in words[:at] if w.startswith("VLLM_"))
-    return rest[2], tuple(rest[3:]), env
+    return rest[2], tuple(rest[3:])
 
 
 def make_deploy(plan: PlanResponse, request: PlanRequest, params: dict[str, Any]) -> Deploy:
     """Gather a plan's deployment inputs. The plan must be feasible and carry its launch shape."""
     assert plan.launch is not None, "plans made by this planner carry their launch"
-    model, args, env = split_serve_command(plan.serve_command)
+    model, args = split_serve_command(plan.serve_command)
     lo = plan.launch
     launch = Launch(nodes=lo.nodes, gpus_per_pod=lo.gpus_per_pod, groups=lo.groups,
                     data_parallel_in_engine=lo.data_parallel_in_engine, data_parallel_local=lo.data_parallel_local,
@@ -84,8 +81,8 @@ def make_deploy(plan: PlanResponse, request: PlanRequest, params: dict[str, Any]
     weights_gib = plan.memory.weights_total_bytes / GiB
     step = int(params["deploy_cache_step_gib"])
     cache = max(step, math.ceil(weights_gib * float(params["deploy_cache_headroom"]) / step) * step)
-    return Deploy(plan=plan, request=request, stamp=Stamp.of(plan), model=model, args=args, env=env,
-                  local_dir=local_dir, launch=launch,
+    return Deploy(plan=plan, request=request, stamp=Stamp.of(plan), model=model, args=args, local_dir=local_dir,
+                  launch=launch,
                   device_ids=tuple(devices.split(",")) if devices else (), port=port,
                   shm_gib=int(params["deploy_shm_gib"]), cache_gib=cache, startup_s=int(params["deploy_startup_s"]),
                   bench_rounds=int(params["deploy_bench_rounds"]),

@@ -31,9 +31,8 @@ def _selector(d: Deploy) -> dict[str, str]:
     return {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": slug(d.model)}
 
 
-def _env(d: Deploy) -> list[dict[str, Any]]:
-    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {**HF_SECRET, "optional": True}}},
-            *({"name": k, "value": v} for k, v in d.env.items())]
+def _env() -> list[dict[str, Any]]:
+    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {**HF_SECRET, "optional": True}}}]
 
 
 def _probes(d: Deploy) -> dict[str, Any]:
@@ -81,7 +80,7 @@ def pvc(d: Deploy) -> dict[str, Any]:
 
 def deployment(d: Deploy) -> dict[str, Any]:
     container = {"name": "vllm", "image": image(d.stamp.vllm_version), "command": ["vllm", "serve"],
-                 "args": [d.container_model, *d.args], "env": _env(d),
+                 "args": [d.container_model, *d.args], "env": _env(),
                  "ports": [{"name": "http", "containerPort": d.port, "protocol": "TCP"}],
                  "resources": _gpu_resources(d.launch.gpus_per_pod), **_probes(d), "volumeMounts": _mounts(d)}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(d, slug(d.model)),
@@ -96,11 +95,11 @@ def leader_worker_set(d: Deploy) -> dict[str, Any]:
     worker_cmd = ray_worker("$(LWS_LEADER_ADDRESS)")  # Kubernetes substitutes the variable LWS sets
     gpus = _gpu_resources(d.launch.gpus_per_pod)
     leader = {"name": "vllm-leader", "image": image(d.stamp.vllm_version), "command": ["/bin/sh", "-c"],
-              "args": [leader_cmd], "env": _env(d),
+              "args": [leader_cmd], "env": _env(),
               "ports": [{"name": "http", "containerPort": d.port, "protocol": "TCP"}],
               "resources": gpus, **_probes(d), "volumeMounts": _mounts(d)}
     worker = {"name": "vllm-worker", "image": image(d.stamp.vllm_version), "command": ["/bin/sh", "-c"],
-              "args": [worker_cmd], "env": _env(d), "resources": gpus, "volumeMounts": _mounts(d)}
+              "args": [worker_cmd], "env": _env(), "resources": gpus, "volumeMounts": _mounts(d)}
     pod = {**_placement(d), "volumes": _volumes(d)}
     return {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "metadata": _meta(d, slug(d.model)),
             "spec": {"replicas": d.launch.groups, "leaderWorkerTemplate": {

@@ -22,15 +22,12 @@ def serve_script(d: Deploy) -> str:
     """serve_command.sh: the plan's `vllm serve` (with the Ray cluster steps on multi-node shapes)."""
     env = ["CUDA_DEVICE_ORDER=PCI_BUS_ID", f"CUDA_VISIBLE_DEVICES={','.join(d.device_ids)}"] \
         if d.device_ids and not d.launch.multi_node else []
-    env += [f"{k}={shlex.quote(v)}" for k, v in d.env.items()]
     serve = shlex.join(["vllm", "serve", d.model, *d.args])
     if not d.launch.multi_node:
         lines = _header(d, "Starts the planned vLLM server on this machine (vllm must be installed).")
         lines.append(f"exec {'env ' + ' '.join(env) + ' ' if env else ''}{serve} \"$@\"")
         return "\n".join(lines) + "\n"
     nodes = d.launch.nodes
-    if d.env:  # vLLM copies its VLLM_* variables from the head to the Ray workers
-        serve = "env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in d.env.items()) + " " + serve
     lines = _header(d, f"Multi-node: {nodes} nodes form one Ray cluster; run `$0 worker HEAD_IP` on {nodes - 1} "
                        "node(s), then `$0 head` on the head node.")
     lines += [f"# {n}" for n in d.notes] + [

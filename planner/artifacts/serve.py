@@ -62,20 +62,11 @@ def serve_args(config: dict[str, Any], params: dict[str, Any], *, pinned: Pinned
     return args
 
 
-def serve_env(pinned: Pinned) -> dict[str, str]:
-    """vLLM environment settings the plan was sized with (a pinned sampler), for every artifact to set."""
-    if pinned.sampler:
-        return {"VLLM_USE_FLASHINFER_SAMPLER": "1" if pinned.sampler == "flashinfer" else "0"}
-    return {}
-
-
-def serve_command(model: str, args: list[str], *, visible_devices: str | None = None,
-                  env: dict[str, str] | None = None) -> str:
-    """One shell-safe line: `[CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=...] [VLLM_...=x] vllm serve MODEL ...`.
+def serve_command(model: str, args: list[str], *, visible_devices: str | None = None) -> str:
+    """One shell-safe line: `[CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=...] vllm serve MODEL --flag ...`.
 
     CUDA numbers GPUs fastest-first unless told otherwise; PCI_BUS_ID order is nvidia-smi's, which is the
     numbering the plan's device indices use."""
-    words = ["CUDA_DEVICE_ORDER=PCI_BUS_ID", f"CUDA_VISIBLE_DEVICES={shlex.quote(visible_devices)}"] \
+    env = ["CUDA_DEVICE_ORDER=PCI_BUS_ID", f"CUDA_VISIBLE_DEVICES={shlex.quote(visible_devices)}"] \
         if visible_devices else []
-    env = words + [f"{k}={shlex.quote(v)}" for k, v in (env or {}).items()]
     return " ".join([*env, shlex.join(["vllm", "serve", model, *args])])

@@ -236,50 +236,19 @@ def test_settings_equal_to_the_version_default_are_left_out() -> None:
     assert "--gpu-memory-utilization 0.9" in json.loads(out33)["serve_command"]
 
 
-@pytest.mark.parametrize(("extra", "value"), [([], None), (["--sampler", "native"], "0"),
-                                              (["--sampler", "flashinfer"], "1"),
-                                              (["--sampler", "native", "--nodes", "2", "--gpus-per-node", "8",
-                                                "--model", "deepseek-ai/DeepSeek-R1"], "0")])
-def test_a_pinned_sampler_reaches_every_artifact(tmp_path: Path, extra: list[str], value: str | None) -> None:
-    """The plan sized the startup sampler peak for the pinned sampler, so every way of starting vLLM sets
-    VLLM_USE_FLASHINFER_SAMPLER to match (0 = PyTorch-native, 1 = FlashInfer); unpinned, none does."""
-    d = tmp_path / "out"
-    rc, _, err = run("generate", *QWEN, *extra, "-o", str(d))
-    assert rc == 0, err
-    want = None if value is None else f"VLLM_USE_FLASHINFER_SAMPLER={value}"
-    plan = json.loads((d / "plan.json").read_text())
-    script = (d / "serve_command.sh").read_text()
-    compose = yaml.safe_load((d / "docker-compose.yaml").read_text())
-    envs = [svc.get("environment", {}) for svc in compose["services"].values()]
-    k8s = [c.get("env", []) for f in sorted((d / "kubernetes").glob("*.yaml"))
-           for doc in yaml.safe_load_all(f.read_text()) for c in _containers(doc)]
-    assert envs and k8s
-    if want is None:
-        assert "VLLM_USE_FLASHINFER_SAMPLER" not in plan["serve_command"] + script
-        assert all("VLLM_USE_FLASHINFER_SAMPLER" not in e for e in envs)
-        assert all(all(v["name"] != "VLLM_USE_FLASHINFER_SAMPLER" for v in env) for env in k8s)
-        return
-    if not plan["launch"]["multi_node"]:
-        assert want in plan["serve_command"].split(" vllm serve")[0]
-    assert want in script
-    assert all(e.get("VLLM_USE_FLASHINFER_SAMPLER") == value for e in envs)
-    assert all({"name": "VLLM_USE_FLASHINFER_SAMPLER", "value": value} in env for env in k8s)
-    assert_valid_compose(d / "docker-compose.yaml")
-    for f in (d / "kubernetes").glob("*.yaml"):
-        assert_valid_kubernetes(f)
-
-
-def test_the_native_sampler_costs_kv_cache() -> None:
-    """Pinning the native sampler raises the startup sampler peak (38 vs 14.2 B per logit), so less KV cache."""
+def test_the_sort_sampler_costs_kv_cache() -> None:
+    """Pinning the sort sampler raises the startup sampler peak (38 vs 14.2 B per logit), so less KV cache; the
+    serve command is the same (the sampler is how the install runs, not a flag)."""
     _, fused, _ = run("plan", *QWEN, "--json")
-    _, native, _ = run("plan", *QWEN, "--sampler", "native", "--json")
+    _, native, _ = run("plan", *QWEN, "--sampler", "sort", "--json")
     f, n = json.loads(fused), json.loads(native)
     assert n["memory"]["per_gpu"]["activation_peak_bytes"] > f["memory"]["per_gpu"]["activation_peak_bytes"]
     assert n["memory"]["per_gpu"]["kv_cache_bytes"] < f["memory"]["per_gpu"]["kv_cache_bytes"]
     assert n["plan_id"] != f["plan_id"]
-    assert (f["memory"]["sampler"], n["memory"]["sampler"]) == ("flashinfer", "native")
-    _, v0, _ = run("plan", *QWEN, "--vllm-version", "0.6.4", "--json")  # V0 samples natively unless told
-    assert json.loads(v0)["memory"]["sampler"] == "native"
+    assert (f["memory"]["sampler"], n["memory"]["sampler"]) == ("fused", "sort")
+    assert f["serve_command"] == n["serve_command"]
+    _, v0, _ = run("plan", *QWEN, "--vllm-version", "0.6.4", "--json")  # V0 sorts unless told otherwise
+    assert json.loads(v0)["memory"]["sampler"] == "sort"
 
 
 # --- safe writes -----------------------------------------------------------------------------------------
@@ -462,3 +431,16 @@ def test_image_tag_of_a_development_version_is_its_release() -> None:
 
     assert image("0.11.0rc1.dev5+g1234") == "vllm/vllm-openai:v0.11.0"
     assert image("0.33.0") == "vllm/vllm-openai:v0.33.0"
+
+
+def test_a_pinned_sampler_replays_from_the_profile(tmp_path: Path) -> None:
+    d = tmp_path / "out"
+    rc, _, err = run("generate", *QWEN, "--sampler", "sort", "-o", str(d))
+    assert rc == 0, err
+    assert 'sampler: "sort"' in (d / "profile.yaml").read_text()
+    _, out, _ = run("plan", "--profile", str(d / "profile.yaml"), "--json")
+    replay = json.loads(out)
+    assert replay["memory"]["sampler"] == "sort"
+    assert replay["plan_id"] == json.loads((d / "plan.json").read_text())["plan_id"]
+    _, out, _ = run("plan", "--profile", str(d / "profile.yaml"), "--sampler", "fused", "--json")
+    assert json.loads(out)["memory"]["sampler"] == "fused"  # the command line wins over the profile

@@ -248,8 +248,8 @@ def test_check_log_examples_json(name: str) -> None:
     assert all(isinstance(pred[k], float) for k in checklog.MEMORY_KEYS)
 
 
-def test_native_sampler_log_replays_its_activation_peak() -> None:
-    """0.10.2 pip install without FlashInfer (8 x L40S, TP8 + EP): the sampler warm-up is the sort path.
+def test_sort_sampler_log_replays_its_activation_peak() -> None:
+    """0.10.2 pip install without FlashInfer (8 x L40S, TP8 + EP): the sampler warm-up sorts the vocabulary.
 
     Hand calculation: the profile's dummy batch is min(T=2048, S=256) = 256 requests x 151,936 vocab logits at the
     spec's measured 38 B per logit (sort-based top-p, vllm-accounting.md 1.4) = 1.378 GiB; the log prints 1.4 GiB.
@@ -257,7 +257,7 @@ def test_native_sampler_log_replays_its_activation_peak() -> None:
     """
     path = LOGS / "v1-0.10.2-8xl40s-qwen3-235b-fp8-ep.log"
     r = parse_vllm_log(path.read_text(), str(path))
-    assert r.sampler == "native" and r.enable_expert_parallel is True
+    assert r.sampler == "sort" and r.enable_expert_parallel is True
     rc, out, err = run("check-log", str(path), "--model", str(ROOT / "examples" / "models" / "Qwen3-235B-A22B-FP8"),
                        "--json")
     assert rc == 0, err
@@ -265,17 +265,24 @@ def test_native_sampler_log_replays_its_activation_peak() -> None:
     assert abs(data["predicted"]["activation_peak_gib"] - 256 * 151936 * 38 / 2**30) < 0.01
     assert abs(data["predicted"]["kv_cache_gib"] - (39.98 - 27.72 - 1.378 - 0.21)) < 0.1
     assert abs(data["differences"]["kv_cache_tokens"]["relative"]) < 0.01
-    assert any("native top-p/top-k sampler" in w for w in data["warnings"])
+    assert any("sort top-p/top-k sampler" in w for w in data["warnings"])
 
 
 @pytest.mark.parametrize(("line", "path"), [
     ("WARNING 09-24 20:46:11 [topk_topp_sampler.py:69] FlashInfer is not available. Falling back to the PyTorch-native "
-     "implementation of top-p & top-k sampling. For the best performance, please install FlashInfer.", "native"),
+     "implementation of top-p & top-k sampling. For the best performance, please install FlashInfer.", "sort"),
+    ("INFO [topk_topp_sampler.py:44] Currently, FlashInfer top-p & top-k sampling sampler is disabled because "
+     "FlashInfer>=v0.2.3 is not backward compatible. Falling back to the PyTorch-native implementation of top-p & "
+     "top-k sampling.", "sort"),
+    ("INFO [topk_topp_sampler.py:45] Using FlashInfer for top-p & top-k sampling.", "fused"),
+    ("INFO [topk_topp_sampler.py:50] Using Triton for top-p & top-k sampling.", "fused"),
+    # newer wordings do not say what the fallback is (Triton kernel or sort): nothing is pinned
     ("WARNING [topk_topp_sampler.py:69] FlashInfer top-p/top-k sampling unavailable: unsupported compute capability "
-     "7.5; falling back. Set VLLM_USE_FLASHINFER_SAMPLER=0 to silence.", "native"),
-    ("INFO [topk_topp_sampler.py:45] Using FlashInfer for top-p & top-k sampling.", "flashinfer"),
+     "7.5; falling back. Set VLLM_USE_FLASHINFER_SAMPLER=0 to silence.", None),
+    ("INFO [topk_topp_sampler.py:60] FlashInfer top-p/top-k sampling disabled via VLLM_USE_FLASHINFER_SAMPLER=0.",
+     None),
 ])
-def test_sampler_line_is_read(line: str, path: str) -> None:
+def test_sampler_line_is_read(line: str, path: str | None) -> None:
     text = "INFO [gpu_worker.py:298] Available KV cache memory: 10.65 GiB\n" + line
     assert parse_vllm_log(text, "x.log").sampler == path
 

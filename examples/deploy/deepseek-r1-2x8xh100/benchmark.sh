@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan 9eb575f8343d, vLLM 0.33.0, rule packs core@0.3.0 (fc61a05956ce)
+# vllm-planner 0.1.0, plan 0d7bb1dd7ff1, vLLM 0.33.0, rule packs core@0.3.0 (30efe2d30842)
 # Measures the running server at the planned workload and compares it with the plan.
 set -euo pipefail
 
 BASE_URL="${BASE_URL:-http://localhost:8000}"
-RESULT="${RESULT:-benchmark-9eb575f8343d.json}"
+RESULT="${RESULT:-benchmark-0d7bb1dd7ff1.json}"
 
 echo "waiting for ${BASE_URL}/health ..." >&2
 python3 - "$BASE_URL" <<'PY'

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan d0a34dde9e45, vLLM 0.33.0, rule packs core@0.3.0 (fc61a05956ce)
+# vllm-planner 0.1.0, plan f82f3f62879a, vLLM 0.33.0, rule packs core@0.3.0 (30efe2d30842)
 # Measures the running server at the planned workload and compares it with the plan.
 set -euo pipefail
 
 BASE_URL="${BASE_URL:-http://localhost:8000}"
-RESULT="${RESULT:-benchmark-d0a34dde9e45.json}"
+RESULT="${RESULT:-benchmark-f82f3f62879a.json}"
 
 echo "waiting for ${BASE_URL}/health ..." >&2
 python3 - "$BASE_URL" <<'PY'

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan d0a34dde9e45, vLLM 0.33.0, rule packs core@0.3.0 (fc61a05956ce)
+# vllm-planner 0.1.0, plan f82f3f62879a, vLLM 0.33.0, rule packs core@0.3.0 (30efe2d30842)
 # Starts the planned vLLM server on this machine (vllm must be installed).
 set -euo pipefail
 

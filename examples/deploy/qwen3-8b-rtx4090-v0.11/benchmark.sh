@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan 0b3d68160bb8, vLLM 0.11.0, rule packs core@0.3.0 (fc61a05956ce)
+# vllm-planner 0.1.0, plan 93de336acd2b, vLLM 0.11.0, rule packs core@0.3.0 (30efe2d30842)
 # Measures the running server at the planned workload and compares it with the plan.
 set -euo pipefail
 
 BASE_URL="${BASE_URL:-http://localhost:8000}"
-RESULT="${RESULT:-benchmark-0b3d68160bb8.json}"
+RESULT="${RESULT:-benchmark-93de336acd2b.json}"
 
 echo "waiting for ${BASE_URL}/health ..." >&2
 python3 - "$BASE_URL" <<'PY'
