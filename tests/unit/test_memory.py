@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from planner.memory import MemoryInputs, account
@@ -117,11 +119,11 @@ def test_sort_sampler_peak_is_the_measured_rate_per_logit() -> None:
 
     p = params(activation_hidden_factor=0.0)
     small_forward = inputs(max_num_batched_tokens=256, max_num_seqs=256)  # 256 x 3 x 14336 x 2 B = 21 MiB forward
-    native = activation_peak_bytes(LLAMA_8B, replace_inputs(small_forward, sampler_sort=True), p, last_stage=True)
+    native = activation_peak_bytes(LLAMA_8B, replace(small_forward, sampler_sort=True), p, last_stage=True)
     assert abs(native / GiB - 1.16) < 0.01
     fused = activation_peak_bytes(LLAMA_8B, small_forward, p, last_stage=True)
     assert abs(fused / GiB - (0.15 + 14.2 * 256 * 128256 / GiB)) < 1e-6
-    assert activation_peak_bytes(LLAMA_8B, replace_inputs(small_forward, sampler_sort=True), p,
+    assert activation_peak_bytes(LLAMA_8B, replace(small_forward, sampler_sort=True), p,
                                  last_stage=False) < 0.03 * GiB  # only the last PP stage samples
 
 
@@ -138,10 +140,4 @@ def test_expert_parallel_keeps_whole_expert_intermediates() -> None:
     p = params(activation_hidden_factor=0.0)
     base = inputs(tp=4, max_num_batched_tokens=8192)
     assert activation_peak_bytes(moe, base, p, last_stage=False) == 8192 * 3 * (768 * 8 // 4) * 2
-    assert activation_peak_bytes(moe, replace_inputs(base, ep=True), p, last_stage=False) == 8192 * 3 * 768 * 8 * 2
-
-
-def replace_inputs(inp: MemoryInputs, **over) -> MemoryInputs:
-    from dataclasses import replace
-
-    return replace(inp, **over)
+    assert activation_peak_bytes(moe, replace(base, ep=True), p, last_stage=False) == 8192 * 3 * 768 * 8 * 2
