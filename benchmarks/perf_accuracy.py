@@ -96,6 +96,10 @@ class Point:
     prompts: int | None = None  # a finite run: this many prompts sent at t=0 (throughput over the whole drain)
     batch: int = 0
     ctx: int = 0
+    pp: int = 1
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float | None = None
+    enable_expert_parallel: bool | None = None
 
 
 L8 = "meta-llama/Llama-3.1-8B-Instruct"
@@ -227,8 +231,11 @@ def prepare(points: list[Point], rows: dict[str, dict[str, Any]]) -> list[Prepar
         conc = p.concurrency(row) if callable(p.concurrency) else p.concurrency
         req = PlanRequest(model=p.model, gpu=p.gpu, gpus=p.gpus, concurrency=conc, input_len=p.input_len,
                           output_len=p.output_len, vllm_version=p.vllm,
-                          pinned=Pinned(tensor_parallel_size=p.gpus, kv_cache_dtype="auto",
-                                        max_model_len=p.max_model_len, max_num_seqs=p.max_num_seqs))
+                          pinned=Pinned(tensor_parallel_size=p.gpus // p.pp, pipeline_parallel_size=p.pp,
+                                        kv_cache_dtype="auto", max_model_len=p.max_model_len,
+                                        max_num_seqs=p.max_num_seqs, max_num_batched_tokens=p.max_num_batched_tokens,
+                                        gpu_memory_utilization=p.gpu_memory_utilization,
+                                        enable_expert_parallel=p.enable_expert_parallel))
         resp, ctx = plan_with_context(req, packset)
         inp = plan_perf_inputs(resp, ctx)
         out.append(Prepared(point=p, inputs=inp, params=dict(ctx.run.params), concurrency=conc,
@@ -282,6 +289,7 @@ def score(prepared: list[Prepared], overrides: dict[str, Any]) -> list[dict[str,
                          "metric": k, "class": cls, "measured": round(meas, 4), "predicted": round(value, 4),
                          "error": value / meas - 1, "low": value * lo, "high": value * hi,
                          "covered": value * lo <= meas <= value * hi, "concurrency": pp.concurrency,
+                         "kind": "burst (every prompt at t=0)" if pp.point.prompts else "concurrency-capped",
                          "note": pp.point.note})
     return recs
 
@@ -311,6 +319,109 @@ def meets(summ: dict[str, dict[str, Any]]) -> list[str]:
         if s["coverage"] < TARGET_COVER:
             bad.append(f"{cls}: range coverage {s['coverage']:.0%} < {TARGET_COVER:.0%}")
     return bad
+
+
+# ------------------------------------------------------------------------------------------- held out: GPUStack lab
+
+LAB = DATA / "gpustack_perf_lab.json"
+LAB_GPUS = {"h100": "h100-sxm-80gb", "a100": "a100-sxm-80gb", "h200": "h200-sxm-141gb"}
+# Checkpoints the lab serves -> the config the planner reads (same architecture; instruct/2507/0528 are re-trains).
+LAB_MODELS = {
+    "Qwen/Qwen3-8B": "Qwen/Qwen3-8B", "Qwen/Qwen3-14B": str(CONFIGS / "Qwen3-14B"), "Qwen/Qwen3-32B": "Qwen/Qwen3-32B",
+    "Qwen/Qwen3-235B-A22B-Instruct-2507": "Qwen/Qwen3-235B-A22B",
+    "Qwen/Qwen3-235B-A22B-Instruct-2507-FP8": str(ROOT / "examples" / "models" / "Qwen3-235B-A22B-FP8"),
+    "openai/gpt-oss-20b": "openai/gpt-oss-20b", "openai/gpt-oss-120b": "openai/gpt-oss-120b",
+    "deepseek-ai/DeepSeek-R1-0528": "deepseek-ai/DeepSeek-R1",
+}
+LAB_FLAGS = {"-tp": "tp", "--tensor-parallel-size": "tp", "-pp": "pp", "--pipeline-parallel-size": "pp",
+             "--max-model-len": "max_model_len", "--max-num-batched-tokens": "max_num_batched_tokens",
+             "--gpu-memory-utilization": "gpu_memory_utilization", "--max-num-seqs": "max_num_seqs"}
+LAB_SWITCHES = {"--enable-expert-parallel": "enable_expert_parallel", "--async-scheduling": "async_scheduling"}
+LAB_IGNORED = {"--tokenizer-mode", "--reasoning-parser", "--tool-call-parser"}  # no effect on speed modelled
+
+
+def lab_flags(run: dict[str, Any]) -> dict[str, Any]:
+    """The serving flags of a lab run; a label that is itself a flag ('--max-num-batched-tokens 4096') overrides."""
+    words = run["serve_command"].split()
+    words = words[words.index("serve") + 1:]
+    flags: dict[str, Any] = {"model": words[0], "env": [w for w in run["serve_command"].split() if "=" in w
+                                                         and w.split("=")[0].isupper()]}
+    rest = words[1:] + (run["label"].split() if run["label"].startswith("--") else [])
+    i = 0
+    while i < len(rest):
+        w = rest[i]
+        if w in LAB_FLAGS:
+            flags[LAB_FLAGS[w]] = float(rest[i + 1]) if "." in rest[i + 1] else int(rest[i + 1])
+            i += 2
+        elif w in LAB_SWITCHES:
+            flags[LAB_SWITCHES[w]] = True
+            i += 1
+        elif w in LAB_IGNORED:
+            i += 2
+        else:
+            flags.setdefault("unknown", []).append(w)
+            i += 1
+    return flags
+
+
+def lab_points(doc: dict[str, Any], calibration_rows: list[dict[str, Any]]
+               ) -> tuple[list[Point], list[Point], dict[str, str], dict[str, dict[str, Any]]]:
+    """The lab's vLLM runs the planner can replay, split in two, the others with the reason, and the rows by id.
+
+    Calibration: closed-loop runs (--max-concurrency C) without --async-scheduling: the operating point a
+    plan describes, under the settings the model represents. Held out (never fitted): bursts (every prompt
+    at t=0) and runs with --async-scheduling, which overlaps the scheduler with the GPU and is not modelled.
+    A run already in perf_points.json (same throughput numbers) is skipped."""
+    seen = {(r["metrics"].get("output_tok_s_total"), r["metrics"].get("total_tok_s")) for r in calibration_rows}
+    calibrate, held, excluded, rows = [], [], {}, {}
+    for run in doc["runs"]:
+        rid, met = run["id"], run["metrics"]
+        page_model, gpu_key = run["page"].split("/")[-2:]
+        gpu_key = gpu_key.removesuffix(".md").removesuffix("-latency")
+        f = lab_flags(run)
+        why = ("in the calibration set (perf_points.json)" if (met.get("output_tok_s_total"), met.get("total_tok_s"))
+               in seen else
+               f"not an NVIDIA GPU in gpu_catalog ({gpu_key})" if gpu_key not in LAB_GPUS else
+               f"{f['model']} is not in the planner's catalog (or no config is bundled for it)"
+               if f["model"] not in LAB_MODELS else
+               f"serving command names {f['model']} on the {page_model} page" if page_model not in f["model"].lower()
+               else
+               f"flags the model does not represent: {' '.join(f['unknown'])}" if f.get("unknown") else
+               f"environment overrides the attention backend: {' '.join(f['env'])}" if f["env"] else "")
+        if why:
+            excluded[rid] = why
+            continue
+        n, cap = run["num_prompts"], run["max_concurrency"]
+        tp, pp = f.get("tp", 1), f.get("pp", 1)
+        rows[rid] = run
+        measured: dict[str, Callable[[dict[str, Any]], float]] = {"itl_ms": m("tpot_ms_median"),
+                                                                    "output_tok_s": m("output_tok_s_total")}
+        if cap:
+            measured["ttft_ms"] = m("ttft_ms_median")
+        dataset = "random" if run["label"].lower().startswith("random") else "sharegpt"
+        notes = [f"{'ShareGPT' if dataset == 'sharegpt' else 'random'} {n} prompts"
+                 + (f" at max-concurrency {cap}" if cap else " at t=0"), f"vLLM {run['vllm_version']}"]
+        notes += [k.replace("_", "-") for k in ("async_scheduling", "enable_expert_parallel") if f.get(k)]
+        (calibrate if cap and not f.get("async_scheduling") else held).append(Point(
+            rid, rid, LAB_MODELS[f["model"]], LAB_GPUS[gpu_key], gpu_key.upper(), QB,
+            round(run["input_len_mean"]), max(1, round(run["output_len_mean"])), cap or n, measured, gpus=tp * pp,
+            vllm=run["vllm_version"], max_model_len=f.get("max_model_len"), max_num_seqs=f.get("max_num_seqs"),
+            prompts=None if cap else n, note="; ".join(notes), pp=pp,
+            max_num_batched_tokens=f.get("max_num_batched_tokens"),
+            gpu_memory_utilization=f.get("gpu_memory_utilization"),
+            enable_expert_parallel=f.get("enable_expert_parallel")))
+    return calibrate, held, excluded, rows
+
+
+def _lab(data_dir: Path) -> tuple[list[Point], list[Point], dict[str, str], dict[str, dict[str, Any]]]:
+    calibration = json.loads((data_dir / "perf_points.json").read_text())["points"]
+    return lab_points(json.loads((data_dir / LAB.name).read_text()), calibration)
+
+
+def load_held_out(data_dir: Path = DATA) -> tuple[list[Prepared], dict[str, str]]:
+    """The lab runs no fit sees, planned, and the lab runs that cannot be replayed with the reason."""
+    _, held, excluded, rows = _lab(data_dir)
+    return prepare(held, rows), excluded
 
 
 # ------------------------------------------------------------------------------------------- fitting
@@ -415,9 +526,11 @@ def held_out(prepared: list[Prepared], start: dict[str, Any], key: str, nested: 
 
 
 def load(data_dir: Path = DATA) -> list[Prepared]:
+    """The calibration set: POINTS, the H100 micro-benchmark and the lab's closed-loop runs, planned."""
     rows = {r["id"]: r for r in json.loads((data_dir / "perf_points.json").read_text())["points"]}
     bench = json.loads((data_dir / "h100_decode_measured.json").read_text())
-    return prepare(POINTS + micro_points(bench), rows)
+    lab, _, _, lab_rows = _lab(data_dir)
+    return prepare(POINTS + micro_points(bench) + lab, {**rows, **lab_rows})
 
 
 def _print_summary(title: str, summ: dict[str, dict[str, Any]]) -> None:
@@ -434,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 unless the in-sample targets hold")
     ap.add_argument("--fit", action="store_true", help="refit the FITTED params and report held-out error")
     ap.add_argument("--rows", action="store_true", help="print every point, not only the worst five")
+    ap.add_argument("--held-out", action="store_true",
+                    help="also score the GPUStack lab runs no fit sees (bursts, --async-scheduling)")
     ap.add_argument("--params", default="{}", help="JSON object of param overrides to score with (exploration)")
     args = ap.parse_args(argv)
     prepared = load()
@@ -441,6 +556,14 @@ def main(argv: list[str] | None = None) -> int:
     recs = score(prepared, overrides)
     summ = summary(recs)
     result: dict[str, Any] = {"in_sample": summ, "records": recs, "excluded": EXCLUDED}
+    if args.held_out:
+        held, lab_excluded = load_held_out()
+        held_recs = score(held, overrides)
+        result["held_out_lab"] = summary(held_recs)
+        result["held_out_lab_by_kind"] = {kind: summary([r for r in held_recs if r["kind"] == kind])
+                                          for kind in sorted({r["kind"] for r in held_recs})}
+        result["held_out_lab_records"] = held_recs
+        result["lab_excluded"] = lab_excluded
     if args.fit:
         start = {**prepared[0].params, **overrides}
         result["fit"] = fit(prepared, start)
@@ -461,6 +584,11 @@ def main(argv: list[str] | None = None) -> int:
             print("fit (all points):", json.dumps(result["fit"]))
             _print_summary("held out, leave one GPU group out", result["held_out_gpu"])
             _print_summary("held out, leave one source out", result["held_out_source"])
+        if args.held_out:
+            _print_summary(f"held out, GPUStack lab runs no fit sees ({len(held)} runs)", result["held_out_lab"])
+            for kind, summ_k in result["held_out_lab_by_kind"].items():
+                _print_summary(f"  of which {kind}", summ_k)
+            print(f"lab runs not replayed: {len(lab_excluded)} (reasons with --json)")
         print(f"excluded rows: {', '.join(EXCLUDED)} (reasons with --json)")
     if args.check:
         bad = meets(summ)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan 93de336acd2b, vLLM 0.11.0, rule packs core@0.3.0 (30efe2d30842)
+# vllm-planner 0.1.0, plan 698db06b5d27, vLLM 0.11.0, rule packs core@0.3.1 (d7b04bce63d6)
 # Measures the running server at the planned workload and compares it with the plan.
 set -euo pipefail
 
 BASE_URL="${BASE_URL:-http://localhost:8000}"
-RESULT="${RESULT:-benchmark-93de336acd2b.json}"
+RESULT="${RESULT:-benchmark-698db06b5d27.json}"
 
 echo "waiting for ${BASE_URL}/health ..." >&2
 python3 - "$BASE_URL" <<'PY'
@@ -24,7 +24,7 @@ ${VLLM:-vllm} bench serve --backend vllm --base-url "${BASE_URL}" --model Qwen/Q
 
 python3 - "$RESULT" <<'PY'
 import json, sys
-planned = {"itl_ms": {"expected": 29.049, "high": 33.435, "low": 25.418}, "output_tokens_per_s_total": {"expected": 267.718, "high": 300.112, "low": 153.403}, "ttft_ms": {"expected": 455.692, "high": 827.536, "low": 251.997}}
+planned = {"itl_ms": {"expected": 29.049, "high": 33.348, "low": 25.766}, "output_tokens_per_s_total": {"expected": 267.718, "high": 292.616, "low": 158.222}, "ttft_ms": {"expected": 455.692, "high": 757.359, "low": 304.402}}
 m = json.load(open(sys.argv[1]))
 rows = [('ITL ms (median)', m.get('median_itl_ms'), planned['itl_ms']),
         ('TTFT ms (median)', m.get('median_ttft_ms'), planned['ttft_ms']),
