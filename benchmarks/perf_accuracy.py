@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Replay measured vLLM serving points through the planner's speed model; report error, coverage and fits.
 
-Usage: python benchmarks/perf_accuracy.py [--json] [--check] [--fit] [--rows]
+Usage: python benchmarks/perf_accuracy.py [--json] [--check] [--fit] [--rows] [--held-out]
 
 Data: tests/data/calibration/perf_points.json and h100_decode_measured.json (copies of
-shared/calibration/). Every vLLM point whose model, GPU and workload the planner can represent is
-listed in POINTS below with how its workload and measured values are read from the row; the rest
-are in EXCLUDED with the reason. Each point is planned with the row's settings pinned (TP, KV dtype,
-max_model_len, max_num_seqs where stated, the row's vLLM version), then predicted with perf.py.
+shared/calibration/), and gpustack_perf_lab.json (benchmarks/extract_gpustack_lab.py). Every vLLM point
+of perf_points.json whose model, GPU and workload the planner can represent is listed in POINTS below
+with how its workload and measured values are read from the row; the rest are in EXCLUDED with the
+reason. The lab's runs are read by lab_points(): its closed-loop runs join the calibration set, its
+bursts and --async-scheduling runs are scored only with --held-out. Each point is planned with the
+row's settings pinned (TP, PP, KV dtype, max_model_len, max_num_seqs, max_num_batched_tokens where
+stated, the row's vLLM version), then predicted with perf.py.
 
 Metrics, in three classes (the issue's ITL, TTFT and throughput):
   itl   ITL / TPOT median of a serving run, or one decode step of the H100 micro-benchmark
@@ -321,9 +324,9 @@ def meets(summ: dict[str, dict[str, Any]]) -> list[str]:
     return bad
 
 
-# ------------------------------------------------------------------------------------------- held out: GPUStack lab
+# ------------------------------------------------------------------------------------------- GPUStack lab
 
-LAB = DATA / "gpustack_perf_lab.json"
+LAB_FILE = "gpustack_perf_lab.json"
 LAB_GPUS = {"h100": "h100-sxm-80gb", "a100": "a100-sxm-80gb", "h200": "h200-sxm-141gb"}
 # Checkpoints the lab serves -> the config the planner reads (same architecture; instruct/2507/0528 are re-trains).
 LAB_MODELS = {
@@ -364,6 +367,24 @@ def lab_flags(run: dict[str, Any]) -> dict[str, Any]:
     return flags
 
 
+def _lab_skip_reason(run: dict[str, Any], f: dict[str, Any], gpu_key: str, seen: set[tuple[Any, Any]]) -> str:
+    """Why a lab run cannot be replayed as measured ('' when it can)."""
+    met, page_model = run["metrics"], run["page"].split("/")[-2]
+    if (met.get("output_tok_s_total"), met.get("total_tok_s")) in seen:
+        return "in the calibration set (perf_points.json)"
+    if gpu_key not in LAB_GPUS:
+        return f"not an NVIDIA GPU in gpu_catalog ({gpu_key})"
+    if f["model"] not in LAB_MODELS:
+        return f"{f['model']} is not in the planner's catalog (or no config is bundled for it)"
+    if page_model not in f["model"].lower():
+        return f"serving command names {f['model']} on the {page_model} page"
+    if f.get("unknown"):
+        return f"flags the model does not represent: {' '.join(f['unknown'])}"
+    if f["env"]:
+        return f"environment variables the model does not represent: {' '.join(f['env'])}"
+    return ""
+
+
 def lab_points(doc: dict[str, Any], calibration_rows: list[dict[str, Any]]
                ) -> tuple[list[Point], list[Point], dict[str, str], dict[str, dict[str, Any]]]:
     """The lab's vLLM runs the planner can replay, split in two, the others with the reason, and the rows by id.
@@ -375,20 +396,9 @@ def lab_points(doc: dict[str, Any], calibration_rows: list[dict[str, Any]]
     seen = {(r["metrics"].get("output_tok_s_total"), r["metrics"].get("total_tok_s")) for r in calibration_rows}
     calibrate, held, excluded, rows = [], [], {}, {}
     for run in doc["runs"]:
-        rid, met = run["id"], run["metrics"]
-        page_model, gpu_key = run["page"].split("/")[-2:]
-        gpu_key = gpu_key.removesuffix(".md").removesuffix("-latency")
-        f = lab_flags(run)
-        why = ("in the calibration set (perf_points.json)" if (met.get("output_tok_s_total"), met.get("total_tok_s"))
-               in seen else
-               f"not an NVIDIA GPU in gpu_catalog ({gpu_key})" if gpu_key not in LAB_GPUS else
-               f"{f['model']} is not in the planner's catalog (or no config is bundled for it)"
-               if f["model"] not in LAB_MODELS else
-               f"serving command names {f['model']} on the {page_model} page" if page_model not in f["model"].lower()
-               else
-               f"flags the model does not represent: {' '.join(f['unknown'])}" if f.get("unknown") else
-               f"environment overrides the attention backend: {' '.join(f['env'])}" if f["env"] else "")
-        if why:
+        rid, f = run["id"], lab_flags(run)
+        gpu_key = run["page"].split("/")[-1].removesuffix(".md").removesuffix("-latency")
+        if why := _lab_skip_reason(run, f, gpu_key, seen):
             excluded[rid] = why
             continue
         n, cap = run["num_prompts"], run["max_concurrency"]
@@ -398,8 +408,7 @@ def lab_points(doc: dict[str, Any], calibration_rows: list[dict[str, Any]]
                                                                     "output_tok_s": m("output_tok_s_total")}
         if cap:
             measured["ttft_ms"] = m("ttft_ms_median")
-        dataset = "random" if run["label"].lower().startswith("random") else "sharegpt"
-        notes = [f"{'ShareGPT' if dataset == 'sharegpt' else 'random'} {n} prompts"
+        notes = [f"{'random' if run['label'].lower().startswith('random') else 'ShareGPT'} {n} prompts"
                  + (f" at max-concurrency {cap}" if cap else " at t=0"), f"vLLM {run['vllm_version']}"]
         notes += [k.replace("_", "-") for k in ("async_scheduling", "enable_expert_parallel") if f.get(k)]
         (calibrate if cap and not f.get("async_scheduling") else held).append(Point(
@@ -415,7 +424,7 @@ def lab_points(doc: dict[str, Any], calibration_rows: list[dict[str, Any]]
 
 def _lab(data_dir: Path) -> tuple[list[Point], list[Point], dict[str, str], dict[str, dict[str, Any]]]:
     calibration = json.loads((data_dir / "perf_points.json").read_text())["points"]
-    return lab_points(json.loads((data_dir / LAB.name).read_text()), calibration)
+    return lab_points(json.loads((data_dir / LAB_FILE).read_text()), calibration)
 
 
 def load_held_out(data_dir: Path = DATA) -> tuple[list[Prepared], dict[str, str]]:

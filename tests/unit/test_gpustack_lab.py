@@ -163,7 +163,7 @@ def test_lab_split_calibrates_only_on_closed_loop_runs_without_async_scheduling(
     for p in calibrate:
         assert p.prompts is None and "async-scheduling" not in p.note
     assert all(p.prompts or "async-scheduling" in p.note for p in held)
-    calibration_ids = {p.id for p in calibrate} | {p.id for p in held}
-    assert not calibration_ids & set(excluded)
+    replayed = {p.id for p in calibrate} | {p.id for p in held}
+    assert not replayed & set(excluded)
     # runs already in perf_points.json (P041, P061, ...) are not replayed twice
     assert "in the calibration set (perf_points.json)" in excluded.values()
