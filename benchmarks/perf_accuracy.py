@@ -269,7 +269,8 @@ def drain_dominated(pp: Prepared) -> bool:
     """A burst of N prompts at t=0 that fills fewer than BURST_MIN_WAVES batches: its mean throughput is mostly
     the drain of the dataset's longest outputs, not an operating point (its ITL is still scored)."""
     p = pp.point
-    return bool(p.prompts) and p.prompts < BURST_MIN_WAVES * perf.batch_per_replica(pp.inputs) * pp.inputs.dp
+    batch = perf.batch_per_replica(pp.inputs, bool(pp.params["chunked_prefill"]))
+    return bool(p.prompts) and p.prompts < BURST_MIN_WAVES * batch * pp.inputs.dp
 
 
 def band(params: dict[str, Any], cls: str) -> tuple[float, float]:

@@ -15,8 +15,10 @@ Memory and compute are added, not overlapped (the H100 anchor in h100_decode_mea
 fitted within a few percent this way up to batch 256).
 
 Serving at concurrency C (closed loop: each client sends its next request when one finishes):
-    batch    = min(C per replica, max_num_seqs, KV cache tokens / (input + output/2))
+    batch    = min(C per replica, max_num_seqs, KV cache tokens / (input + output/2),
+                   max_num_batched_tokens x output / (input + output))   (chunked prefill: a step's token budget)
     ITL      = decode step(batch) + the prompts of the other batch-1 sequences, spread over their outputs
+               (when the token budget limits the batch, prompts queue for it: every step carries a full budget)
     TTFT     = own chunked prefill (each chunk rides with the running decodes) + the expected part of
                other prompts already being prefilled + half a running step + the serving path's fixed
                cost + queueing when C exceeds what vLLM runs
@@ -83,10 +85,25 @@ def kv_bound(inp: PerfInputs) -> int:
     return max(1, inp.kv_cache_tokens // max(1, inp.input_len + inp.output_len // 2))
 
 
-def batch_per_replica(inp: PerfInputs) -> int:
-    """Sequences vLLM keeps running per replica: bounded by the request, max_num_seqs and KV capacity."""
+def budget_bound(inp: PerfInputs) -> int:
+    """Sequences that can keep decoding when a step carries at most max_num_batched_tokens tokens (chunked
+    prefill): in steady state each step holds the batch's decode tokens plus the prompt tokens of the sequences
+    that replace the finished ones (batch x input/output), so batch x (1 + input/output) <= the budget. Long
+    prompts with short outputs (RAG, summarisation) hit this before KV capacity or max_num_seqs."""
+    return max(1, inp.max_num_batched_tokens * inp.output_len // (inp.input_len + inp.output_len))
+
+
+def budget_binds(inp: PerfInputs) -> bool:
+    """Whether the token budget, not the clients, max_num_seqs or KV room, limits the running batch."""
+    return budget_bound(inp) < min(cdiv(inp.concurrency, inp.dp), inp.max_num_seqs, kv_bound(inp))
+
+
+def batch_per_replica(inp: PerfInputs, chunked: bool = True) -> int:
+    """Sequences vLLM keeps running per replica: bounded by the request, max_num_seqs, KV capacity and, with
+    chunked prefill, the per-step token budget."""
     per_replica = cdiv(inp.concurrency, inp.dp)
-    return max(1, min(per_replica, inp.max_num_seqs, kv_bound(inp)))
+    bound = min(per_replica, inp.max_num_seqs, kv_bound(inp))
+    return max(1, min(bound, budget_bound(inp)) if chunked else bound)
 
 
 def touched_expert_fraction(inp: PerfInputs, tokens: int) -> float:
@@ -185,6 +202,7 @@ class ServingPoint:
     itl_ms: float
     ttft_ms: float
     queue_ms: float
+    budget_full: bool  # prompts queue for the token budget: every step is full
     chunks: int
     chunk: int
 
@@ -192,7 +210,7 @@ class ServingPoint:
 def serving_point(inp: PerfInputs, params: dict[str, Any]) -> ServingPoint:
     """ITL and TTFT of one replica running `batch` sequences with the other sequences' prompts interleaved
     (chunked prefill; with the V0 engine's unchunked prefill they pause the decodes instead)."""
-    batch = batch_per_replica(inp)
+    batch = batch_per_replica(inp, bool(params["chunked_prefill"]))
     ctx = inp.input_len + inp.output_len // 2
     decode = decode_step_ms(inp, batch, ctx, params)
     per_prompt_token = prompt_token_ms(inp, params)
@@ -201,7 +219,11 @@ def serving_point(inp: PerfInputs, params: dict[str, Any]) -> ServingPoint:
     # steps (chunked prefill), or (V0 engine) in prefill-only steps that pause the decodes.
     prompt_ms = inp.input_len * per_prompt_token if chunked else prefill_ms(inp, inp.input_len, inp.input_len, params)
     shared_ms = prompt_ms / inp.pp  # one prompt's share of a pipeline cycle: each stage does 1/pp of its work
-    itl = decode + (batch - 1) / inp.output_len * shared_ms
+    budget_full = chunked and budget_binds(inp)
+    if budget_full:  # prompts queue for the budget: every step fills it with prompt chunks
+        itl = decode + (inp.max_num_batched_tokens - batch) * per_prompt_token / inp.pp
+    else:
+        itl = decode + (batch - 1) / inp.output_len * shared_ms
     chunk = max(1, min(inp.input_len, inp.max_num_batched_tokens - (batch - 1))) if chunked else inp.input_len
     chunks = cdiv(inp.input_len, chunk)
     if not chunked:
@@ -221,7 +243,7 @@ def serving_point(inp: PerfInputs, params: dict[str, Any]) -> ServingPoint:
     running = batch * inp.dp
     queue = (inp.concurrency / running - 1) * (ttft + (inp.output_len - 1) * itl) if inp.concurrency > running else 0.0
     return ServingPoint(batch=batch, ctx=ctx, decode_ms=decode, itl_ms=itl, ttft_ms=ttft + queue, queue_ms=queue,
-                        chunks=chunks, chunk=chunk)
+                        budget_full=budget_full, chunks=chunks, chunk=chunk)
 
 
 def estimate(inp: PerfInputs, params: dict[str, Any]) -> PerfResult | None:
@@ -232,10 +254,16 @@ def estimate(inp: PerfInputs, params: dict[str, Any]) -> PerfResult | None:
     running = min(inp.concurrency, sp.batch * inp.dp)
     service_ms = sp.ttft_ms - sp.queue_ms + (inp.output_len - 1) * sp.itl_ms
     total = running * inp.output_len / service_ms * 1000
+    if sp.budget_full:  # each step prefills (budget - batch) prompt tokens: that many prompts' outputs per step
+        total = inp.dp * (inp.max_num_batched_tokens - sp.batch) / inp.input_len * inp.output_len / sp.itl_ms * 1000
     assumptions = [
         f"{sp.batch} sequences per replica decode together (concurrency {inp.concurrency} over {inp.dp} replica(s), "
-        f"max_num_seqs {inp.max_num_seqs}, KV room for {kv_bound(inp)} sequences at input + half the output)",
+        f"max_num_seqs {inp.max_num_seqs}, KV room for {kv_bound(inp)} sequences at input + half the output"
+        + (f", token budget for {budget_bound(inp)}: each step carries the decodes plus the prompts replacing "
+           f"them, at most max_num_batched_tokens {inp.max_num_batched_tokens})" if params["chunked_prefill"] else ")"),
         f"average decode context {sp.ctx} tokens (input + half the output)",
+        f"prompts queue for the token budget: every step carries {inp.max_num_batched_tokens} tokens "
+        f"({sp.batch} decodes, {inp.max_num_batched_tokens - sp.batch} prompt tokens)" if sp.budget_full else
         f"closed loop: each finished request is replaced at once, so {sp.batch - 1} other prompts of "
         f"{inp.input_len} tokens are prefilled during each request's {inp.output_len} decode steps",
         f"own prompt prefilled in {sp.chunks} chunk(s) of up to {sp.chunk} tokens (max_num_batched_tokens "

@@ -142,6 +142,25 @@ def test_max_num_seqs_and_replicas_bound_the_batch() -> None:
     assert r is not None and r.effective_concurrency == 32
 
 
+def test_token_budget_bounds_the_batch_for_long_prompts(pack_params: dict) -> None:
+    """A step carries at most max_num_batched_tokens tokens: B decodes plus the B x input/output prompt tokens of
+    the sequences replacing them. 8000 in / 100 out with a 2048-token budget: B x 81 <= 2048 -> B = 25, however
+    many clients wait (vLLM's scheduler leaves the rest in the queue)."""
+    inp = llama8(concurrency=256, input_len=8000, output_len=100, max_num_batched_tokens=2048)
+    assert perf.budget_bound(inp) == 25
+    assert perf.batch_per_replica(inp) == 25
+    assert 25 + 24 * 8000 / 100 <= 2048  # the steady-state step fits the budget
+    # V0 runs prompts in steps of their own: no token budget, only KV room, 400,000 / (8000 + 100 / 2) = 49.
+    assert perf.batch_per_replica(inp, chunked=False) == 49
+    r = perf.estimate(inp, pack_params)
+    assert r is not None and r.batch_per_replica == 25
+    assert any("token budget for 25" in a for a in r.assumptions)
+    assert any("every step carries 2048 tokens (25 decodes, 2023 prompt tokens)" in a for a in r.assumptions)
+    # Full steps: 2023 prompt tokens a step finish 2023 / 8000 requests' worth of outputs (100 tokens each).
+    assert r.output_tokens_per_s_total == pytest.approx(2023 / 8000 * 100 / r.itl_ms * 1000, rel=1e-9)
+    assert any("231 request(s) wait" in a for a in r.assumptions)
+
+
 def test_chunked_prefill_counts_chunks(pack_params: dict) -> None:
     r = perf.serving_point(llama8(input_len=20000, output_len=100, max_num_batched_tokens=8192), pack_params)
     assert (r.chunks, r.chunk) == (3, 8192)  # ceil(20000 / 8192)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan 22c4299174aa, vLLM 0.33.0, rule packs core@0.3.1 (d7b04bce63d6)
+# vllm-planner 0.1.0, plan bbdf075be871, vLLM 0.33.0, rule packs core@0.3.2 (6eb948b3016f)
 # Multi-node: 2 nodes form one Ray cluster; run `$0 worker HEAD_IP` on 1 node(s), then `$0 head` on the head node.
 set -euo pipefail
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan 2253fc02f7aa, vLLM 0.33.0, rule packs core@0.3.1 (d7b04bce63d6)
+# vllm-planner 0.1.0, plan f18172cef8e5, vLLM 0.33.0, rule packs core@0.3.2 (6eb948b3016f)
 # Measures the running server at the planned workload and compares it with the plan.
 set -euo pipefail
 
 BASE_URL="${BASE_URL:-http://localhost:8000}"
-RESULT="${RESULT:-benchmark-2253fc02f7aa.json}"
+RESULT="${RESULT:-benchmark-f18172cef8e5.json}"
 
 echo "waiting for ${BASE_URL}/health ..." >&2
 python3 - "$BASE_URL" <<'PY'
@@ -24,7 +24,7 @@ ${VLLM:-vllm} bench serve --backend vllm --base-url "${BASE_URL}" --model meta-l
 
 python3 - "$RESULT" <<'PY'
 import json, sys
-planned = {"itl_ms": {"expected": 20.957, "high": 24.058, "low": 18.589}, "output_tokens_per_s_total": {"expected": 46.953, "high": 51.32, "low": 27.749}, "ttft_ms": {"expected": 108.286, "high": 179.971, "low": 72.335}}
+planned = {"itl_ms": {"expected": 20.957, "high": 25.127, "low": 18.861}, "output_tokens_per_s_total": {"expected": 46.953, "high": 49.582, "low": 27.937}, "ttft_ms": {"expected": 108.286, "high": 182.028, "low": 72.335}}
 m = json.load(open(sys.argv[1]))
 rows = [('ITL ms (median)', m.get('median_itl_ms'), planned['itl_ms']),
         ('TTFT ms (median)', m.get('median_ttft_ms'), planned['ttft_ms']),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan 2253fc02f7aa, vLLM 0.33.0, rule packs core@0.3.1 (d7b04bce63d6)
+# vllm-planner 0.1.0, plan f18172cef8e5, vLLM 0.33.0, rule packs core@0.3.2 (6eb948b3016f)
 # Starts the planned vLLM server on this machine (vllm must be installed).
 set -euo pipefail
 
