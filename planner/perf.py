@@ -93,16 +93,20 @@ def budget_bound(inp: PerfInputs) -> int:
     return max(1, inp.max_num_batched_tokens * inp.output_len // (inp.input_len + inp.output_len))
 
 
+def _admission_bound(inp: PerfInputs) -> int:
+    """Sequences per replica the clients, max_num_seqs and KV room allow."""
+    return min(cdiv(inp.concurrency, inp.dp), inp.max_num_seqs, kv_bound(inp))
+
+
 def budget_binds(inp: PerfInputs) -> bool:
     """Whether the token budget, not the clients, max_num_seqs or KV room, limits the running batch."""
-    return budget_bound(inp) < min(cdiv(inp.concurrency, inp.dp), inp.max_num_seqs, kv_bound(inp))
+    return budget_bound(inp) < _admission_bound(inp)
 
 
 def batch_per_replica(inp: PerfInputs, chunked: bool = True) -> int:
     """Sequences vLLM keeps running per replica: bounded by the request, max_num_seqs, KV capacity and, with
     chunked prefill, the per-step token budget."""
-    per_replica = cdiv(inp.concurrency, inp.dp)
-    bound = min(per_replica, inp.max_num_seqs, kv_bound(inp))
+    bound = _admission_bound(inp)
     return max(1, min(bound, budget_bound(inp)) if chunked else bound)
 
 
