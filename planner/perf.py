@@ -257,9 +257,10 @@ def estimate(inp: PerfInputs, params: dict[str, Any]) -> PerfResult | None:
     sp = serving_point(inp, params)
     running = min(inp.concurrency, sp.batch * inp.dp)
     service_ms = sp.ttft_ms - sp.queue_ms + (inp.output_len - 1) * sp.itl_ms
-    total = running * inp.output_len / service_ms * 1000
     if sp.budget_full:  # each step prefills (budget - batch) prompt tokens: that many prompts' outputs per step
         total = inp.dp * (inp.max_num_batched_tokens - sp.batch) / inp.input_len * inp.output_len / sp.itl_ms * 1000
+    else:
+        total = running * inp.output_len / service_ms * 1000
     assumptions = [
         f"{sp.batch} sequences per replica decode together (concurrency {inp.concurrency} over {inp.dp} replica(s), "
         f"max_num_seqs {inp.max_num_seqs}, KV room for {kv_bound(inp)} sequences at input + half the output"

@@ -149,7 +149,12 @@ def test_token_budget_bounds_the_batch_for_long_prompts(pack_params: dict) -> No
     inp = llama8(concurrency=256, input_len=8000, output_len=100, max_num_batched_tokens=2048)
     assert perf.budget_bound(inp) == 25
     assert perf.batch_per_replica(inp) == 25
-    assert 25 + 24 * 8000 / 100 <= 2048  # the steady-state step fits the budget
+    # Full steps at the roofline: 25 decodes read the weights and 25 x 8050 tokens of KV; 2048 - 25 = 2023 prompt
+    # tokens add their FLOPs (2 x params + causal attention 2 x layers x heads x head_dim x 8000 each).
+    decode_ms = (LLAMA8_BYTES + 25 * 8050 * LLAMA8_KV_PER_TOKEN) / H100_BW * 1000
+    prompt_ms = 2023 * (2 * 8_030_261_248 + 2 * 32 * 32 * 128 * 8000) / H100_BF16 * 1000
+    assert perf.serving_point(inp, ROOFLINE).itl_ms == pytest.approx(decode_ms + prompt_ms, rel=1e-6)
+    assert decode_ms + prompt_ms == pytest.approx(49.8, abs=0.1)
     # V0 runs prompts in steps of their own: no token budget, only KV room, 400,000 / (8000 + 100 / 2) = 49.
     assert perf.batch_per_replica(inp, chunked=False) == 49
     r = perf.estimate(inp, pack_params)
