@@ -8,8 +8,14 @@ exceeds the layer count. Which candidate to choose is the rule packs' business.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from planner.artifacts.launch import plan_launch
+from planner.errors import InputError
 from planner.models.arch import ModelArch
+
+if TYPE_CHECKING:
+    from planner.plan.context import PlanContext
 
 
 @dataclass(frozen=True, order=True)
@@ -69,3 +75,31 @@ def layouts(arch: ModelArch, *, total_gpus: int, gpus_per_node: int, nodes: int,
                 continue  # on multi-node clusters keep PP for crossing nodes
             out.append(Layout(tp=t, pp=p, dp=max(1, total_gpus // (t * p))))
     return sorted(set(out), key=lambda lay: (lay.tp * lay.pp, lay.pp, lay.tp))
+
+
+def launchable(ctx: PlanContext, lays: list[Layout]) -> list[Layout]:
+    """The layouts the target vLLM version can launch on this cluster shape: where it lacks the flags
+    (or vLLM the support) for a layout's data parallelism, the layout runs one replica instead."""
+    out: list[Layout] = []
+    for lay in lays:
+        if not launch_ok(ctx, lay):
+            lay = Layout(tp=lay.tp, pp=lay.pp, dp=1)
+            if not launch_ok(ctx, lay):
+                continue
+        if lay not in out:
+            out.append(lay)
+    return out
+
+
+def launch_ok(ctx: PlanContext, lay: Layout) -> bool:
+    from planner.artifacts.flags import flag_exists
+
+    cfg = {"tensor_parallel_size": lay.tp, "pipeline_parallel_size": lay.pp, "data_parallel_size": lay.dp}
+    try:
+        lo = plan_launch(cfg, nodes=ctx.hw.nodes, gpus_per_node=ctx.hw.gpus_per_node, is_moe=ctx.arch.is_moe,
+                         model=ctx.arch.name)
+    except InputError:
+        return False
+    needed = (["--data-parallel-size"] if lo.data_parallel_in_engine > 1 else []) + \
+        (["--data-parallel-size-local", "--data-parallel-backend"] if lo.data_parallel_local else [])
+    return all(flag_exists(flag, ctx.version) for flag in needed)
