@@ -86,7 +86,11 @@ def _plan_options(f: Any) -> Any:
         click.option("--mode", type=click.Choice(MODES), default="balanced", show_default=True),
         click.option("--vllm-version", help="Target vLLM version (default: newest known)."),
         click.option("--tp", type=int, help="Pin --tensor-parallel-size."),
+        click.option("--tensor-parallel-size", "tensor_parallel_size", type=int, help="Same as --tp."),
         click.option("--pp", type=int, help="Pin --pipeline-parallel-size."),
+        click.option("--pipeline-parallel-size", "pipeline_parallel_size", type=int, help="Same as --pp."),
+        click.option("--dp", type=int, help="Pin --data-parallel-size."),
+        click.option("--data-parallel-size", "data_parallel_size", type=int, help="Same as --dp."),
         click.option("--dtype", help="Pin --dtype (auto, half, bfloat16, float32)."),
         click.option("--quantization", help="Pin --quantization (online fp8, or the checkpoint's method)."),
         click.option("--kv-cache-dtype", help="Pin --kv-cache-dtype (auto, fp8, fp8_e4m3, fp8_e5m2, ...)."),
@@ -107,12 +111,15 @@ def _plan_options(f: Any) -> Any:
     return f
 
 
-_PINNED_KEYS = {"tp": "tensor_parallel_size", "pp": "pipeline_parallel_size", "dtype": "dtype",
+_PINNED_KEYS = {"tp": "tensor_parallel_size", "pp": "pipeline_parallel_size", "dp": "data_parallel_size",
+                "dtype": "dtype",
                 "quantization": "quantization", "kv_cache_dtype": "kv_cache_dtype",
                 "gpu_memory_utilization": "gpu_memory_utilization", "max_model_len": "max_model_len",
                 "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
                 "enforce_eager": "enforce_eager", "enable_expert_parallel": "enable_expert_parallel",
                 "sampler": "sampler"}
+# vLLM's own spelling of a pin -> the short flag it stands for (both may be given when they agree)
+_PIN_ALIASES = {"tensor_parallel_size": "tp", "pipeline_parallel_size": "pp", "data_parallel_size": "dp"}
 _HARDWARE_KEYS = {"gpu", "vram_gib", "from_file"}
 _REQUEST_KEYS = ("model", "gpu", "vram_gib", "from_file", "ignore_used", "gpus", "nodes", "gpus_per_node",
                  "concurrency", "input_len", "output_len", "mode", "vllm_version", "rules")
@@ -129,6 +136,19 @@ def _request(kw: dict[str, Any]) -> Any:
     ctx = click.get_current_context()
     explicit = {k for k in kw if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE,
                                                                  ParameterSource.ENVIRONMENT)}
+    flag = {v: "--" + k.replace("_", "-") for k, v in _PINNED_KEYS.items()}
+    kw = dict(kw)
+    for long, short in _PIN_ALIASES.items():
+        value = kw.pop(long, None)
+        if value is None:
+            continue
+        if kw.get(short) is not None and kw[short] != value:
+            raise InputError(f"--{short} {kw[short]} and --{long.replace('_', '-')} {value} disagree; give one of them")
+        if kw.get(short) is None:
+            flag[long] = "--" + long.replace("_", "-")  # errors name the spelling the user typed
+        kw[short] = value
+        if long in explicit:
+            explicit.add(short)
     data: dict[str, Any] = {}
     from_profile: set[str] = set()
     if kw.get("profile"):
@@ -157,7 +177,6 @@ def _request(kw: dict[str, Any]) -> Any:
     data["rules"] = list(data.get("rules") or [])
     if not data.get("model"):
         raise InputError("--model is required (or a --profile that names the model)")
-    flag = {v: "--" + k.replace("_", "-") for k, v in _PINNED_KEYS.items()}
     try:
         req = PlanRequest.model_validate(data)
     except ValidationError as e:

@@ -19,8 +19,9 @@ class _Model(BaseModel):
 class Pinned(_Model):
     """Settings the user fixed with vLLM's spelling; the planner evaluates them and recommends the rest."""
 
-    tensor_parallel_size: int | None = Field(default=None, ge=1, description="--tp")
-    pipeline_parallel_size: int | None = Field(default=None, ge=1, description="--pp")
+    tensor_parallel_size: int | None = Field(default=None, ge=1, description="--tensor-parallel-size / --tp")
+    pipeline_parallel_size: int | None = Field(default=None, ge=1, description="--pipeline-parallel-size / --pp")
+    data_parallel_size: int | None = Field(default=None, ge=1, description="--data-parallel-size / --dp")
     dtype: str | None = Field(default=None, description="--dtype")
     quantization: str | None = Field(default=None, description="--quantization")
     kv_cache_dtype: str | None = Field(default=None, description="--kv-cache-dtype")
