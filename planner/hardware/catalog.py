@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from planner.errors import GpuError
+from planner.suggest import closest, did_you_mean
 
 Dtype = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4", "int4"]
 
@@ -178,7 +179,13 @@ def resolve_gpu(query: str, catalog: dict[str, GpuSpec] | None = None) -> GpuSpe
         ids = ", ".join(sorted(e.id for e in partial))
         raise GpuError(f"GPU name {query!r} is ambiguous; candidates: {ids}")
     raise GpuError(f"unknown GPU {query!r}; see `vllm-planner gpus` for the {len(entries)} known GPUs or pass "
-                   "--vram-gib")
+                   f"--vram-gib{did_you_mean(closest_gpus(query, entries))}")
+
+
+def closest_gpus(query: str, entries: list[_Entry]) -> list[str]:
+    """The catalog names, aliases or ids closest to `query` (case and punctuation ignored), one per GPU."""
+    choices = [(_norm(key), e.id, key) for e in entries for key in (*e.aliases, *e.names, e.id)]
+    return closest(_norm(query), choices)
 
 
 def match_smi_name(name: str, catalog: dict[str, GpuSpec] | None = None) -> GpuSpec | None:

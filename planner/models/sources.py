@@ -141,6 +141,27 @@ def catalog_entry(model_id: str) -> CatalogEntry | None:
     return next((e for e in _catalog() if e.id.lower() == wanted), None)
 
 
+def closest_catalog_ids(ref: str) -> list[str]:
+    """Bundled model ids closest to `ref` (case-insensitive), matched on the whole id and on the
+    name after the organisation, so `Llama-3.1-8B-Instrcut` finds `meta-llama/Llama-3.1-8B-Instruct`."""
+    from planner.suggest import closest
+
+    query = ref.strip().lower()
+    choices = [(key, e.id, e.id) for e in _catalog()
+               for key in {e.id.lower(), e.id.lower().rsplit("/", 1)[-1]}]
+    if "/" in query:  # an org/name query is matched against whole ids only
+        choices = [c for c in choices if "/" in c[0]]
+    return closest(query, choices)
+
+
+def _unknown(err: ModelConfigError, ref: str) -> ModelConfigError:
+    """`err` ending with the closest bundled ids, for a model the hub could not give."""
+    from planner.suggest import did_you_mean
+
+    hint = did_you_mean(closest_catalog_ids(ref))
+    return ModelConfigError(f"{err}{hint}") if hint else err
+
+
 def _load_catalog(entry: CatalogEntry, name: str) -> ModelArch:
     directory = entry.directory
     label = f"catalog:{entry.id}"
@@ -215,13 +236,15 @@ def _hub_preflight(ref: str, revision: str | None, token: str | None, timeout_s:
     """One HEAD for config.json without hf_hub_download's retry-with-backoff, so that an unknown
     repo, a gated repo or an unreachable endpoint fails at once and with its real cause."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RevisionNotFoundError
 
     url = hf_hub_url(ref, CONFIG_FILE, revision=revision)
     try:
         get_hf_file_metadata(url, token=token, timeout=timeout_s)
     except (HfHubHTTPError, ValueError, *_network_errors()) as err:
-        raise _hub_error(ref, revision, err) from err
+        if isinstance(err, (GatedRepoError, RevisionNotFoundError)):  # the repo exists: the id is right
+            raise _hub_error(ref, revision, err) from err
+        raise _unknown(_hub_error(ref, revision, err), ref) from err
 
 
 def _hub_file(ref: str, filename: str, revision: str | None, token: str | None,
@@ -301,6 +324,6 @@ def load_model(ref: str, *, revision: str | None = None, token: str | None = Non
     if entry is not None and revision is None:
         return _load_catalog(entry, ref)
     if not _valid_hub_id(ref):
-        raise ModelConfigError(f"model: {ref!r} is not a model directory, a bundled catalog id or a "
-                               "Hugging Face id (org/name)")
+        raise _unknown(ModelConfigError(f"model: {ref!r} is not a model directory, a bundled catalog id or a "
+                                        "Hugging Face id (org/name)"), ref)
     return _load_hub(ref, revision, token, timeout_s)

@@ -1,8 +1,12 @@
-"""Pins in vLLM's own spelling."""
+"""Pins in vLLM's own spelling, and `did you mean` for GPU and model names the catalogs do not hold."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ from planner.artifacts.profile import profile_request, profile_yaml, read_profil
 from planner.schemas import PlanRequest
 from tests.clirun import one_error_line, run
 
+ROOT = Path(__file__).resolve().parents[2]
 LLAMA8 = ["--model", "meta-llama/Llama-3.1-8B-Instruct"]
 H100 = ["--gpu", "H100"]
 
@@ -80,3 +85,35 @@ def test_vllm_spelling_on_the_command_line_wins_over_the_profile(tmp_path: Path)
     prof = str(out / "profile.yaml")
     assert config("--profile", prof)["tensor_parallel_size"] == 2
     assert config("--profile", prof, "--tensor-parallel-size", "1")["tensor_parallel_size"] == 1
+
+
+def test_unknown_gpu_suggests_the_closest_catalog_entries() -> None:
+    rc, _, err = run("plan", *LLAMA8, "--gpu", "H1000")
+    line = one_error_line(err)
+    assert rc == 2
+    assert line.startswith("error: unknown GPU 'H1000'")
+    suggested = line.split("did you mean: ", 1)[1].removesuffix("?").split(", ")
+    assert suggested[0] == "H100" and len(suggested) <= 3
+
+
+def test_gpu_with_nothing_close_gets_no_suggestion() -> None:
+    rc, _, err = run("plan", *LLAMA8, "--gpu", "zzzz")
+    assert rc == 2 and "did you mean" not in one_error_line(err)
+
+
+@pytest.mark.parametrize("model", ["meta-llama/Llama-3.1-8B-Instrcut", "Llama-3.1-8B-Instruct",
+                                   "META-LLAMA/llama-3.1-8b-instruckt"])
+def test_misspelt_model_suggests_the_bundled_id(model: str, tmp_path: Path) -> None:
+    """Not in the catalog and the hub offline (HF_HUB_OFFLINE=1, an unreachable endpoint besides):
+    exit 2, one line ending with the closest bundled ids, the intended one first."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once we leave the block: nothing listens there
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "planner.cli", "plan", "--model", model, *H100],
+                       capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
+    line = one_error_line(r.stderr)
+    assert r.returncode == 2
+    assert line.endswith("?") and model in line
+    suggested = line.split("did you mean: ", 1)[1].removesuffix("?").split(", ")
+    assert suggested[0] == "meta-llama/Llama-3.1-8B-Instruct" and len(suggested) <= 3
