@@ -51,9 +51,16 @@ class PackError(InputError):
 
 
 class PackProblemsError(PackError):
-    """Several problems in rule packs: the message is the first; `problems` holds them all (for lint)."""
+    """Several problems in rule packs: the message is the first; `problems` holds them all (for lint).
 
-    def __init__(self, problems: list[str]) -> None:
+    When one pack file is at fault, `partial` is the pack built from what did parse and `broken`
+    names what did not ("rule:ID", "param:NAME"), so that `rules lint` can go on to check the rest
+    across packs without reporting the consequences of the problems it already listed.
+    """
+
+    def __init__(self, problems: list[str], *, partial: object = None, broken: frozenset[str] = frozenset()) -> None:
         self.problems = problems
+        self.partial = partial
+        self.broken = broken
         more = f" (and {len(problems) - 1} more; run `vllm-planner rules lint`)" if len(problems) > 1 else ""
         super().__init__(problems[0] + more)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from planner.errors import PackError, PackProblemsError
 from planner.policy.loader import PackSet, build_packset, read_pack_file
+from planner.policy.schema import Pack
 
 MAX_TESTS_PER_FACT_TYPE = 48
 MAX_RULES_PER_STAGE = 400
@@ -29,21 +30,32 @@ def _problems(e: PackError) -> list[str]:
 
 
 def lint(files: list[Path]) -> LintReport:
-    """Validate each file on its own (collecting errors), then the layered set, then engine limits."""
+    """Every problem in one run: each file's own (every rule, param and override), then those across
+    the layered set (references, overrides, duplicates) for what did parse, then engine limits."""
     report = LintReport()
     packs = []
+    broken: set[str] = set()
+    unreadable = False  # a file with nothing usable: cross-pack checks would only report its absence
     for f in files:
         try:
             packs.append(read_pack_file(f))
         except PackError as e:
             report.errors += _problems(e)
-    if report.errors:
+            if isinstance(e, PackProblemsError) and isinstance(e.partial, Pack):
+                packs.append(e.partial)
+                broken |= e.broken
+            else:
+                unreadable = True
+    if unreadable:
         return report
     try:
-        report.packset = build_packset(packs)
+        packset = build_packset(packs, broken=frozenset(broken))
     except PackError as e:
-        report.errors += _problems(e)
+        report.errors += [p for p in _problems(e) if p not in report.errors]
         return report
+    if report.errors:
+        return report
+    report.packset = packset
     for stage in ("baseline", "sizing", "recommend"):
         rules = [r for r in report.packset.rules if r.rule.stage == stage and r.enabled]
         if len(rules) > MAX_RULES_PER_STAGE:

@@ -27,6 +27,9 @@ from planner import __version__
 from planner.errors import PackError, PackProblemsError
 from planner.policy.facts import FACT_SCHEMA, field_kind
 from planner.policy.schema import (
+    PLACEHOLDER,
+    SAFE_SPEC,
+    Action,
     FactRef,
     Pack,
     ParamDecl,
@@ -194,30 +197,41 @@ def load_packset(rules: tuple[str, ...] = (), *, use_env: bool = True, vendor_pa
     return build_packset([read_pack_file(p) for p in files])
 
 
-def _check_requires(pack: Pack, loaded: list[LoadedPack]) -> None:
+def _requires_problems(pack: Pack, loaded: list[LoadedPack]) -> list[str]:
+    problems: list[str] = []
     for key, spec in pack.requires.items():
         if key != "planner":
-            raise PackError(f"{pack.source}: requires.{key}: unknown requirement (expected 'planner')")
+            problems.append(f"{pack.source}: requires.{key}: unknown requirement (expected 'planner')")
+            continue
         try:
             ok = Version(__version__) in SpecifierSet(spec, prereleases=True)
         except InvalidSpecifier:
-            raise PackError(f"{pack.source}: requires.planner: invalid version range {spec!r}") from None
+            problems.append(f"{pack.source}: requires.planner: invalid version range {spec!r}")
+            continue
         if not ok:
-            raise PackError(f"{pack.source}: requires.planner: needs planner {spec}, this is {__version__}")
+            problems.append(f"{pack.source}: requires.planner: needs planner {spec}, this is {__version__}")
     for at in pack.applies_to:
         target = next((p for p in loaded if p.name == at.pack), None)
         if target is None:
-            raise PackError(f"{pack.source}: applies_to: pack {at.pack!r} is not loaded")
+            problems.append(f"{pack.source}: applies_to: pack {at.pack!r} is not loaded")
+            continue
         try:
             ok = Version(target.pack.version) in SpecifierSet(at.version)
         except InvalidSpecifier:
-            raise PackError(f"{pack.source}: applies_to: invalid version range {at.version!r}") from None
+            problems.append(f"{pack.source}: applies_to: invalid version range {at.version!r}")
+            continue
         if not ok:
-            raise PackError(f"{pack.source}: applies_to: {at.pack} {target.pack.version} is outside {at.version}")
+            problems.append(f"{pack.source}: applies_to: {at.pack} {target.pack.version} is outside {at.version}")
+    return problems
 
 
-def build_packset(packs: list[Pack]) -> PackSet:
-    """Layer validated packs (vendor packs first) into a PackSet, checking cross-pack references."""
+def build_packset(packs: list[Pack], *, broken: frozenset[str] = frozenset()) -> PackSet:
+    """Layer validated packs (vendor packs first) into a PackSet, checking cross-pack references.
+
+    Every problem is collected (PackProblemsError). `broken` names rules and params ("rule:ID",
+    "param:NAME") of packs that failed to parse, already reported: references to them are not
+    reported again (`rules lint` builds the set from the parts that did parse).
+    """
     packs = sorted(packs, key=lambda p: 0 if p.layer == "vendor" else 1)  # stable: keeps order within a layer
     loaded: list[LoadedPack] = []
     decls: dict[str, tuple[ParamDecl, str]] = {}
@@ -225,30 +239,38 @@ def build_packset(packs: list[Pack]) -> PackSet:
     rules: dict[str, EffectiveRule] = {}
     names: dict[str, str] = {}
     overrides_log: list[dict[str, Any]] = []
+    problems: list[str] = []
     for order, pack in enumerate(packs):
         if pack.name in names:
-            raise PackError(f"{pack.source}: pack name {pack.name!r} is already loaded from {names[pack.name]}")
+            problems.append(f"{pack.source}: pack name {pack.name!r} is already loaded from {names[pack.name]}")
+            continue
         names[pack.name] = pack.source
-        _check_requires(pack, loaded)
+        problems += _requires_problems(pack, loaded)
         for pname, decl in pack.params.items():
             if isinstance(decl, ParamDecl):
                 if pname in decls:
-                    raise PackError(f"{pack.source}: params.{pname}: already declared by pack {decls[pname][1]!r}")
+                    problems.append(f"{pack.source}: params.{pname}: already declared by pack {decls[pname][1]!r}")
+                    continue
                 decls[pname] = (decl, pack.name)
                 values[pname] = (decl.default, "default")
             else:
                 where = f"{pack.source}:{pack.lines.get(f'params.{pname}', 0)}: params.{pname}"
                 if pname not in decls:
-                    raise PackError(f"{where}: not declared by any vendor pack")
+                    if f"param:{pname}" not in broken:
+                        problems.append(f"{where}: not declared by any vendor pack")
+                    continue
                 try:
                     check_param_value(decls[pname][0], decl)
                 except ValueError as e:
-                    raise PackError(f"{where}: {e}") from None
+                    problems.append(f"{where}: {e}")
+                    continue
                 values[pname] = (decl, pack.name)
         for k, ov in enumerate(pack.overrides):
             if ov.rule not in rules:
-                raise PackError(f"{pack.source}:{pack.lines.get(f'overrides[{k}]', 0)}: overrides[{k}]: unknown rule "
-                                f"{ov.rule!r} (no loaded pack defines it)")
+                if f"rule:{ov.rule}" not in broken:
+                    problems.append(f"{pack.source}:{pack.lines.get(f'overrides[{k}]', 0)}: overrides[{k}]: unknown "
+                                    f"rule {ov.rule!r} (no loaded pack defines it)")
+                continue
             old = rules[ov.rule]
             changed: dict[str, Any] = {}
             if ov.enabled is not None and ov.enabled != old.enabled:
@@ -266,9 +288,10 @@ def build_packset(packs: list[Pack]) -> PackSet:
         for i, rule in enumerate(pack.rules):
             if rule.id in rules:
                 prev = rules[rule.id]
-                raise PackError(f"{pack.source}:{pack.lines.get(f'rules[{i}]', 0)}: rules[{i}]: duplicate rule id "
+                problems.append(f"{pack.source}:{pack.lines.get(f'rules[{i}]', 0)}: rules[{i}]: duplicate rule id "
                                 f"{rule.id!r} (already defined in {prev.source}:{prev.line}); "
                                 "disable it with an override and add a site.* rule instead")
+                continue
             prefix = f"rules[{i}]."
             sub = {k[len(prefix):]: v for k, v in pack.lines.items() if k.startswith(prefix)}
             rules[rule.id] = EffectiveRule(rule=rule, pack=pack.name, layer=pack.layer, order=order,
@@ -277,27 +300,37 @@ def build_packset(packs: list[Pack]) -> PackSet:
         loaded.append(LoadedPack(pack=pack, source=pack.source, sha256=_pack_sha(pack), order=order))
     params = {n: EffectiveParam(name=n, decl=decls[n][0], value=values[n][0], set_by=values[n][1]) for n in decls}
     packset = PackSet(packs=loaded, params=params, rules=list(rules.values()), overrides=overrides_log)
-    problems: list[str] = []
     for er in packset.rules:
-        try:
-            check_rule_refs(er, params)
-        except PackError as e:
-            problems.append(str(e))
+        problems += rule_problems(er, params, broken=broken)
     if problems:
-        raise PackProblemsError(problems)
+        raise PackProblemsError(list(dict.fromkeys(problems)))
     return packset
 
 
 def _where(er: EffectiveRule, path: str) -> str:
     """`file:line: rule-id: path: message`, with the line of the condition or action when known."""
     location = path.split(":", 1)[0]
-    line = er.sublines.get(location) or er.line
+    line = er.sublines.get(location) or er.sublines.get(location.rsplit(".", 1)[0]) or er.line
     return f"{er.source}:{line}: {er.id}: {path}"
 
 
-def check_rule_refs(er: EffectiveRule, params: dict[str, EffectiveParam]) -> None:
-    """Check param references, fact refs and value types against the declarations and facts schema."""
+def rule_problems(er: EffectiveRule, params: dict[str, EffectiveParam], *,
+                  broken: frozenset[str] = frozenset()) -> list[str]:
+    """Every problem of one rule against the declared params and the facts schema: param references,
+    fact refs, value types, verbs per stage, and the `{alias.field}` / `{param.NAME}` placeholders of
+    its texts. Params and aliases named in `broken` failed to parse (already reported): references
+    to them are not problems here."""
     rule = er.rule
+    problems: list[str] = []
+    broken_params = {b.split(":", 1)[1] for b in broken if b.startswith("param:")}
+    broken_aliases = {b.rsplit(".", 1)[1] for b in broken if b.startswith(f"alias:{rule.id}.")}
+
+    def bad(path: str) -> None:
+        problems.append(_where(er, path))
+
+    def unknown_param(name: str) -> bool:
+        return name not in params and name not in broken_params
+
     aliases = {p.alias: p.fact for p in rule.when}
     seen_aliases: list[str] = []
     for pat in rule.when:
@@ -307,68 +340,141 @@ def check_rule_refs(er: EffectiveRule, params: dict[str, EffectiveParam]) -> Non
             val = cond.value
             if isinstance(val, ParamRef):
                 if val.param not in params:
-                    raise PackError(_where(er, f"{path}: undeclared param {val.param!r}"))
+                    if unknown_param(val.param):
+                        bad(f"{path}: undeclared param {val.param!r}")
+                    continue
                 val = params[val.param].value
             if isinstance(val, FactRef):
+                if val.alias in broken_aliases:
+                    continue
                 if val.alias not in aliases:
-                    raise PackError(_where(er, f"{path}: ref to unknown alias {val.alias!r}"))
-                if val.alias == pat.alias or val.alias not in seen_aliases:
-                    raise PackError(_where(er, f"{path}: ref {val.ref!r} must name an alias listed earlier in 'when'"))
-                if val.prop not in FACT_SCHEMA[aliases[val.alias]] and val.prop != "key":
-                    raise PackError(_where(er, f"{path}: unknown field {val.prop!r} of fact {aliases[val.alias]!r}"))
+                    bad(f"{path}: ref to unknown alias {val.alias!r}")
+                elif val.alias == pat.alias or val.alias not in seen_aliases:
+                    bad(f"{path}: ref {val.ref!r} must name an alias listed earlier in 'when'")
+                elif val.prop not in FACT_SCHEMA[aliases[val.alias]] and val.prop != "key":
+                    bad(f"{path}: unknown field {val.prop!r} of fact {aliases[val.alias]!r}")
                 continue
-            _check_cond_type(er, path, cond.op, kind, val)
+            problem = _cond_type_problem(cond.op, kind, val)
+            if problem:
+                bad(f"{path}: {problem}")
         seen_aliases.append(pat.alias)
+    if rule.stage == "baseline" and "candidate" in aliases.values():
+        bad("when: baseline rules cannot match candidates (they are built later)")
     for i, act in enumerate(rule.then):
         path = f"then[{i}]"
         for v in (act.value, act.factor, act.score):
-            if isinstance(v, ParamRef) and v.param not in params:
-                raise PackError(_where(er, f"{path}: undeclared param {v.param!r}"))
-            if isinstance(v, FactRef):
+            if isinstance(v, ParamRef) and unknown_param(v.param):
+                bad(f"{path}: undeclared param {v.param!r}")
+            if isinstance(v, FactRef) and v.alias not in broken_aliases:
                 if v.alias not in aliases:
-                    raise PackError(_where(er, f"{path}: ref to unknown alias {v.alias!r}"))
-                if v.prop not in FACT_SCHEMA[aliases[v.alias]]:
-                    raise PackError(_where(er, f"{path}: unknown field {v.prop!r} of fact {aliases[v.alias]!r}"))
-        if act.verb == "recommend":
+                    bad(f"{path}: ref to unknown alias {v.alias!r}")
+                elif v.prop not in FACT_SCHEMA[aliases[v.alias]]:
+                    bad(f"{path}: unknown field {v.prop!r} of fact {aliases[v.alias]!r}")
+        if act.verb == "recommend" and not (isinstance(act.value, ParamRef) and act.value.param not in params):
             literal = params[act.value.param].value if isinstance(act.value, ParamRef) else act.value
             if not isinstance(literal, FactRef):
                 problem = check_decision_value(act.target, literal)
                 if problem:
-                    raise PackError(_where(er, f"{path}: recommend {act.target}: {problem}"))
+                    bad(f"{path}: recommend {act.target}: {problem}")
         if act.verb == "set":
             if act.target not in params:
-                raise PackError(_where(er, f"{path}: set: undeclared param {act.target!r}"))
-            if isinstance(act.value, (bool, int, float, str)):
+                if unknown_param(act.target):
+                    bad(f"{path}: set: undeclared param {act.target!r}")
+            elif isinstance(act.value, (bool, int, float, str)):
                 try:
                     check_param_value(params[act.target].decl, act.value)
                 except ValueError as e:
-                    raise PackError(_where(er, f"{path}: set {act.target}: {e}")) from None
+                    bad(f"{path}: set {act.target}: {e}")
             if rule.stage != "baseline":
-                raise PackError(_where(er, f"{path}: 'set' belongs in the baseline stage"))
+                bad(f"{path}: 'set' belongs in the baseline stage")
         if act.verb == "scale":
             if act.target not in SCALABLE:
-                raise PackError(_where(er, f"{path}: scale: unknown quantity {act.target!r} "
-                                           f"(expected {', '.join(SCALABLE)})"))
+                bad(f"{path}: scale: unknown quantity {act.target!r} (expected {', '.join(SCALABLE)})")
             if rule.stage != "baseline":
-                raise PackError(_where(er, f"{path}: 'scale' belongs in the baseline stage"))
+                bad(f"{path}: 'scale' belongs in the baseline stage")
         if act.verb in ("forbid", "prefer"):
-            if "candidate" not in aliases.values():
-                raise PackError(_where(er, f"{path}: '{act.verb}: candidate' needs a candidate alias in 'when'"))
+            if "candidate" not in aliases.values() and not broken_aliases:
+                bad(f"{path}: '{act.verb}: candidate' needs a candidate alias in 'when'")
             if rule.stage != "sizing":
-                raise PackError(_where(er, f"{path}: '{act.verb}' belongs in the sizing stage (candidates are "
-                                           "dropped and scored before settings are recommended)"))
+                bad(f"{path}: '{act.verb}' belongs in the sizing stage (candidates are dropped and scored before "
+                    "settings are recommended)")
             if act.verb == "prefer" and isinstance(act.score, (bool, str)):
-                raise PackError(_where(er, f"{path}: prefer score must be a number, got {act.score!r}"))
-        if rule.stage == "baseline" and "candidate" in aliases.values():
-            raise PackError(_where(er, "when: baseline rules cannot match candidates (they are built later)"))
+                bad(f"{path}: prefer score must be a number, got {act.score!r}")
+        for key, text in _texts(act, rule.description):
+            for problem in placeholder_problems(text, aliases, params, broken_params | broken_aliases):
+                bad(f"{path}.{key}: {problem}" if key != "description" else f"description: {problem}")
+    return problems
 
 
-def _check_cond_type(er: EffectiveRule, path: str, op: str, kind: str, val: Any) -> None:
+def _texts(act: Action, description: str) -> list[tuple[str, str]]:
+    """The texts an action renders with placeholders: its reason or message (the rule's description
+    stands in for a missing reason of set, recommend and prefer)."""
+    if act.verb == "warn":
+        return [("message", act.message or "")]
+    if act.reason is not None:
+        return [("reason", act.reason)]
+    return [("description", description)] if act.verb in ("set", "recommend", "prefer") else []
+
+
+_FACT_META_FIELDS = ("type", "id", "key")  # every normalised fact carries these
+
+
+def placeholder_problems(text: str, aliases: dict[str, str], params: dict[str, EffectiveParam],
+                         skip: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """What is wrong with each `{alias.field:spec}` / `{param.NAME:spec}` placeholder of `text`: an alias
+    the rule's `when` does not bind, a field its fact type does not have, an undeclared param, a format
+    spec the renderer refuses or that does not apply to the field's type. The renderer leaves such a
+    placeholder as written, so a typo would otherwise reach users verbatim. Aliases and params named
+    in `skip` failed to parse and are not checked."""
+    from planner.suggest import closest, did_you_mean
+
+    problems: list[str] = []
+    for m in PLACEHOLDER.finditer(text):
+        scope, name, spec = m.group(1), m.group(2), m.group(3)
+        shown = f"unknown placeholder {m.group(0)!r}"
+        if (name if scope == "param" else scope) in skip:
+            continue
+        if scope == "param":
+            if name not in params:
+                hint = did_you_mean(closest(name, [(p, p, f"param.{p}") for p in params]))
+                problems.append(f"{shown}: undeclared param {name!r}{hint}")
+                continue
+            decl = params[name].decl
+            sample = _SAMPLES[decl.type]
+        elif scope not in aliases:
+            known = ", ".join(sorted(aliases))
+            problems.append(f"{shown}: {scope!r} is neither an alias in this rule's 'when' ({known}) nor 'param'")
+            continue
+        else:
+            fact = aliases[scope]
+            if name not in FACT_SCHEMA[fact] and name not in _FACT_META_FIELDS:
+                hint = did_you_mean(closest(name, [(f, f, f"{scope}.{f}") for f in FACT_SCHEMA[fact]]))
+                problems.append(f"{shown}: fact {fact!r} has no field {name!r}{hint}")
+                continue
+            sample = _SAMPLES[field_kind(fact, name) if name in FACT_SCHEMA[fact] else "str"]
+        if spec is None:
+            continue
+        if not SAFE_SPEC.match(spec):
+            problems.append(f"placeholder {m.group(0)!r}: format spec {spec!r} is not allowed (at most 3-digit "
+                            "width and precision)")
+            continue
+        try:
+            format(sample, spec)
+        except (ValueError, TypeError):
+            problems.append(f"placeholder {m.group(0)!r}: format spec {spec!r} does not apply to a "
+                            f"{type(sample).__name__} value")
+    return problems
+
+
+_SAMPLES: dict[str, Any] = {"float": 0.5, "int": 1, "bool": True, "str": "x"}
+
+
+def _cond_type_problem(op: str, kind: str, val: Any) -> str | None:
     numeric = kind in ("int", "float")
     if op in ("gt", "gte", "lt", "lte") and not numeric:
-        raise PackError(_where(er, f"{path}: '{op}' needs a numeric field, this one is {kind}"))
+        return f"'{op}' needs a numeric field, this one is {kind}"
     if op == "exists":
-        return
+        return None
     items = val if isinstance(val, list) else [val]
     for item in items:
         ok = (
@@ -377,4 +483,5 @@ def _check_cond_type(er: EffectiveRule, path: str, op: str, kind: str, val: Any)
             or (numeric and isinstance(item, (int, float)) and not isinstance(item, bool))
         )
         if not ok:
-            raise PackError(_where(er, f"{path}: {item!r} does not match the field's type ({kind})"))
+            return f"{item!r} does not match the field's type ({kind})"
+    return None

@@ -17,13 +17,9 @@ from typing import Any
 
 from planner.policy.loader import EffectiveRule, PackSet
 from planner.policy.reference import Firing
-from planner.policy.schema import Action, FactRef, ParamRef
+from planner.policy.schema import PLACEHOLDER, SAFE_SPEC, Action, FactRef, ParamRef
 
-_PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)(?::([^{}]*))?\}")
-# a format spec with at most 3-digit width and precision: `{x:>999999999}` in an untrusted pack must not
-# build a gigabyte string
 MAX_MESSAGE_CHARS = 1000  # a rendered reason or warning; many placeholders must not multiply a message
-_SAFE_SPEC = re.compile(r"(?:.?[<>=^])?[+\- ]?[#0]?\d{0,3}[,_]?(?:\.\d{1,3})?[bcdeEfFgGnosxX%]?\Z")
 
 
 @dataclass(frozen=True)
@@ -84,14 +80,14 @@ def render_text(template: str, bindings: dict[str, dict[str, Any]], params: dict
             value = bindings[scope][name]
         else:
             return m.group(0)
-        if not _SAFE_SPEC.match(spec):
+        if not SAFE_SPEC.match(spec):
             return str(value)
         try:
             return format(value, spec)
         except (ValueError, TypeError):
             return str(value)
 
-    text = _PLACEHOLDER.sub(repl, template)
+    text = PLACEHOLDER.sub(repl, template)
     return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS - 1] + "…"
 
 

@@ -73,6 +73,12 @@ def check_decision_value(key: str, value: object) -> str | None:
     return None
 
 
+# `{alias.field:spec}` / `{param.NAME:spec}` in reasons and messages (filled by the resolver, checked at load)
+PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)(?::([^{}]*))?\}")
+# a format spec with at most 3-digit width and precision: `{x:>999999999}` in an untrusted pack must not
+# build a gigabyte string
+SAFE_SPEC = re.compile(r"(?:.?[<>=^])?[+\- ]?[#0]?\d{0,3}[,_]?(?:\.\d{1,3})?[bcdeEfFgGnosxX%]?\Z")
+
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+$")
 _PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _ALIAS = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -258,6 +264,7 @@ class _Where:
     def __init__(self, source: str, doc: Any) -> None:
         self.source = source
         self.doc = doc
+        self.rule_ids: dict[int, str] = {}  # rules[i] -> its id, once read: messages name the rule by id
 
     def line(self, path: tuple[Any, ...]) -> int | None:
         from planner.yamlio import line_of
@@ -280,10 +287,30 @@ class _Where:
         return line
 
     def fail(self, path: tuple[Any, ...], message: str) -> PackError:
+        """`file:line: where: message`; inside a rule whose id is known, where is `rule-id: field`."""
         line = self.line(path)
-        where = _fmt_path(path)
+        if len(path) >= 2 and path[0] == "rules" and path[1] in self.rule_ids:
+            rest = _fmt_path(path[2:])
+            where = self.rule_ids[path[1]] + (f": {rest}" if rest else "")
+        else:
+            where = _fmt_path(path)
         prefix = f"{self.source}:{line}" if line else self.source
         return PackError(f"{prefix}: {where + ': ' if where else ''}{message}")
+
+
+class _Problems:
+    """Collects one-line problems so that a pack's every problem is reported in one run."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, err: PackError) -> None:
+        for line in err.problems if isinstance(err, PackProblemsError) else [str(err)]:
+            if line not in self.lines:
+                self.lines.append(line)
+
+    def __bool__(self) -> bool:
+        return bool(self.lines)
 
 
 def _fmt_path(path: tuple[Any, ...]) -> str:
@@ -334,31 +361,42 @@ def _parse_pattern(alias: str, raw: Any, w: _Where, path: tuple[Any, ...]) -> Pa
         known = "|".join(sorted(FACT_SCHEMA))
         raise w.fail((*path, "fact"), f"unknown fact type {fact!r} (facts schema {FACT_SCHEMA_VERSION}: {known})")
     conds: list[Condition] = []
+    problems = _Problems()
     for prop, cond in raw.items():
         if prop == "fact":
             continue
         ppath = (*path, prop)
         if prop not in FACT_SCHEMA[fact]:
-            raise w.fail(ppath, f"unknown field {prop!r} of fact {fact!r} (known: {', '.join(FACT_SCHEMA[fact])})")
-        if isinstance(cond, dict) and not set(cond) <= {"param", "ref"}:
-            for op, val in cond.items():
-                if op not in OPERATORS:
-                    raise w.fail((*ppath, op), f"unknown operator {op!r} (expected {' '.join(OPERATORS)})")
-                value = _parse_value(val, w, (*ppath, op), allow_list=(op == "in"))
-                if op == "in" and not isinstance(value, list):
-                    raise w.fail((*ppath, op), "'in' needs a list of literals")
-                if op == "exists" and not isinstance(value, bool):
-                    raise w.fail((*ppath, op), "'exists' takes true or false")
-                if isinstance(value, FactRef) and op != "eq":
-                    raise w.fail(
-                        (*ppath, op),
-                        f"relational join {op} {{ref: {value.ref}}} is not allowed; only eq joins "
-                        "(durable-rules#381 crashes on relational joins)",
-                    )
-                conds.append(Condition(prop=str(prop), op=op, value=value))
-        else:
-            conds.append(Condition(prop=str(prop), op="eq", value=_parse_value(cond, w, ppath)))
-    return Pattern(alias=str(alias), fact=str(fact), conditions=tuple(conds))
+            problems.add(w.fail(ppath, f"unknown field {prop!r} of fact {fact!r} "
+                                       f"(known: {', '.join(FACT_SCHEMA[fact])})"))
+            continue
+        if isinstance(cond, dict) and not set(cond) <= {"param", "ref"}:  # {op: value, ...}
+            tests = [(op, val, (*ppath, op)) for op, val in cond.items()]
+        else:  # a bare value means eq
+            tests = [("eq", cond, ppath)]
+        for op, val, opath in tests:
+            try:
+                conds.append(_parse_condition(str(prop), op, val, w, opath))
+            except PackError as e:
+                problems.add(e)
+    pattern = Pattern(alias=str(alias), fact=str(fact), conditions=tuple(conds))
+    if problems:  # the pattern without its bad conditions goes with the error (for lint's further checks)
+        raise PackProblemsError(problems.lines, partial=pattern)
+    return pattern
+
+
+def _parse_condition(prop: str, op: Any, val: Any, w: _Where, path: tuple[Any, ...]) -> Condition:
+    if op not in OPERATORS:
+        raise w.fail(path, f"unknown operator {op!r} (expected {' '.join(OPERATORS)})")
+    value = _parse_value(val, w, path, allow_list=(op == "in"))
+    if op == "in" and not isinstance(value, list):
+        raise w.fail(path, "'in' needs a list of literals")
+    if op == "exists" and not isinstance(value, bool):
+        raise w.fail(path, "'exists' takes true or false")
+    if isinstance(value, FactRef) and op != "eq":
+        raise w.fail(path, f"relational join {op} {{ref: {value.ref}}} is not allowed; only eq joins "
+                           "(durable-rules#381 crashes on relational joins)")
+    return Condition(prop=prop, op=op, value=value)
 
 
 _VERB_FIELDS = {
@@ -409,134 +447,215 @@ def _parse_action(raw: Any, w: _Where, path: tuple[Any, ...]) -> Action:
 
 
 def _parse_rule(raw: Any, w: _Where, path: tuple[Any, ...], layer: str) -> Rule:
+    """One rule; every problem in it is reported (PackProblemsError), each naming the rule id and field."""
     if not isinstance(raw, dict):
         raise w.fail(path, f"expected a rule mapping, got {raw!r}")
+    problems = _Problems()
+    rid = raw.get("id")
+    id_ok = isinstance(rid, str) and bool(_RULE_ID.match(rid))
+    if isinstance(rid, str) and id_ok:
+        w.rule_ids[path[-1]] = rid
+        if layer == "site" and not rid.startswith("site."):
+            problems.add(w.fail((*path, "id"), f"site rules must start with 'site.', got {rid!r}"))
+            id_ok = False
+        if layer == "vendor" and rid.startswith("site."):
+            problems.add(w.fail((*path, "id"), f"'site.' ids are reserved for site packs, got {rid!r}"))
+            id_ok = False
+    else:
+        problems.add(w.fail((*path, "id"), f"rule id must be dotted lowercase words like 'rec.kv-dtype.fp8', "
+                                           f"got {rid!r}"))
     known = {"id", "description", "stage", "priority", "enabled", "tags", "when", "then"}
     for key in raw:
         if key not in known:
-            raise w.fail((*path, key), f"unknown rule key {key!r} (expected {', '.join(sorted(known))})")
-    rid = raw.get("id")
-    if not isinstance(rid, str) or not _RULE_ID.match(rid):
-        raise w.fail((*path, "id"), f"rule id must be dotted lowercase words like 'rec.kv-dtype.fp8', got {rid!r}")
-    if layer == "site" and not rid.startswith("site."):
-        raise w.fail((*path, "id"), f"site rules must start with 'site.', got {rid!r}")
-    if layer == "vendor" and rid.startswith("site."):
-        raise w.fail((*path, "id"), f"'site.' ids are reserved for site packs, got {rid!r}")
+            problems.add(w.fail((*path, key), f"unknown rule key {key!r} (expected {', '.join(sorted(known))})"))
+    patterns: list[Pattern] = []
+    broken_aliases: set[str] = set()
     when = raw.get("when")
     if not isinstance(when, dict) or not when:
-        raise w.fail((*path, "when"), "needs at least one alias: {fact: TYPE, ...}")
-    patterns = tuple(_parse_pattern(a, p, w, (*path, "when", a)) for a, p in when.items())
+        problems.add(w.fail((*path, "when"), "needs at least one alias: {fact: TYPE, ...}"))
+    else:
+        for alias, pat in when.items():
+            try:
+                patterns.append(_parse_pattern(alias, pat, w, (*path, "when", alias)))
+            except PackError as e:
+                problems.add(e)
+                if isinstance(e, PackProblemsError) and isinstance(e.partial, Pattern):
+                    patterns.append(e.partial)
+                else:
+                    broken_aliases.add(str(alias))
+    actions: list[Action] = []
     then = raw.get("then")
     if not isinstance(then, list) or not then:
-        raise w.fail((*path, "then"), "needs a non-empty list of actions")
-    actions = tuple(_parse_action(a, w, (*path, "then", i)) for i, a in enumerate(then))
+        problems.add(w.fail((*path, "then"), "needs a non-empty list of actions"))
+    else:
+        for i, act in enumerate(then):
+            try:
+                actions.append(_parse_action(act, w, (*path, "then", i)))
+            except PackError as e:
+                problems.add(e)
     data = {k: raw[k] for k in ("description", "stage", "priority", "enabled", "tags") if k in raw}
     from planner.yamlio import to_plain
 
     try:
-        return Rule(id=rid, when=patterns, then=actions, **to_plain(data))
+        rule = Rule(id=rid if isinstance(rid, str) else "", when=tuple(patterns), then=tuple(actions),
+                    **to_plain(data))
     except ValidationError as e:
-        err = e.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else ""
-        raise w.fail((*path, field) if field else path, f"{rid}: {err['msg']}") from None
+        for err in e.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            if field in ("id", "when", "then"):  # reported above
+                continue
+            problems.add(w.fail((*path, field) if field else path, err["msg"]))
+        rule = None
+    if problems or rule is None:
+        # What did parse goes with the error, so that lint also checks its references; the aliases
+        # that did not parse are named, so that references to them are not reported again.
+        salvaged = rule if rule is not None and id_ok else None
+        raise PackProblemsError(problems.lines or [str(w.fail(path, "invalid rule"))], partial=salvaged,
+                                broken=frozenset(f"alias:{rid}.{a}" for a in broken_aliases))
+    return rule
 
 
 MAX_RULES_PER_PACK = 2000  # the core pack holds ~50; a bound keeps hostile packs from multiplying work
 
 
 def parse_pack(doc: Any, source: str) -> Pack:
-    """Validate one loaded pack document; errors are `source:line: where: message`."""
+    """Validate one loaded pack document; errors are `source:line: where: message`.
+
+    Every problem is reported, not only the first: a PackProblemsError lists them all, with the pack
+    built from what did parse (`partial`) and the names of what did not (`broken`), for `rules lint`.
+    """
     from planner.yamlio import to_plain
 
     w = _Where(source, doc)
     if not isinstance(doc, dict):
         raise w.fail((), "a rule pack must be a mapping with schema, name, version, layer")
+    problems = _Problems()
+    broken: set[str] = set()
     known = {"schema", "name", "version", "layer", "description", "requires", "applies_to", "params",
              "overrides", "rules"}
     for key in doc:
         if key not in known:
-            raise w.fail((key,), f"unknown top-level key {key!r} (expected {', '.join(sorted(known))})")
+            problems.add(w.fail((key,), f"unknown top-level key {key!r} (expected {', '.join(sorted(known))})"))
     schema = doc.get("schema")
-    if schema != SCHEMA_VERSION:
-        raise w.fail(("schema",), f"unsupported pack schema {schema!r} (this planner reads schema {SCHEMA_VERSION})")
+    if schema != SCHEMA_VERSION:  # nothing else can be read safely
+        problems.add(w.fail(("schema",), f"unsupported pack schema {schema!r} "
+                                         f"(this planner reads schema {SCHEMA_VERSION})"))
+        raise PackProblemsError(problems.lines)
     layer = doc.get("layer")
-    if layer not in ("vendor", "site"):
-        raise w.fail(("layer",), f"layer must be 'vendor' or 'site', got {layer!r}")
+    if layer not in ("vendor", "site"):  # rules and params are read differently per layer
+        problems.add(w.fail(("layer",), f"layer must be 'vendor' or 'site', got {layer!r}"))
+        raise PackProblemsError(problems.lines)
     rules_raw = doc.get("rules") or []
     if not isinstance(rules_raw, list):
-        raise w.fail(("rules",), "rules must be a list")
+        problems.add(w.fail(("rules",), "rules must be a list"))
+        rules_raw = []
     if len(rules_raw) > MAX_RULES_PER_PACK:
-        raise w.fail(("rules",), f"{len(rules_raw)} rules is more than the {MAX_RULES_PER_PACK} a pack may hold")
-    problems: list[str] = []
+        problems.add(w.fail(("rules",), f"{len(rules_raw)} rules is more than the {MAX_RULES_PER_PACK} a pack "
+                                        "may hold"))
+        raise PackProblemsError(problems.lines)
     parsed: list[Rule] = []
-    for i, r in enumerate(rules_raw):  # collect every rule's problem, so `rules lint` can show them all
-        try:
-            parsed.append(_parse_rule(r, w, ("rules", i), layer))
-        except PackError as e:
-            problems += e.problems if isinstance(e, PackProblemsError) else [str(e)]
+    kept: list[int] = []  # index in rules_raw of each parsed rule
     seen: dict[str, int] = {}
-    for i, rule in enumerate(parsed):
+    for i, r in enumerate(rules_raw):
+        try:
+            rule = _parse_rule(r, w, ("rules", i), layer)
+        except PackError as e:
+            problems.add(e)
+            if isinstance(e, PackProblemsError) and isinstance(e.partial, Rule):
+                rule = e.partial  # kept in the partial pack (lint checks its references), never planned with
+                broken |= e.broken
+            else:
+                rid = r.get("id") if isinstance(r, dict) else None
+                if isinstance(rid, str):
+                    broken.add(f"rule:{rid}")
+                continue
         if rule.id in seen:
-            problems.append(str(w.fail(("rules", i, "id"),
-                                       f"duplicate rule id {rule.id!r} (first at rules[{seen[rule.id]}])")))
+            problems.add(w.fail(("rules", i, "id"), f"duplicate rule id {rule.id!r} (first at rules[{seen[rule.id]}])"))
+            continue
         seen[rule.id] = i
-    if problems:
-        raise PackProblemsError(problems)
-    rules = tuple(parsed)
-    lines = {f"rules[{i}]": w.line(("rules", i)) or 0 for i in range(len(rules))}
-    for i, raw_rule in enumerate(rules_raw):  # finer locations, for errors found after parsing
-        for j in range(len(raw_rule.get("then") or [])):
-            lines[f"rules[{i}].then[{j}]"] = w.line(("rules", i, "then", j)) or 0
+        parsed.append(rule)
+        kept.append(i)
+    lines: dict[str, int] = {}
+    for n, i in enumerate(kept):  # locations of the rules kept, for errors found after parsing
+        raw_rule = rules_raw[i]
+        lines[f"rules[{n}]"] = w.line(("rules", i)) or 0
+        for j, act in enumerate(raw_rule.get("then") or []):
+            lines[f"rules[{n}].then[{j}]"] = w.line(("rules", i, "then", j)) or 0
+            for key in ("reason", "message"):
+                if key in act:
+                    lines[f"rules[{n}].then[{j}].{key}"] = w.line(("rules", i, "then", j, key)) or 0
         for alias, pat in (raw_rule.get("when") or {}).items():
             for prop in pat if isinstance(pat, dict) else ():
-                lines[f"rules[{i}].when.{alias}.{prop}"] = w.line(("rules", i, "when", alias, prop)) or 0
-    for name in doc.get("params") or {}:
-        lines[f"params.{name}"] = w.line(("params", name)) or 0
-    for i in range(len(doc.get("overrides") or [])):
-        lines[f"overrides[{i}]"] = w.line(("overrides", i)) or 0
+                lines[f"rules[{n}].when.{alias}.{prop}"] = w.line(("rules", i, "when", alias, prop)) or 0
     params_raw = doc.get("params") or {}
     if not isinstance(params_raw, dict):
-        raise w.fail(("params",), "params must be a mapping")
+        problems.add(w.fail(("params",), "params must be a mapping"))
+        params_raw = {}
     params: dict[str, ParamDecl | Scalar] = {}
     for name, decl in params_raw.items():
-        if not _PARAM_NAME.match(str(name)):
-            raise w.fail(("params", name), f"param name {name!r} must be lowercase letters, digits and '_'")
-        if layer == "vendor":
-            if not isinstance(decl, dict):
-                raise w.fail(("params", name), "vendor packs declare params as {type, default, description, ...}")
-            try:
-                params[str(name)] = ParamDecl.model_validate(to_plain(decl))
-            except ValidationError as e:
-                err = e.errors()[0]
-                loc = ".".join(str(p) for p in err["loc"])
-                raise w.fail(("params", name, *err["loc"][:1]), f"{loc + ': ' if loc else ''}"
-                             f"{err['msg'].removeprefix('Value error, ')}") from None
-        else:
-            value = to_plain(decl)
-            if not isinstance(value, (bool, int, float, str)):
-                raise w.fail(("params", name), f"site packs set params to a literal value, got {value!r}")
-            params[str(name)] = value
+        try:
+            params[str(name)] = _parse_param(str(name), decl, w, layer)
+        except PackError as e:
+            problems.add(e)
+            broken.add(f"param:{name}")
+            continue
+        lines[f"params.{name}"] = w.line(("params", name)) or 0
     overrides_raw = doc.get("overrides") or []
     if overrides_raw and layer != "site":
-        raise w.fail(("overrides",), "only site packs may override rules")
+        problems.add(w.fail(("overrides",), "only site packs may override rules"))
+        overrides_raw = []
     if not isinstance(overrides_raw, list):
-        raise w.fail(("overrides",), "overrides must be a list")
+        problems.add(w.fail(("overrides",), "overrides must be a list"))
+        overrides_raw = []
     overrides = []
     for i, o in enumerate(overrides_raw):
         try:
-            overrides.append(Override.model_validate(to_plain(o)))
+            ov = Override.model_validate(to_plain(o))
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise w.fail(("overrides", i), f"{loc + ': ' if loc else ''}{err['msg'].removeprefix('Value error, ')}") \
-                from None
+            for err in e.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                problems.add(w.fail(("overrides", i), f"{loc + ': ' if loc else ''}"
+                                                      f"{err['msg'].removeprefix('Value error, ')}"))
+            continue
+        lines[f"overrides[{len(overrides)}]"] = w.line(("overrides", i)) or 0
+        overrides.append(ov)
     top = {k: to_plain(doc[k]) for k in ("schema", "name", "version", "layer", "description", "requires",
                                           "applies_to") if k in doc and doc[k] is not None}
+    pack: Pack | None = None
     if isinstance(top.get("version"), (int, float)):
-        raise w.fail(("version",), f"version must be a quoted semver string like \"1.0.0\", got {top['version']!r}")
+        problems.add(w.fail(("version",), "version must be a quoted semver string like \"1.0.0\", "
+                                          f"got {top['version']!r}"))
+    else:
+        try:
+            pack = Pack(**top, params=params, overrides=tuple(overrides), rules=tuple(parsed), source=source,
+                        lines=lines)
+        except ValidationError as e:
+            for err in e.errors():
+                key = str(err["loc"][0]) if err["loc"] else ""
+                problems.add(w.fail((key,) if key else (), err["msg"].removeprefix("Value error, ")))
+    if problems:
+        raise PackProblemsError(problems.lines, partial=pack, broken=frozenset(broken))
+    assert pack is not None
+    return pack
+
+
+def _parse_param(name: str, decl: Any, w: _Where, layer: str) -> ParamDecl | Scalar:
+    """A vendor pack's declaration or a site pack's value for one param."""
+    from planner.yamlio import to_plain
+
+    if not _PARAM_NAME.match(name):
+        raise w.fail(("params", name), f"param name {name!r} must be lowercase letters, digits and '_'")
+    if layer == "site":
+        value = to_plain(decl)
+        if not isinstance(value, (bool, int, float, str)):
+            raise w.fail(("params", name), f"site packs set params to a literal value, got {value!r}")
+        return value
+    if not isinstance(decl, dict):
+        raise w.fail(("params", name), "vendor packs declare params as {type, default, description, ...}")
     try:
-        return Pack(**top, params=params, overrides=tuple(overrides), rules=rules, source=source, lines=lines)
+        return ParamDecl.model_validate(to_plain(decl))
     except ValidationError as e:
         err = e.errors()[0]
-        key = str(err["loc"][0]) if err["loc"] else ""
-        raise w.fail((key,) if key else (), err["msg"].removeprefix("Value error, ")) from None
+        loc = ".".join(str(p) for p in err["loc"])
+        raise w.fail(("params", name, *err["loc"][:1]), f"{loc + ': ' if loc else ''}"
+                     f"{err['msg'].removeprefix('Value error, ')}") from None

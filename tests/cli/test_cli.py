@@ -164,7 +164,7 @@ def test_broken_rule_pack_exit_2(tmp_path: Path) -> None:
     rc, _, err = run("plan", *LLAMA8, *H100, "--rules", str(bad))
     assert rc == 2
     line = one_error_line(err)
-    assert f"{bad}:12: rules[0].then[0]: unknown verb 'explode'" in line
+    assert f"{bad}:12: site.b.x: then[0]: unknown verb 'explode'" in line
 
 
 def test_unknown_option_is_one_line() -> None:

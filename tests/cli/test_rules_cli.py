@@ -79,9 +79,87 @@ def test_lint_reports_every_problem(tmp_path: Path) -> None:
     rc, _, err = run("rules", "lint", str(bad))
     assert rc == 2
     lines = err.strip().splitlines()
-    assert lines[0].startswith(f"{bad}:6: rules[0].when.g.colour: unknown field 'colour'")
-    assert lines[1].startswith(f"{bad}:7: rules[1].then[0]: unknown verb 'explode'")
+    assert lines[0].startswith(f"{bad}:6: site.b.a: when.g.colour: unknown field 'colour'")
+    assert lines[1].startswith(f"{bad}:7: site.b.b: then[0]: unknown verb 'explode'")
     assert lines[2] == "2 error(s)"
+
+
+SITE_HEAD = "schema: 1\nname: bad\nversion: 1.0.0\nlayer: site\nrules:\n"
+
+
+def test_lint_reports_problems_of_every_kind_in_one_run(tmp_path: Path) -> None:
+    """Three distinct problems, found at three different steps (parsing a rule, checking a param
+    reference against the declarations, checking a message's placeholders): three lines, one run."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SITE_HEAD
+                   + "  - {id: site.b.field, description: d, stage: recommend, when: {g: {fact: gpu, colour: 1}}, "
+                     "then: [{warn: W, message: m}]}\n"
+                   + "  - {id: site.b.param, description: d, stage: recommend, when: {g: {fact: gpu}}, "
+                     "then: [{recommend: max_num_seqs, value: {param: nope}}]}\n"
+                   + "  - {id: site.b.text, description: d, stage: recommend, when: {g: {fact: gpu}}, "
+                     "then: [{warn: W, message: 'on {g.nmae}'}]}\n")
+    rc, out, err = run("rules", "lint", str(bad))
+    assert rc == 2 and "ok:" not in out
+    lines = err.strip().splitlines()
+    assert lines == [
+        f"{bad}:6: site.b.field: when.g.colour: unknown field 'colour' of fact 'gpu' (known: "
+        + lines[0].split("(known: ", 1)[1],
+        f"{bad}:7: site.b.param: then[0]: undeclared param 'nope'",
+        f"{bad}:8: site.b.text: then[0].message: unknown placeholder '{{g.nmae}}': fact 'gpu' has no field 'nmae'; "
+        "did you mean: g.name?",
+        "3 error(s)",
+    ]
+
+
+def test_lint_reports_every_problem_inside_one_rule_and_after_it(tmp_path: Path) -> None:
+    """A rule with three problems gives three lines (what parsed of it is still checked against the
+    facts schema), and a broken rule does not hide the params after it."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SITE_HEAD + "  - {id: site.b.three, description: d, stage: recommend, "
+                   "when: {g: {fact: gpu, colour: 1, family: {gt: 3}}}, then: [{warn: W, message: m}, {explode: 1}]}\n"
+                   "params:\n  no_such_param: 1\n")
+    rc, _, err = run("rules", "lint", str(bad))
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert [line.split(": ", 3)[1:3] for line in lines[:-1]] == [
+        ["site.b.three", "when.g.colour"], ["site.b.three", "then[1]"],
+        ["params.no_such_param", "not declared by any vendor pack"],
+        ["site.b.three", "when.g.family"]]
+    assert "'gt' needs a numeric field" in lines[3]
+    assert lines[-1] == "4 error(s)"
+
+
+@pytest.mark.parametrize(("text", "placeholder", "why"), [
+    ("{cand.kv_presure:.0%} in flight", "{cand.kv_presure:.0%}", "fact 'candidate' has no field 'kv_presure'"),
+    ("above {param.nope}", "{param.nope}", "undeclared param 'nope'"),
+    ("on {gpu.name}", "{gpu.name}", "'gpu' is neither an alias in this rule's 'when' (cand) nor 'param'"),
+    ("{cand.kv_pressure:>9999}", "{cand.kv_pressure:>9999}", "format spec '>9999' is not allowed"),
+])
+def test_unknown_placeholder_is_refused(tmp_path: Path, text: str, placeholder: str, why: str) -> None:
+    """A reason the renderer cannot fill (it would print the placeholder as written) fails lint and
+    refuses the pack in a plan, naming the rule and the placeholder."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SITE_HEAD + "  - id: site.b.pressure\n    description: d\n    stage: sizing\n"
+                   "    when:\n      cand: {fact: candidate, fits: true}\n"
+                   f"    then:\n      - forbid: candidate\n        reason: \"{text}\"\n")
+    rc, _, err = run("rules", "lint", str(bad))
+    assert rc == 2
+    line = err.strip().splitlines()[0]
+    assert line.startswith(f"{bad}:13: site.b.pressure: then[0].reason: ")
+    assert repr(placeholder) in line and why in line
+    rc, _, err = run("plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100", "--rules", str(bad))
+    assert rc == 2 and line in err
+
+
+def test_known_placeholders_and_the_shipped_packs_lint_clean(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(SITE_HEAD + "  - id: site.b.ok\n    description: d\n    stage: sizing\n"
+                    "    when:\n      cand: {fact: candidate, fits: true}\n    then:\n      - forbid: candidate\n"
+                    "        reason: \"{cand.kv_pressure:.0%} > {param.kv_fp8_min_pressure:.0%} at TP "
+                    "{cand.tensor_parallel_size} ({cand.key})\"\n")
+    rc, out, err = run("rules", "lint", str(good), ACME)
+    assert rc == 0, err
+    assert out.startswith("ok: 3 pack(s)")
 
 
 def test_show_effective_has_provenance() -> None:

@@ -36,7 +36,7 @@ RULE = """rules:
     ("body", "expected"),
     [
         pytest.param(RULE + "      - explode: everything\n",
-                     "site.yaml:12: rules[0].then[0]: unknown verb 'explode' "
+                     "site.yaml:12: site.x.r: then[0]: unknown verb 'explode' "
                      "(expected set|scale|recommend|forbid|prefer|warn)", id="unknown-verb"),
         pytest.param(RULE.replace("{fact: gpu}", "{fact: gpuu}") + "      - warn: W\n        message: m\n",
                      "unknown fact type 'gpuu'", id="unknown-fact"),
