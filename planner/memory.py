@@ -140,7 +140,10 @@ def activation_peak_bytes(arch: ModelArch, inp: MemoryInputs, params: dict[str, 
 
 
 def non_torch_bytes(inp: MemoryInputs, params: dict[str, Any]) -> int:
-    if inp.tp > 1:
+    """Non-torch growth per GPU. MoE data-parallel ranks (inp.dp > 1 only for MoE) hold the communicators of their
+    TP x DP expert group (NCCL, all-to-all buffers): charged as a multi-GPU TP rank, the nearest case the
+    calibration logs measure (none of them is a DP/EP launch)."""
+    if inp.tp > 1 or inp.dp > 1:
         gib = params["non_torch_gib_tp_multi"]
     elif inp.pp > 1:
         gib = params["non_torch_gib_pp"]

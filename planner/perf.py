@@ -65,6 +65,7 @@ class PerfInputs:
     num_moe_layers: int = 0
     link_bandwidth_bytes_per_s: float | None = None  # per GPU, both directions summed
     nodes: int = 1
+    moe_lockstep: bool = False  # MoE with in-engine DP: the DP ranks' MoE layers step together (one engine)
 
 
 @dataclass(frozen=True)
@@ -123,18 +124,32 @@ def _link_us(inp: PerfInputs, params: dict[str, Any]) -> float:
     return float(params.get(key, params["tp_allreduce_us_per_layer_pcie"]))  # an unknown link: PCIe, the slowest
 
 
+def moe_ranks(inp: PerfInputs) -> int:
+    """Ranks one MoE layer's collectives span: TP, or TP x DP when the DP ranks of one engine step together."""
+    return inp.tp * (inp.dp if inp.moe_lockstep else 1)
+
+
 def allreduce_ms(inp: PerfInputs, tokens: int, params: dict[str, Any]) -> float:
-    """TP all-reduces of one stage (two per layer): a latency per layer and per peer GPU (the ring's steps grow
-    with TP - 1) plus ring traffic over the link."""
-    if inp.tp <= 1:
+    """Collectives of one stage (two per layer): a latency per layer and per peer GPU (the ring's steps grow
+    with the group) plus ring traffic over the link. Attention and dense layers all-reduce over TP; with
+    lock-stepped DP ranks an MoE layer gathers and scatters the tokens of all TP x DP ranks (vLLM's
+    all-gather/reduce-scatter or all-to-all dispatch and combine), so its group is TP x DP and its traffic
+    the tokens of every rank."""
+    groups = moe_ranks(inp)
+    if inp.tp <= 1 and groups <= 1:
         return 0.0
-    layers = inp.num_layers / inp.pp
-    latency_ms = _link_us(inp, params) * (inp.tp - 1) * layers / 1000
+    moe_layers = inp.num_moe_layers if inp.moe_lockstep else 0
+    dense_layers = (inp.num_layers - moe_layers) / inp.pp
+    moe_layers_stage = moe_layers / inp.pp
+    link_us = _link_us(inp, params)
+    latency_ms = link_us * ((inp.tp - 1) * dense_layers + (groups - 1) * moe_layers_stage) / 1000
     traffic_ms = 0.0
     if inp.link_bandwidth_bytes_per_s:
         per_dir = inp.link_bandwidth_bytes_per_s / 2
-        ring = 2 * (inp.tp - 1) / inp.tp * tokens * inp.hidden_size * inp.act_bytes
-        traffic_ms = 2 * layers * ring / per_dir * 1000
+        row = tokens * inp.hidden_size * inp.act_bytes
+        ring = 2 * (inp.tp - 1) / inp.tp * row * dense_layers
+        ring += 2 * (groups - 1) / groups * row * (inp.dp if inp.moe_lockstep else 1) * moe_layers_stage
+        traffic_ms = 2 * ring / per_dir * 1000
     return latency_ms + traffic_ms
 
 
@@ -151,7 +166,8 @@ def stage_decode_ms(inp: PerfInputs, batch: int, ctx: int, params: dict[str, Any
     assert inp.bandwidth_bytes_per_s and inp.peak_flops
     bw = inp.bandwidth_bytes_per_s * params["decode_bw_efficiency"]
     dense = inp.weights_bytes_per_gpu - inp.expert_bytes_per_gpu
-    experts = inp.expert_bytes_per_gpu * touched_expert_fraction(inp, batch)
+    # Lock-stepped DP ranks route every rank's tokens (a 1-token dummy batch on an idle rank) to each rank's experts
+    experts = inp.expert_bytes_per_gpu * touched_expert_fraction(inp, batch * (inp.dp if inp.moe_lockstep else 1))
     mem_s = (dense + experts) / (bw * params["quant_bw_factor"]) + batch * ctx * inp.kv_bytes_per_token_per_gpu / bw
     dense = 2 * (inp.active_params - inp.active_expert_params) / (inp.tp * inp.pp) * batch
     routed = 2 * inp.active_expert_params / (inp.tp * inp.pp) * batch

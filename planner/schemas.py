@@ -114,6 +114,7 @@ class VLLMConfig(_Model):
     tensor_parallel_size: int
     pipeline_parallel_size: int
     data_parallel_size: int
+    enable_expert_parallel: bool = False
     quantization: str | None
     kv_cache_dtype: str
     gpu_memory_utilization: float
@@ -180,6 +181,7 @@ class Alternative(_Model):
     tensor_parallel_size: int
     pipeline_parallel_size: int
     data_parallel_size: int
+    enable_expert_parallel: bool = False
     kv_cache_dtype: str
     fits: bool
     forbidden: list[str]
@@ -217,6 +219,7 @@ class Dropped(_Model):
     tensor_parallel_size: int
     pipeline_parallel_size: int
     data_parallel_size: int
+    enable_expert_parallel: bool = False
     kv_cache_dtype: str
     reasons: list[str]
 

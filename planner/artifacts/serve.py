@@ -36,7 +36,7 @@ def serve_args(config: dict[str, Any], params: dict[str, Any], *, pinned: Pinned
         add("--data-parallel-size-local", launch.data_parallel_local, why="data parallelism across nodes")
     if launch.dp_backend:
         add("--data-parallel-backend", launch.dp_backend, why="data parallelism across nodes")
-    if pinned.enable_expert_parallel:
+    if config.get("enable_expert_parallel") or pinned.enable_expert_parallel:
         add("--enable-expert-parallel")
     if launch.executor:
         add("--distributed-executor-backend", launch.executor, why="a replica spans nodes")

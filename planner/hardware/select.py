@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from planner.errors import GpuError
@@ -37,6 +37,7 @@ class Device:
     mig_profile: str | None = None  # e.g. "2g.12gb"
     fraction: float = 1.0  # share of the GPU's bandwidth and compute (MIG slices)
     processes: tuple[str, ...] = ()
+    healthy: bool = True  # False when nvidia-smi shows the GPU in an error state (ERR!): plans never use it
 
     @property
     def free_bytes(self) -> int | None:
@@ -109,7 +110,7 @@ def devices_from_probe(smi: SmiProbe, match: dict[int, GpuSpec | None], ignore_u
             continue
         out.append(Device(index=g.index, name=g.name, spec=spec, memory_bytes=memory,
                           used_bytes=None if ignore_used else g.memory_used_bytes, visible_id=str(g.index),
-                          processes=_processes(smi, g.index)))
+                          processes=_processes(smi, g.index), healthy=g.healthy))
     return out
 
 
@@ -122,6 +123,15 @@ def choose(devices: list[Device], *, want: int | None) -> Selection:
     if not devices:
         raise GpuError("the probe shows no usable GPU (no memory figures and not in the catalog)")
     all_devs = tuple(devices)
+    sick = [d for d in devices if not d.healthy]
+    devices = [d for d in devices if d.healthy]
+    if not devices:
+        raise GpuError("every GPU the probe shows is in an error state (ERR!); vLLM cannot use them")
+    if sick:
+        picked = choose(devices, want=want)
+        note = (f"{', '.join(d.label for d in sick)} show(s) ERR! in nvidia-smi: not used (a tensor-parallel group "
+                "over a failing GPU fails at start-up or mid-run)")
+        return replace(picked, all_devices=all_devs, notes=(note, *picked.notes))
     migs = [d for d in devices if d.mig_profile]
     if migs:
         if want and want > 1:

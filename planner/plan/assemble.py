@@ -45,6 +45,9 @@ def assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Candi
             decisions.setdefault(key, no_rule(key, v, why))
     decisions.setdefault("pipeline_parallel_size", no_rule("pipeline_parallel_size", layout.pp, "follows the layout"))
     decisions.setdefault("data_parallel_size", no_rule("data_parallel_size", layout.dp, "GPUs left over"))
+    if ctx.arch.is_moe:
+        decisions.setdefault("enable_expert_parallel",
+                             no_rule("enable_expert_parallel", layout.ep, "follows the layout"))
     max_len = int(decisions["max_model_len"].value) if "max_model_len" in decisions else ctx.target_len
     kv = settings.kv_cache_dtype
     mem = memory_for(ctx, layout, kv, settings, max_len, baseline_scales(ctx))
@@ -60,7 +63,9 @@ def assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Candi
                   f"{mem.budget_bytes / GiB:.2f} GiB")
     elif chosen is not None and chosen.forbidden:  # the policy, not the KV size, is then the root cause
         feasible = False
-        reason = "forbidden by policy: " + "; ".join(f"{f['rule']}: {f['reason']}" for f in chosen.forbidden)
+        gates = [f for f in chosen.forbidden if f["rule"].startswith("gate.")]
+        reason = ("vLLM would refuse this launch: " if gates else "forbidden by policy: ") + "; ".join(
+            f"{f['rule']}: {f['reason']}" for f in (gates or chosen.forbidden))
     elif not mem.fits:
         feasible = False
         need = mem.bytes_per_block * -(-max_len // settings.block_size)
@@ -88,6 +93,7 @@ def assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Candi
                          "message": "no bandwidth/FLOPs for this GPU; speeds are reported as 0"})
     config = {
         "tensor_parallel_size": layout.tp, "pipeline_parallel_size": layout.pp, "data_parallel_size": layout.dp,
+        "enable_expert_parallel": layout.ep,
         "quantization": ctx.quant, "kv_cache_dtype": kv, "gpu_memory_utilization": settings.util,
         "max_model_len": max_len, "max_num_seqs": settings.max_num_seqs,
         "max_num_batched_tokens": settings.max_num_batched_tokens, "enforce_eager": settings.enforce_eager,
@@ -122,7 +128,8 @@ def assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Candi
         "alternatives": alternatives(ctx, cands, layout, kv, settings, max_len),
         "fixes": [] if feasible else fixes(ctx, layout, kv, settings, mem, max_len),
         "dropped": [{"tensor_parallel_size": c.layout.tp, "pipeline_parallel_size": c.layout.pp,
-                     "data_parallel_size": c.layout.dp, "kv_cache_dtype": c.kv_cache_dtype,
+                     "data_parallel_size": c.layout.dp, "enable_expert_parallel": c.layout.ep,
+                     "kv_cache_dtype": c.kv_cache_dtype,
                      "reasons": [f"{f['rule']}: {f['reason']}" for f in c.forbidden]} for c in cands if c.forbidden],
     }
     identity = {"config": config, "model": arch.name, "gpu": hw.name, "packs": ctx.packset.sha256, "v": ctx.version}

@@ -102,7 +102,8 @@ def gpu_fact(hw: Hardware, params: dict[str, Any] | None = None) -> dict[str, An
 def model_fact(arch: ModelArch, quant: str | None, dtype: str) -> dict[str, Any]:
     bits = arch.quant.weight_bits if arch.quant is not None and quant == arch.quant.method else (8 if quant else None)
     return normalise_fact("model", "0", {
-        "name": arch.name, "model_type": arch.model_type, "params": total_params(arch),
+        "name": arch.name, "model_type": arch.model_type, "architecture": (arch.architectures or ("?",))[0],
+        "params": total_params(arch),
         "active_params": active_params(arch), "is_moe": arch.is_moe, "attention": arch.attention_kind,
         "max_position_embeddings": arch.max_position_embeddings, "quantization": quant or "none",
         "weight_bits": bits, "dtype": dtype, "num_layers": arch.num_layers,
@@ -163,7 +164,7 @@ def memory_for(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_model
         kv_cache_dtype=kv, gpu_memory_utilization=s.util, max_model_len=max_model_len, max_num_seqs=s.max_num_seqs,
         max_num_batched_tokens=s.max_num_batched_tokens, block_size=s.block_size, enforce_eager=s.enforce_eager,
         scales=scales, free_bytes=ctx.hw.free_bytes, dp=layout.dp if ctx.arch.is_moe else 1,
-        ep=bool(ctx.req.pinned.enable_expert_parallel) and ctx.arch.is_moe, sampler_sort=sampler_sort(ctx),
+        ep=layout.ep and ctx.arch.is_moe, sampler_sort=sampler_sort(ctx),
     ), ctx.run.params)
 
 

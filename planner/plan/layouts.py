@@ -23,6 +23,7 @@ class Layout:
     tp: int
     pp: int
     dp: int
+    ep: bool = False  # --enable-expert-parallel: each of the TP x DP ranks holds whole experts (MoE only)
 
     @property
     def gpus(self) -> int:
@@ -30,7 +31,11 @@ class Layout:
 
     @property
     def key(self) -> str:
-        return f"tp{self.tp}-pp{self.pp}-dp{self.dp}"
+        return f"tp{self.tp}-pp{self.pp}-dp{self.dp}" + ("-ep" if self.ep else "")
+
+    @property
+    def label(self) -> str:
+        return f"TP{self.tp} PP{self.pp} DP{self.dp}" + (" EP" if self.ep else "")
 
 
 def tp_is_valid(arch: ModelArch, tp: int) -> str | None:
@@ -50,15 +55,17 @@ def pp_is_valid(arch: ModelArch, pp: int) -> str | None:
     return None
 
 
-def layouts(arch: ModelArch, *, total_gpus: int, gpus_per_node: int, nodes: int,
-            tp: int | None = None, pp: int | None = None) -> list[Layout]:
-    """Every valid (TP, PP, DP) using at most `total_gpus`; DP takes the GPUs left over.
+def layouts(arch: ModelArch, *, total_gpus: int, gpus_per_node: int, nodes: int, tp: int | None = None,
+            pp: int | None = None, dp: int | None = None, ep: bool | None = None) -> list[Layout]:
+    """Every valid (TP, PP, DP, EP) using at most `total_gpus`; DP takes the GPUs left over.
 
-    TP stays within a node; PP spans 1..nodes stages (and divisors of the node's GPUs within one
-    node). Pinned tp/pp restrict the set; an invalid pin yields no layout (the caller explains).
+    TP is a power of two (or the whole node) within a node; it need not divide the node, so a TP group may
+    leave GPUs idle (TP4 on six GPUs) when the heads allow no other split. PP spans 1..nodes stages (and
+    divisors of the node's GPUs within one node). MoE layouts whose experts are spread over TP x DP > 1 ranks
+    come with and without expert parallelism. Pins restrict the set; an invalid pin yields no layout (the
+    caller explains).
     """
-    tps = [t for t in range(1, gpus_per_node + 1) if gpus_per_node % t == 0 or t == gpus_per_node]
-    tps = [t for t in tps if t & (t - 1) == 0 or t == gpus_per_node]  # powers of two, or the whole node
+    tps = [t for t in range(1, gpus_per_node + 1) if t & (t - 1) == 0 or t == gpus_per_node]
     if tp is not None:
         tps = [tp] if tp <= total_gpus else []
     pps = sorted({1, *(p for p in (2, 4, 8, 16) if p <= total_gpus), nodes} - {0})
@@ -73,8 +80,15 @@ def layouts(arch: ModelArch, *, total_gpus: int, gpus_per_node: int, nodes: int,
                 continue
             if p > 1 and t * p <= gpus_per_node and nodes > 1 and pp is None:
                 continue  # on multi-node clusters keep PP for crossing nodes
-            out.append(Layout(tp=t, pp=p, dp=max(1, total_gpus // (t * p))))
-    return sorted(set(out), key=lambda lay: (lay.tp * lay.pp, lay.pp, lay.tp))
+            most = max(1, total_gpus // (t * p))
+            # MoE data-parallel ranks step together (one engine), so one replica with idle GPUs is a real option
+            dps = [dp] if dp is not None else sorted({1, most}) if arch.is_moe else [most]
+            for d in dps:
+                if t * p * d > total_gpus:
+                    continue
+                eps = [ep] if ep is not None else [False, True] if arch.is_moe and t * d > 1 else [False]
+                out.extend(Layout(tp=t, pp=p, dp=d, ep=e) for e in eps)
+    return sorted(set(out), key=lambda lay: (lay.tp * lay.pp, lay.pp, lay.tp, lay.ep))
 
 
 def launchable(ctx: PlanContext, lays: list[Layout]) -> list[Layout]:
@@ -83,7 +97,7 @@ def launchable(ctx: PlanContext, lays: list[Layout]) -> list[Layout]:
     out: list[Layout] = []
     for lay in lays:
         if not launch_ok(ctx, lay):
-            lay = Layout(tp=lay.tp, pp=lay.pp, dp=1)
+            lay = Layout(tp=lay.tp, pp=lay.pp, dp=1, ep=lay.ep and lay.tp > 1)
             if not launch_ok(ctx, lay):
                 continue
         if lay not in out:

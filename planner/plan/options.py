@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -34,7 +35,8 @@ def option_row(ctx: PlanContext, layout: Layout, kv: str, mem: MemoryResult, s: 
         else None
     prefs = preferred_by or []
     return {"tensor_parallel_size": layout.tp, "pipeline_parallel_size": layout.pp,
-            "data_parallel_size": layout.dp, "kv_cache_dtype": kv, "fits": mem.fits, "forbidden": forbidden,
+            "data_parallel_size": layout.dp, "enable_expert_parallel": layout.ep,
+            "kv_cache_dtype": kv, "fits": mem.fits, "forbidden": forbidden,
             "preference": float(sum(float(p["score"]) for p in prefs)), "preferred_by": [p["rule"] for p in prefs],
             "kv_cache_tokens": mem.kv_cache_tokens, "max_concurrency": round(mem.max_concurrency, 4),
             "weights_bytes": mem.weights_bytes, "gpus": layout.gpus, "quantization": quantization,
@@ -71,42 +73,78 @@ def fix_row(change: str, flags: str, mem: MemoryResult, detail: str) -> dict[str
             "kv_cache_bytes": mem.kv_cache_bytes, "detail": detail}
 
 
+def useful_floor(ctx: PlanContext) -> int:
+    """The shortest context a fix may clamp to: the pack's min_useful_context_tokens, or one request when longer."""
+    req = ctx.req
+    return min(ctx.target_len, max(int(ctx.run.params["min_useful_context_tokens"]), req.input_len + req.output_len))
+
+
+def _layout_flags(ctx: PlanContext, lay: Layout) -> str:
+    """The layout as plan flags (a fix names the whole configuration it was sized with)."""
+    flags = [f"--tp {lay.tp}"] if lay.tp > 1 else []
+    flags += [f"--pp {lay.pp}"] if lay.pp > 1 else []
+    flags += ["--enable-expert-parallel"] if lay.ep else []
+    return " ".join(flags)
+
+
+def _sized_fix(ctx: PlanContext, change: str, flags: str, lay: Layout, kv: str, s: Settings, max_len: int,
+               detail: Callable[[MemoryResult], str], linear_bytes: float | None = None) -> dict[str, Any] | None:
+    """A fix sized at the full context, or (named as a combination) at the longest context that still serves the
+    workload; None when neither fits."""
+    scales = baseline_scales(ctx)
+    s = replace(s, layout=lay, kv_cache_dtype=kv)
+    m = memory_for(ctx, lay, kv, s, max_len, scales, linear_bytes)
+    if m.fits:
+        return fix_row(change, flags, m, detail(m))
+    n = m.max_fitting_model_len if m.weights_fit else 0
+    if n < useful_floor(ctx):
+        return None
+    m = memory_for(ctx, lay, kv, s, n, scales, linear_bytes)
+    return fix_row(f"{change} + shorter context", f"{flags} --max-model-len {n}".strip(), m,
+                   detail(m) + f"; context {n:,} of {max_len:,} tokens")
+
+
 def fixes(ctx: PlanContext, layout: Layout, kv: str, s: Settings, mem: MemoryResult, max_len: int
-           ) -> list[dict[str, Any]]:
-    """Single changes that make an infeasible plan fit, each re-sized with the same accounting."""
-    scales, out = baseline_scales(ctx), []
-    need = ctx.req.input_len + ctx.req.output_len
-    if mem.weights_fit and 0 < mem.max_fitting_model_len < max_len:
+          ) -> list[dict[str, Any]]:
+    """Changes that make an infeasible plan fit, smallest change first, each re-sized with the same accounting:
+    a shorter context that still serves the workload, FP8 KV, quantized weights on the same GPUs, more GPUs,
+    freeing the busy GPUs. Each names every flag it was sized with; none is offered that cannot help here."""
+    out: list[dict[str, Any] | None] = []
+    here = _layout_flags(ctx, layout)
+    floor = useful_floor(ctx)
+    if mem.weights_fit and floor <= mem.max_fitting_model_len < max_len:
         n = mem.max_fitting_model_len
-        m = memory_for(ctx, layout, kv, s, n, scales)
-        note = "" if n >= need else f" (shorter than the {need} tokens a request needs)"
-        out.append(fix_row("fewer context tokens", f"--max-model-len {n}", m,
-                        f"{m.kv_cache_tokens:,} KV tokens hold {n:,}-token sequences{note}"))
-    if kv == "auto" and ctx.hw.spec and ctx.hw.spec.fp8_supported:
-        m = memory_for(ctx, layout, "fp8", replace(s, kv_cache_dtype="fp8"), max_len, scales)
-        out.append(fix_row("FP8 KV cache", "--kv-cache-dtype fp8", m,
-                        f"KV capacity {mem.kv_cache_tokens:,} -> {m.kv_cache_tokens:,} tokens"))
+        m = memory_for(ctx, layout, kv, s, n, baseline_scales(ctx))
+        out.append(fix_row("shorter context", f"{here} --max-model-len {n}".strip(), m,
+                           f"{m.kv_cache_tokens:,} KV tokens hold one {n:,}-token sequence"))
+    if kv == "auto" and mem.weights_fit and ctx.hw.spec and ctx.hw.spec.fp8_supported:
+        out.append(_sized_fix(ctx, "FP8 KV cache", f"{here} --kv-cache-dtype fp8".strip(), layout, "fp8", s, max_len,
+                              lambda m: f"KV capacity {mem.kv_cache_tokens:,} -> {m.kv_cache_tokens:,} tokens"))
+    def weights(m: MemoryResult) -> str:
+        return f"weights {mem.weights_bytes / GiB:.2f} -> {m.weights_bytes / GiB:.2f} GiB per GPU"
+
     fp8 = fp8_weights(ctx)
     if fp8 is not None:
-        m = memory_for(ctx, layout, kv, s, max_len, scales, fp8)
-        out.append(fix_row("quantized checkpoint (FP8)", "--quantization fp8 (or an FP8 checkpoint)", m,
-                        f"weights {mem.weights_bytes / GiB:.2f} -> {m.weights_bytes / GiB:.2f} GiB per GPU"))
+        out.append(_sized_fix(ctx, "FP8 weights", f"{here} --quantization fp8".strip(), layout, kv, s, max_len,
+                              lambda m: weights(m) + " (online FP8, or an FP8 checkpoint of this model)", fp8))
     elif ctx.quant is None:
         w4 = float(ctx.run.params["wbytes_awq_int4"])
-        m = memory_for(ctx, layout, kv, s, max_len, scales, w4)
-        out.append(fix_row("quantized checkpoint (4-bit)", "an AWQ/GPTQ 4-bit checkpoint of this model", m,
-                        f"weights {mem.weights_bytes / GiB:.2f} -> {m.weights_bytes / GiB:.2f} GiB per GPU"))
-    out.extend(more_gpus(ctx, layout, kv, s, max_len, scales))
-    if kv != "auto" and not ctx.req.pinned.kv_cache_dtype:  # sized with this KV dtype: the fix must carry it
-        for f in out:
-            if not f["flags"].startswith("--kv-cache-dtype"):
-                f["flags"] += f" --kv-cache-dtype {kv}"
-    return [f for f in out if f["fits"]]
+        out.append(_sized_fix(ctx, "4-bit checkpoint", f"an AWQ/GPTQ 4-bit checkpoint {here}".strip(), layout, kv,
+                              s, max_len, weights, w4))
+    if not any(d.mig_profile for d in (ctx.hw.selection.devices if ctx.hw.selection else ())):
+        out.extend(more_gpus(ctx, layout, kv, s, max_len))
+    if ctx.hw.free_bytes is not None:
+        free = replace(ctx, hw=replace(ctx.hw, free_bytes=None))
+        util = float(ctx.run.params["default_gpu_memory_utilization"])
+        out.append(_sized_fix(free, "free the busy GPUs", f"{here} (stop the other processes)".strip(), layout, kv,
+                              replace(s, util=util), max_len,
+                              lambda m: "the plan on empty GPUs at vLLM's default budget"))
+    return [f for f in out if f is not None and f["fits"]]
 
 
-def more_gpus(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_len: int, scales: dict[str, float]
-               ) -> list[dict[str, Any]]:
-    """The smallest layout with more GPUs per replica (TP within a node, then PP across nodes) that fits."""
+def more_gpus(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_len: int) -> list[dict[str, Any]]:
+    """The smallest layout with more GPUs per replica (TP within a node, then PP across nodes) that fits the full
+    context, and a smaller one that fits a context still serving the workload, when there is one."""
     per_node = max(ctx.hw.gpus_per_node, int(ctx.run.params["whatif_gpus_per_node"]))
     tps = [t for t in range(1, per_node + 1) if per_node % t == 0]  # TP groups that tile a node
     grid = [Layout(tp=t, pp=p, dp=1) for t in tps for p in range(1, ctx.arch.num_layers + 1) if t * p <= 8 * per_node]
@@ -115,14 +153,17 @@ def more_gpus(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_len: i
         return 0 if lay.pp == 1 else 1 if lay.gpus % per_node == 0 else 2 if lay.gpus < per_node else 3
 
     options = sorted((lay for lay in grid if tier(lay) < 3), key=lambda lay: (tier(lay), lay.gpus, lay.pp))
+    out: list[dict[str, Any]] = []
     for lay in options:
         if lay.gpus <= layout.tp * layout.pp or tp_is_valid(ctx.arch, lay.tp) or pp_is_valid(ctx.arch, lay.pp):
             continue
-        m = memory_for(ctx, lay, kv, replace(s, layout=lay), max_len, scales)
-        if m.fits:
-            n = -(-lay.gpus // per_node)
-            nodes = f" --nodes {n} --gpus-per-node {per_node}" if n > 1 else ""
-            return [fix_row("more GPUs", f"--gpus {lay.gpus}{nodes} --tp {lay.tp}" + (f" --pp {lay.pp}" if lay.pp > 1
-                                                                                    else ""), m,
-                         f"{lay.gpus} GPUs (TP{lay.tp} PP{lay.pp}): {m.kv_cache_tokens:,} KV tokens")]
-    return []
+        n = -(-lay.gpus // per_node)
+        nodes = f" --nodes {n} --gpus-per-node {per_node}" if n > 1 else ""
+        row = _sized_fix(ctx, "more GPUs", f"--gpus {lay.gpus}{nodes} {_layout_flags(ctx, lay)}", lay, kv, s,
+                         max_len, lambda m, lay=lay: f"{lay.gpus} GPUs ({lay.label}): {m.kv_cache_tokens:,} KV tokens")
+        if row is None or (out and "shorter" in row["change"]):
+            continue
+        out.append(row)
+        if "shorter" not in row["change"]:
+            break
+    return out

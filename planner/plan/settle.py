@@ -4,13 +4,15 @@ depend on candidates only through the layout and KV dtype, so this converges in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from planner.errors import InputError
 from planner.memory import KV_DTYPES, MemoryResult
 from planner.plan.context import PlanContext, Settings, baseline_scales, initial_settings, memory_for
+from planner.plan.gate import launch_fields
 from planner.plan.layouts import Layout, launchable, layouts, pp_is_valid, tp_is_valid
+from planner.plan.speed import perf_for
 from planner.policy.facts import normalise_fact
 from planner.policy.resolver import Decision, resolve
 from planner.schemas import PlanRequest
@@ -26,6 +28,7 @@ class Candidate:
     memory: MemoryResult
     forbidden: list[dict[str, str]]
     preferred_by: list[dict[str, Any]] = field(default_factory=list)
+    launch: dict[str, Any] = field(default_factory=dict)  # plan/gate.launch_fields
 
     @property
     def preference(self) -> float:
@@ -60,41 +63,114 @@ def candidate_fact(c: Candidate, req: PlanRequest, quant: str | None, flags: dic
         "kv_pressure": round(kv_pressure(req, m, c.layout.dp), 6),
         "weights_fraction": round(m.weights_bytes / m.budget_bytes, 6) if m.budget_bytes else 1.0,
         "kv_cache_gib": round(m.kv_cache_bytes / GiB, 4), "kv_cache_tokens": m.kv_cache_tokens,
-        "max_concurrency": round(m.max_concurrency, 4), "max_fitting_model_len": m.max_fitting_model_len, **flags,
+        "max_concurrency": round(m.max_concurrency, 4), "max_fitting_model_len": m.max_fitting_model_len,
+        **c.launch, **flags,
     })
 
 
-def ranking_flags(cands: list[Candidate], settings: Settings) -> dict[str, dict[str, bool]]:
-    """Ranking features the rules match on (which layout is smallest-fitting, largest-TP, ...)."""
+def context_len(c: Candidate, target_len: int) -> int:
+    """The max_model_len a candidate would serve: the full length when one sequence fits, else what its KV holds."""
+    return target_len if c.memory.fits else (c.memory.max_fitting_model_len if c.memory.weights_fit else 0)
+
+
+def busy_gpus(layout: Layout, concurrency: int, is_moe: bool) -> int:
+    """GPUs doing work at this concurrency: idle data-parallel replicas of a dense model do not count; the ranks
+    of one MoE engine all step together (idle ranks run dummy batches), so they all count."""
+    replicas = layout.dp if is_moe and layout.dp > 1 else min(layout.dp, concurrency)
+    return layout.tp * layout.pp * replicas
+
+
+def mode_metric(mode: str, itl_ms: float | None, tokens_per_s: float | None, per_gpu: float | None) -> float:
+    """The mode's objective as one number, smaller is better: latency the lowest ITL, throughput the most output
+    tokens/s, balanced the most output tokens/s per busy GPU. Unknown speeds rank last."""
+    if itl_ms is None or tokens_per_s is None or per_gpu is None:
+        return float("inf")
+    if mode == "latency":
+        return itl_ms
+    return -(tokens_per_s if mode == "throughput" else per_gpu)
+
+
+def _speed_fields(ctx: PlanContext, c: Candidate, settings: Settings) -> dict[str, float]:
+    if not c.memory.weights_fit:
+        return {}
+    perf = perf_for(ctx, c.layout, c.memory, replace(settings, layout=c.layout, kv_cache_dtype=c.kv_cache_dtype))
+    if perf is None:
+        return {}
+    busy = busy_gpus(c.layout, ctx.req.concurrency, ctx.arch.is_moe)
+    return {"itl_ms": round(perf.itl_ms, 4), "output_tokens_per_s": round(perf.output_tokens_per_s_total, 3),
+            "tokens_per_s_per_gpu": round(perf.output_tokens_per_s_total / busy, 3)}
+
+
+def _pick_best(ctx: PlanContext, pool: list[Candidate], speeds: dict[str, dict[str, float]], useful: set[str]
+               ) -> Candidate | None:
+    """The mode's choice: full-length fits first, then a clamped but useful context, then any whose weights fit;
+    within that tier the best objective; candidates within the pack's layout_tie_tolerance of it are decided by
+    the sizing stage's `prefer` scores, then fewer GPUs, then fewer pipeline stages."""
+    fitting = [c for c in pool if c.memory.weights_fit]
+    tier = ([c for c in fitting if c.memory.fits] or [c for c in fitting if c.key in useful]
+            or sorted(fitting, key=lambda c: -c.memory.max_fitting_model_len)[:1])
+    if not tier:
+        return None
+
+    def metric(c: Candidate) -> float:
+        sp = speeds.get(c.key, {})
+        return mode_metric(ctx.req.mode, sp.get("itl_ms"), sp.get("output_tokens_per_s"),
+                           sp.get("tokens_per_s_per_gpu"))
+
+    best = min(metric(c) for c in tier)
+    tol = float(ctx.run.params["layout_tie_tolerance"])
+    near = [c for c in tier if best == float("inf") or metric(c) <= best + abs(best) * tol]
+    return min(near, key=lambda c: (-c.preference, c.layout.gpus, c.layout.pp, metric(c), c.layout.key))
+
+
+def ranking_flags(ctx: PlanContext, cands: list[Candidate], settings: Settings) -> dict[str, dict[str, Any]]:
+    """Ranking features the rules match on: each candidate's speed at the request's workload, whether its context
+    is useful, which one the mode's objective picks, and (nothing fits) which layout comes closest."""
+    req = ctx.req
     base = [c for c in cands if c.kv_cache_dtype == "auto" or len({x.kv_cache_dtype for x in cands}) == 1]
     allowed = [c for c in base if not c.forbidden]
+    floor = min(ctx.target_len, max(int(ctx.run.params["min_useful_context_tokens"]), req.input_len + req.output_len))
+    useful = {c.key for c in cands if context_len(c, ctx.target_len) >= floor}
+    speeds = {c.key: _speed_fields(ctx, c, settings) for c in cands}
+    best = _pick_best(ctx, allowed, speeds, useful)
     order = sorted(allowed, key=lambda c: (c.layout.tp * c.layout.pp, c.layout.pp, c.layout.tp))
     min_fit = next((c for c in order if c.memory.fits), None)
     min_wfit = next((c for c in order if c.memory.weights_fit), None) if min_fit is None else None
     single = [c for c in allowed if c.layout.pp == 1]
     max_tp = max(single, key=lambda c: c.layout.tp, default=None)
-    min_tp = min(base, key=lambda c: (c.layout.tp * c.layout.pp, c.layout.pp), default=None)
-    scored = [c for c in allowed if c.memory.fits and c.preference > 0]
+    nothing_fits = not any(x.memory.weights_fit for x in allowed)
+    need = {c.key: c.memory.weights_bytes + c.memory.activation_peak_bytes + c.memory.non_torch_bytes for c in base}
+    # One replica over the GPUs, as an expert would size it: not a layout a gate refuses, no pipeline stages inside
+    # one node where tensor parallelism could take the GPUs, then the smallest per-GPU need.
+    closest = min(allowed or base, key=lambda c: (
+        any(f["rule"].startswith("gate.") for f in c.forbidden),
+        ctx.hw.nodes == 1 and bool(c.launch.get("pp_replaceable_by_tp")),
+        need[c.key], c.layout.gpus, c.layout.dp, c.layout.pp), default=None)
+    decide = float(ctx.run.params["preference_decides_layout"])
+    scored = [c for c in allowed if c.memory.fits and c.preference >= decide]
     preferred = min(scored, key=lambda c: (-c.preference, c.layout.tp * c.layout.pp, c.layout.pp), default=None)
     out = {}
     for c in cands:
-        is_base = c in base
         sel_layout = settings.layout is not None and c.layout == settings.layout
         out[c.key] = {
             "is_min_fitting_tp": c is min_fit, "is_min_weights_fit_tp": c is min_wfit, "is_max_tp": c is max_tp,
-            "is_min_tp": c is min_tp and not any(x.memory.weights_fit for x in base),
-            "is_baseline_kv": is_base, "is_selected_layout": sel_layout,
+            "is_min_tp": c is closest and nothing_fits, "is_closest": c is closest and nothing_fits,
+            "is_baseline_kv": c in base, "is_selected_layout": sel_layout,
             "is_selected": sel_layout and c.kv_cache_dtype == settings.kv_cache_dtype,
             "is_preferred": c is preferred, "preference": c.preference, "forbidden": bool(c.forbidden),
+            "context_len": context_len(c, ctx.target_len), "useful_context": c.key in useful,
+            "is_best_for_mode": c is best and not nothing_fits, **speeds[c.key],
         }
     return out
 
 
 def pinned_decisions(req: PlanRequest, quant: str | None) -> dict[str, Any]:
     pin = req.pinned
-    out = {k: getattr(pin, k) for k in ("tensor_parallel_size", "pipeline_parallel_size", "kv_cache_dtype",
+    out = {k: getattr(pin, k, None) for k in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
+                                               "enable_expert_parallel", "kv_cache_dtype",
                                          "gpu_memory_utilization", "max_model_len", "max_num_seqs",
-                                         "max_num_batched_tokens", "enforce_eager") if getattr(pin, k) is not None}
+                                         "max_num_batched_tokens", "enforce_eager")
+           if getattr(pin, k, None) is not None}
     if pin.quantization:
         out["quantization"] = quant
     return out
@@ -119,8 +195,10 @@ def settings_from(decisions: dict[str, Decision], prev: Settings, cands: list[Ca
 
     layout = prev.layout
     if "tensor_parallel_size" in decisions:
-        tp, pp = int(val("tensor_parallel_size", 1)), int(val("pipeline_parallel_size", 1))
-        layout = next((c.layout for c in cands if c.layout.tp == tp and c.layout.pp == pp), layout)
+        want = {"tp": int(val("tensor_parallel_size", 1)), "pp": int(val("pipeline_parallel_size", 1)),
+                "dp": val("data_parallel_size", None), "ep": val("enable_expert_parallel", None)}
+        layout = next((c.layout for c in cands if all(v is None or getattr(c.layout, k) == v
+                                                         for k, v in want.items())), layout)
     return Settings(util=float(val("gpu_memory_utilization", prev.util)),
                     max_num_seqs=int(val("max_num_seqs", prev.max_num_seqs)),
                     max_num_batched_tokens=int(val("max_num_batched_tokens", prev.max_num_batched_tokens)),
@@ -129,16 +207,26 @@ def settings_from(decisions: dict[str, Decision], prev: Settings, cands: list[Ca
                     kv_cache_dtype=str(val("kv_cache_dtype", prev.kv_cache_dtype)), layout=layout)
 
 
+def pinned_layouts(ctx: PlanContext) -> list[Layout]:
+    """The layouts the cluster allows, restricted to the pinned TP/PP/DP/EP."""
+    pin, hw = ctx.req.pinned, ctx.hw
+    return layouts(ctx.arch, total_gpus=hw.count, gpus_per_node=hw.gpus_per_node, nodes=hw.nodes,
+                   tp=pin.tensor_parallel_size, pp=pin.pipeline_parallel_size,
+                   dp=getattr(pin, "data_parallel_size", None), ep=pin.enable_expert_parallel or None)
+
+
 def settle(ctx: PlanContext, base_facts: list[dict[str, Any]]
             ) -> tuple[dict[str, Decision], list[Candidate], Settings]:
     req, arch, hw = ctx.req, ctx.arch, ctx.hw
-    lays = launchable(ctx, layouts(arch, total_gpus=hw.count, gpus_per_node=hw.gpus_per_node, nodes=hw.nodes,
-                                    tp=req.pinned.tensor_parallel_size, pp=req.pinned.pipeline_parallel_size))
+    lays = launchable(ctx, pinned_layouts(ctx))
     if not lays:
         pin_tp, pin_pp = req.pinned.tensor_parallel_size, req.pinned.pipeline_parallel_size
         reason = (tp_is_valid(arch, pin_tp) if pin_tp else None) or (pp_is_valid(arch, pin_pp) if pin_pp else None)
         if pin_tp and (pin_tp * (pin_pp or 1) > hw.count):
             reason = f"--tp {pin_tp} x --pp {pin_pp or 1} needs more than the {hw.count} GPU(s) planned for"
+            sick = [d.label for d in (hw.selection.all_devices if hw.selection else ()) if not d.healthy]
+            if sick:
+                reason += f" ({', '.join(sick)} show ERR! in nvidia-smi and are not used)"
         raise InputError(f"no parallel layout vLLM can run: {reason or 'tensor parallel does not divide the heads'}")
     kv_opts = kv_options(req.pinned.kv_cache_dtype, bool(hw.spec and hw.spec.fp8_supported))
     scales = baseline_scales(ctx)
@@ -148,15 +236,16 @@ def settle(ctx: PlanContext, base_facts: list[dict[str, Any]]
     cands: list[Candidate] = []
     for _ in range(MAX_SETTLE_PASSES):
         cands = [Candidate(layout=lay, kv_cache_dtype=kv, forbidden=[],
+                           launch=launch_fields(arch, lay, hw.gpus_per_node),
                            memory=memory_for(ctx, lay, kv, settings, ctx.target_len, scales))
                  for lay in lays for kv in kv_opts]
-        flags = ranking_flags(cands, settings)
+        flags = ranking_flags(ctx, cands, settings)
         facts = [candidate_fact(c, req, ctx.quant, flags[c.key]) for c in cands]
         sizing = ctx.run.run_stage("sizing", base_facts + facts)
         for c in cands:
             c.forbidden = sizing.forbidden.get(f"candidate:{c.key}", [])
             c.preferred_by = sizing.preferences.get(f"candidate:{c.key}", [])
-        flags = ranking_flags(cands, settings)
+        flags = ranking_flags(ctx, cands, settings)
         facts = [candidate_fact(c, req, ctx.quant, flags[c.key]) for c in cands]
         rec = ctx.run.run_stage("recommend", base_facts + facts)
         decisions = resolve(rec.proposals, pinned)

@@ -26,8 +26,9 @@ def peak_flops(ctx: PlanContext, fp8_weights: bool = False) -> float | None:
 
 
 def fp8_weights(ctx: PlanContext) -> float | None:
-    """Bytes per linear weight of an FP8 version of this model, when that is a change worth listing."""
-    if ctx.quant is not None or not (ctx.hw.spec and ctx.hw.spec.fp8_supported):
+    """Bytes per linear weight of an FP8 version of this model, when that is a change worth listing: an
+    unquantized model on a GPU every supported vLLM runs FP8 weights on (Marlin weight-only FP8 below 8.9)."""
+    if ctx.quant is not None or ctx.hw.compute_capability < float(ctx.run.params["fp8_weights_min_capability"]):
         return None
     return float(ctx.run.params["wbytes_fp8"])
 
@@ -37,8 +38,9 @@ def perf_inputs(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: S
     spec, arch, p = ctx.hw.spec, ctx.arch, ctx.run.params
     peak = peak_flops(ctx, fp8_weights=linear_bytes is not None and linear_bytes == fp8_weights(ctx))
     per_param = linear_bytes or (DTYPE_BYTES[ctx.dtype] if ctx.quant is None else float(p["linear_bytes_per_param"]))
-    ep = layout.dp if ctx.req.pinned.enable_expert_parallel and arch.is_moe else 1
-    experts = int(routed_expert_params(arch) * per_param / (layout.tp * layout.pp * ep)) if arch.moe else 0
+    # Experts are spread over the TP x DP ranks of one engine (whole experts with EP, slices without): the same
+    # bytes per GPU either way (memory.rank_weights).
+    experts = int(routed_expert_params(arch) * per_param / (layout.tp * layout.pp * layout.dp)) if arch.moe else 0
     link = (spec.interconnect.bandwidth_bytes_per_s
             if spec is not None and ctx.hw.interconnect == spec.interconnect.type else None)
     return PerfInputs(
@@ -57,7 +59,7 @@ def perf_inputs(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: S
         active_expert_params=(routed_expert_params(arch) * arch.moe.experts_per_token // arch.moe.num_experts
                               if arch.moe else 0),
         num_moe_layers=(len(arch.moe.moe_layers) or arch.num_layers) if arch.moe else 0,
-        link_bandwidth_bytes_per_s=link, nodes=ctx.hw.nodes,
+        link_bandwidth_bytes_per_s=link, nodes=ctx.hw.nodes, moe_lockstep=arch.is_moe and layout.dp > 1,
     )
 
 
@@ -70,7 +72,8 @@ def plan_perf_inputs(resp: PlanResponse, ctx: PlanContext) -> PerfInputs:
     """The performance model's inputs for the configuration a plan chose (benchmarks/perf_accuracy.py
     re-evaluates them with other params while fitting)."""
     cfg, m = resp.config, resp.memory
-    layout = Layout(tp=cfg.tensor_parallel_size, pp=cfg.pipeline_parallel_size, dp=cfg.data_parallel_size)
+    layout = Layout(tp=cfg.tensor_parallel_size, pp=cfg.pipeline_parallel_size, dp=cfg.data_parallel_size,
+                    ep=cfg.enable_expert_parallel)
     hw = replace(ctx.hw, interconnect=resp.hardware.interconnect)
     settings = replace(initial_settings(ctx), max_num_seqs=cfg.max_num_seqs,
                        max_num_batched_tokens=cfg.max_num_batched_tokens, layout=layout)

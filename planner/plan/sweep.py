@@ -9,6 +9,7 @@ from typing import Any
 from planner.errors import InputError
 from planner.plan.context import (
     baseline_scales,
+    cluster_fact,
     gpu_fact,
     initial_settings,
     memory_for,
@@ -16,9 +17,10 @@ from planner.plan.context import (
     plan_context,
     request_fact,
 )
-from planner.plan.layouts import launchable, layouts
+from planner.plan.gate import launch_fields
+from planner.plan.layouts import launchable
 from planner.plan.options import fp8_weights, objective
-from planner.plan.settle import Candidate, candidate_fact, kv_options
+from planner.plan.settle import Candidate, candidate_fact, kv_options, pinned_layouts
 from planner.plan.speed import perf_for
 from planner.policy.loader import PackSet
 from planner.schemas import PlanRequest
@@ -36,9 +38,7 @@ def sweep(req: PlanRequest, *, max_model_lens: list[int] | None = None, utilizat
     if too_long:
         raise InputError(f"--max-model-lens {too_long[0]} exceeds the model's maximum length {ctx.model_max_len}")
     utils = utilizations or [s0.util]
-    lays = launchable(ctx, layouts(ctx.arch, total_gpus=ctx.hw.count, gpus_per_node=ctx.hw.gpus_per_node,
-                                    nodes=ctx.hw.nodes, tp=req.pinned.tensor_parallel_size,
-                                    pp=req.pinned.pipeline_parallel_size))
+    lays = launchable(ctx, pinned_layouts(ctx))
     kv_opts = kv_options(req.pinned.kv_cache_dtype, bool(ctx.hw.spec and ctx.hw.spec.fp8_supported))
     weights: list[tuple[str | None, float | None]] = [(ctx.quant, None)]
     fp8 = None if req.pinned.quantization else fp8_weights(ctx)
@@ -49,6 +49,7 @@ def sweep(req: PlanRequest, *, max_model_lens: list[int] | None = None, utilizat
     for lay, kv, (quant, wbytes), length, util in itertools.product(lays, kv_opts, weights, lens, utils):
         s = replace(s0, util=util, layout=lay, kv_cache_dtype=kv)
         cand = Candidate(layout=lay, kv_cache_dtype=kv, forbidden=[],
+                         launch=launch_fields(ctx.arch, lay, ctx.hw.gpus_per_node),
                          memory=memory_for(ctx, lay, kv, s, min(length, ctx.model_max_len), scales, wbytes))
         grid.append((cand, length, s, quant, wbytes))
     facts = []
@@ -56,7 +57,7 @@ def sweep(req: PlanRequest, *, max_model_lens: list[int] | None = None, utilizat
         fact = candidate_fact(c, req, quant, {})
         facts.append({**fact, "id": f"candidate:{i}", "key": f"candidate:{i}"})
     base = [gpu_fact(ctx.hw, ctx.run.params), model_fact(ctx.arch, ctx.quant, ctx.dtype),
-            request_fact(req, ctx.version, ctx.model_max_len)]
+            request_fact(req, ctx.version, ctx.model_max_len), cluster_fact(ctx.hw)]
     sizing = ctx.run.run_stage("sizing", base + facts)
     rows = []
     for i, (c, length, s, quant, wbytes) in enumerate(grid):
@@ -64,7 +65,8 @@ def sweep(req: PlanRequest, *, max_model_lens: list[int] | None = None, utilizat
         perf = perf_for(ctx, c.layout, m, s, wbytes) if m.weights_fit else None
         rows.append({
             "tensor_parallel_size": c.layout.tp, "pipeline_parallel_size": c.layout.pp,
-            "data_parallel_size": c.layout.dp, "gpus": c.layout.gpus, "quantization": quant,
+            "data_parallel_size": c.layout.dp, "enable_expert_parallel": c.layout.ep,
+            "gpus": c.layout.gpus, "quantization": quant,
             "kv_cache_dtype": c.kv_cache_dtype, "max_model_len": length,
             "gpu_memory_utilization": s.util, "fits": m.fits, "kv_cache_tokens": m.kv_cache_tokens,
             "max_concurrency": round(m.max_concurrency, 3), "weights_bytes": m.weights_bytes,

@@ -43,6 +43,7 @@ FACT_SCHEMA: dict[str, dict[str, str]] = {
     "model": {
         "name": "str",
         "model_type": "str",
+        "architecture": "str",  # config.json architectures[0], e.g. Qwen3MoeForCausalLM (vLLM's registry key)
         "params": "int",
         "active_params": "int",
         "is_moe": "bool",
@@ -101,6 +102,18 @@ FACT_SCHEMA: dict[str, dict[str, str]] = {
         "is_baseline_kv": "bool",  # kv_cache_dtype auto (the model dtype)
         "is_selected_layout": "bool",  # the TP/PP/DP layout currently decided
         "is_selected": "bool",  # the layout and KV dtype currently decided
+        "gpus_per_replica": "int",  # TP x PP
+        "pp_replaceable_by_tp": "bool",  # PP > 1 and TP = TP x PP is valid for the model on one node
+        "enable_expert_parallel": "bool",  # experts whole on each of the TP x DP ranks (MoE)
+        "quant_shards_aligned": "bool",  # every TP/EP weight shard holds whole quantization blocks/groups
+        "quant_shard_problem": "str",  # why not (empty when aligned), in vLLM's terms
+        "context_len": "int",  # the max_model_len this candidate would serve (full, or clamped to its KV)
+        "useful_context": "bool",  # context_len reaches the pack's min_useful_context_tokens (or the full length)
+        "itl_ms": "float",  # predicted at the request's workload; absent when the weights do not fit
+        "output_tokens_per_s": "float",  # all replicas
+        "tokens_per_s_per_gpu": "float",  # per GPU doing work (idle replicas do not count)
+        "is_best_for_mode": "bool",  # the mode's objective picks it among allowed candidates (see plan/settle)
+        "is_closest": "bool",  # nothing fits: the layout with the smallest per-GPU need (one replica over the GPUs)
         "key": "str",
     },
 }

@@ -35,6 +35,7 @@ DECISION_KEYS = (
     "tensor_parallel_size",
     "pipeline_parallel_size",
     "data_parallel_size",
+    "enable_expert_parallel",
     "quantization",
     "kv_cache_dtype",
     "gpu_memory_utilization",
@@ -49,7 +50,7 @@ DECISION_KEYS = (
 
 _POSITIVE_INT_KEYS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "max_model_len",
                       "max_num_seqs", "max_num_batched_tokens", "block_size")
-_BOOL_KEYS = ("enforce_eager", "enable_prefix_caching", "enable_chunked_prefill")
+_BOOL_KEYS = ("enforce_eager", "enable_prefix_caching", "enable_chunked_prefill", "enable_expert_parallel")
 
 
 def check_decision_value(key: str, value: object) -> str | None:
@@ -192,6 +193,7 @@ class Rule(_Strict):
     priority: int = Field(default=500, ge=0, le=1000)
     enabled: bool = True
     tags: tuple[str, ...] = ()
+    source: str | None = Field(default=None, min_length=1)  # what the rule mirrors (vLLM file, doc, measurement)
     when: tuple[Pattern, ...] = Field(min_length=1)
     then: tuple[Action, ...] = Field(min_length=1)
 
@@ -464,7 +466,7 @@ def _parse_rule(raw: Any, w: _Where, path: tuple[Any, ...], layer: str) -> Rule:
     else:
         problems.add(w.fail((*path, "id"), f"rule id must be dotted lowercase words like 'rec.kv-dtype.fp8', "
                                            f"got {rid!r}"))
-    known = {"id", "description", "stage", "priority", "enabled", "tags", "when", "then"}
+    known = {"id", "description", "source", "stage", "priority", "enabled", "tags", "when", "then"}
     for key in raw:
         if key not in known:
             problems.add(w.fail((*path, key), f"unknown rule key {key!r} (expected {', '.join(sorted(known))})"))
@@ -493,7 +495,7 @@ def _parse_rule(raw: Any, w: _Where, path: tuple[Any, ...], layer: str) -> Rule:
                 actions.append(_parse_action(act, w, (*path, "then", i)))
             except PackError as e:
                 problems.add(e)
-    data = {k: raw[k] for k in ("description", "stage", "priority", "enabled", "tags") if k in raw}
+    data = {k: raw[k] for k in ("description", "source", "stage", "priority", "enabled", "tags") if k in raw}
     from planner.yamlio import to_plain
 
     try:

@@ -73,7 +73,7 @@ def test_infeasible_exits_3_with_json() -> None:
     p = plan_json("--model", "meta-llama/Llama-3.1-405B", "--gpu", "NVIDIA GeForce RTX 4090", code=3)
     assert p["feasible"] is False
     assert "GiB per GPU" in p["infeasible_reason"]
-    assert p["decisions"]["tensor_parallel_size"]["by"] == "rec.layout.smallest-when-nothing-fits"
+    assert p["decisions"]["tensor_parallel_size"]["by"] == "rec.layout.closest-when-nothing-fits"
 
 
 def test_context_is_clamped_when_one_sequence_does_not_fit() -> None:
@@ -103,7 +103,7 @@ def test_pinned_tp_beats_rules() -> None:
     d = p["decisions"]["tensor_parallel_size"]
     assert (d["value"], d["by"]) == (2, "user")
     # only TP2 layouts exist once --tp 2 is pinned, so the vendor rule proposes 2 as well, and loses to the pin
-    assert {"rule": "rec.layout.fewest-gpus", "value": 2, "why": "pinned by the user"} in d["superseded"]
+    assert {"rule": "rec.layout.best-for-mode", "value": 2, "why": "pinned by the user"} in d["superseded"]
     assert "--tensor-parallel-size 2" in p["serve_command"]
 
 
@@ -115,10 +115,14 @@ def test_balanced_mode_replicates_over_probed_gpus() -> None:
     assert p["memory"]["per_gpu"]["free_bytes"] is not None
 
 
-def test_latency_mode_uses_largest_tp() -> None:
+def test_latency_mode_picks_the_lowest_itl_it_prints() -> None:
+    """Latency mode: no alternative the plan lists with the same KV dtype and weights is faster than its choice."""
     p = plan_json(*LLAMA8, *H100, "--gpus", "8", "--mode", "latency")
-    assert p["config"]["tensor_parallel_size"] == 8  # 32 heads and 8 KV heads divide by 8
-    assert p["decisions"]["tensor_parallel_size"]["by"] == "rec.layout.latency-max-tp"
+    assert p["decisions"]["tensor_parallel_size"]["by"] == "rec.layout.best-for-mode"
+    chosen = p["performance"]["itl_ms"]["expected"]
+    same = [a for a in p["alternatives"] if a["fits"] and a["kv_cache_dtype"] == p["config"]["kv_cache_dtype"]
+            and a["quantization"] == p["config"]["quantization"] and not a["forbidden"]]
+    assert same and all(chosen <= a["itl_ms"] + 1e-6 for a in same)
 
 
 @pytest.mark.parametrize(

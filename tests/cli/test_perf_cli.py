@@ -66,13 +66,14 @@ def test_infeasible_plan_says_which_single_change_fits() -> None:
     assert rc == 3
     plan = json.loads(out)
     changes = {f["change"]: f for f in plan["fixes"]}
-    assert {"fewer context tokens", "quantized checkpoint (FP8)", "more GPUs"} <= set(changes)
-    ctx = changes["fewer context tokens"]
-    n = int(ctx["flags"].removeprefix("--max-model-len "))
+    assert {"shorter context", "FP8 weights", "more GPUs"} <= set(changes)
+    ctx = changes["shorter context"]
+    assert ctx["flags"].startswith("--tp 2 --max-model-len ")  # each fix names the layout it was sized with
+    n = int(ctx["flags"].removeprefix("--tp 2 --max-model-len "))
     assert 0 < n <= plan["memory"]["kv_cache_tokens"]  # one sequence fits in the KV cache that is left
     assert changes["more GPUs"]["flags"] == "--gpus 4 --tp 4"
     # FP8 weights: 70.55e9 params at 1 byte instead of 2 -> roughly half the weights per GPU
-    assert changes["quantized checkpoint (FP8)"]["weights_bytes"] < 0.55 * plan["memory"]["per_gpu"]["weights_bytes"]
+    assert changes["FP8 weights"]["weights_bytes"] < 0.55 * plan["memory"]["per_gpu"]["weights_bytes"]
     rc, text, _ = run("plan", *LLAMA70, "--gpus", "2", "--max-model-len", "131072", "--kv-cache-dtype", "auto")
     assert "To make it fit" in text and "--gpus 4 --tp 4" in text
 
