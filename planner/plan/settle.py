@@ -207,6 +207,14 @@ def settings_from(decisions: dict[str, Decision], prev: Settings, cands: list[Ca
                     kv_cache_dtype=str(val("kv_cache_dtype", prev.kv_cache_dtype)), layout=layout)
 
 
+def launch_facts(ctx: PlanContext, lay: Layout) -> dict[str, Any]:
+    """plan/gate.launch_fields for a layout; a pinned PP is the user's choice, never replaceable by TP."""
+    out = launch_fields(ctx.arch, lay, ctx.hw.gpus_per_node)
+    if ctx.req.pinned.pipeline_parallel_size:
+        out["pp_replaceable_by_tp"] = False
+    return out
+
+
 def pinned_layouts(ctx: PlanContext) -> list[Layout]:
     """The layouts the cluster allows, restricted to the pinned TP/PP/DP/EP."""
     pin, hw = ctx.req.pinned, ctx.hw
@@ -236,7 +244,7 @@ def settle(ctx: PlanContext, base_facts: list[dict[str, Any]]
     cands: list[Candidate] = []
     for _ in range(MAX_SETTLE_PASSES):
         cands = [Candidate(layout=lay, kv_cache_dtype=kv, forbidden=[],
-                           launch=launch_fields(arch, lay, hw.gpus_per_node),
+                           launch=launch_facts(ctx, lay),
                            memory=memory_for(ctx, lay, kv, settings, ctx.target_len, scales))
                  for lay in lays for kv in kv_opts]
         flags = ranking_flags(ctx, cands, settings)

@@ -17,10 +17,9 @@ from planner.plan.context import (
     plan_context,
     request_fact,
 )
-from planner.plan.gate import launch_fields
 from planner.plan.layouts import launchable
 from planner.plan.options import fp8_weights, objective
-from planner.plan.settle import Candidate, candidate_fact, kv_options, pinned_layouts
+from planner.plan.settle import Candidate, candidate_fact, kv_options, launch_facts, pinned_layouts
 from planner.plan.speed import perf_for
 from planner.policy.loader import PackSet
 from planner.schemas import PlanRequest
@@ -49,7 +48,7 @@ def sweep(req: PlanRequest, *, max_model_lens: list[int] | None = None, utilizat
     for lay, kv, (quant, wbytes), length, util in itertools.product(lays, kv_opts, weights, lens, utils):
         s = replace(s0, util=util, layout=lay, kv_cache_dtype=kv)
         cand = Candidate(layout=lay, kv_cache_dtype=kv, forbidden=[],
-                         launch=launch_fields(ctx.arch, lay, ctx.hw.gpus_per_node),
+                         launch=launch_facts(ctx, lay),
                          memory=memory_for(ctx, lay, kv, s, min(length, ctx.model_max_len), scales, wbytes))
         grid.append((cand, length, s, quant, wbytes))
     facts = []

@@ -203,10 +203,11 @@ def test_multi_node_deepseek_is_a_leader_worker_set_with_ray(generated: dict) ->
     svc = yaml.safe_load((d / "kubernetes" / "service.yaml").read_text())
     assert svc["spec"]["selector"]["role"] == "leader"
     plan = json.loads((d / "plan.json").read_text())
-    # the plan runs 16 one-GPU data-parallel ranks (experts sharded across them), 8 per node, one Ray launch
-    assert (plan["config"]["tensor_parallel_size"], plan["config"]["data_parallel_size"]) == (1, 16)
-    assert plan["serve_command"] == ("vllm serve deepseek-ai/DeepSeek-R1 --data-parallel-size 16 "
-                                     "--data-parallel-size-local 8 --data-parallel-backend ray --max-model-len 163840")
+    # vLLM's multi-node guidance: TP over the 8 GPUs of a node, one pipeline stage per node, one Ray launch
+    assert (plan["config"]["tensor_parallel_size"], plan["config"]["pipeline_parallel_size"]) == (8, 2)
+    assert plan["serve_command"] == ("vllm serve deepseek-ai/DeepSeek-R1 --tensor-parallel-size 8 "
+                                     "--pipeline-parallel-size 2 --distributed-executor-backend ray "
+                                     "--max-model-len 163840")
 
 
 def test_single_node_artifacts_reserve_the_planned_gpus(generated: dict) -> None:
@@ -327,7 +328,7 @@ def test_a_shape_vllm_cannot_run_is_never_chosen(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("version", "args"), [
-    ("0.6.4", ["--model", "Qwen/Qwen3-8B", "--gpu", "H100", "--gpus", "2"]),  # no --data-parallel-size in 0.6.4
+    ("0.6.4", ["--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100", "--gpus", "2"]),  # no DP in 0.6.4
     ("0.8.5", ["--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100", "--nodes", "2",
                "--gpus-per-node", "8"]),  # no --data-parallel-size-local in 0.8.5
 ])
