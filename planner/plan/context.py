@@ -168,6 +168,13 @@ def memory_for(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_model
     ), ctx.run.params)
 
 
+def useful_floor(ctx: PlanContext) -> int:
+    """The shortest context worth serving: the pack's min_useful_context_tokens, or one request when longer, never
+    more than the full length. Layouts and fixes that hold less are not chosen while another holds more."""
+    req = ctx.req
+    return min(ctx.target_len, max(int(ctx.run.params["min_useful_context_tokens"]), req.input_len + req.output_len))
+
+
 def sampler_sort(ctx: PlanContext) -> bool:
     """Whether vLLM's sampler warm-up sorts the whole vocabulary: the pinned --sampler, else the version's default."""
     if ctx.req.pinned.sampler:

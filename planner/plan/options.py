@@ -7,24 +7,22 @@ from dataclasses import replace
 from typing import Any
 
 from planner.memory import MemoryResult
-from planner.plan.context import PlanContext, Settings, baseline_scales, memory_for
+from planner.plan.context import PlanContext, Settings, baseline_scales, memory_for, useful_floor
 from planner.plan.layouts import Layout, pp_is_valid, tp_is_valid
-from planner.plan.settle import Candidate
+from planner.plan.settle import Candidate, busy_gpus, mode_metric
 from planner.plan.speed import fp8_weights, perf_for
 from planner.units import GiB
 
 
-def objective(mode: str, row: dict[str, Any]) -> tuple[float, ...]:
-    """Sort key of a configuration under the mode's objective (smaller is better): fitting and allowed first,
-    then latency: lowest ITL; throughput: most output tokens/s; balanced: most output tokens/s per GPU."""
-    itl = row.get("itl_ms") or float("inf")
-    tput = row.get("output_tokens_per_s_total") or 0.0
-    head = (not row["fits"], bool(row["forbidden"]))
-    if mode == "latency":
-        return (*head, itl, -tput)
-    if mode == "throughput":
-        return (*head, -tput, itl)
-    return (*head, -tput / max(1, row["gpus"]), itl)
+def objective(ctx: PlanContext, row: dict[str, Any]) -> tuple[float, ...]:
+    """Sort key of a configuration under the mode's objective (smaller is better): fitting and allowed first, then
+    the metric the layout choice uses (plan/settle.mode_metric: latency the lowest ITL, throughput the most output
+    tokens/s, balanced the most per busy GPU)."""
+    lay = Layout(tp=row["tensor_parallel_size"], pp=row["pipeline_parallel_size"], dp=row["data_parallel_size"])
+    itl, tput = row.get("itl_ms"), row.get("output_tokens_per_s_total")
+    per_gpu = tput / busy_gpus(lay, ctx.req.concurrency, ctx.arch.is_moe) if tput is not None else None
+    metric = mode_metric(ctx.req.mode, itl, tput, per_gpu)
+    return (not row["fits"], bool(row["forbidden"]), metric, itl or float("inf"), -(tput or 0.0))
 
 
 def option_row(ctx: PlanContext, layout: Layout, kv: str, mem: MemoryResult, s: Settings, *, change: str,
@@ -48,14 +46,19 @@ def option_row(ctx: PlanContext, layout: Layout, kv: str, mem: MemoryResult, s: 
 
 def alternatives(ctx: PlanContext, cands: list[Candidate], layout: Layout, kv: str, s: Settings, max_len: int
                   ) -> list[dict[str, Any]]:
-    """The best few other configurations (layout, KV dtype, FP8 weights), from the candidates already sized."""
-    rows = []
+    """The best few other configurations (layout, KV dtype, FP8 weights), judged at the plan's own max_model_len
+    (the candidates were sized at the full length; a clamped plan re-sizes them, so "fits" means the same thing
+    in the headline and in this table)."""
+    rows, scales = [], baseline_scales(ctx)
     for c in cands:
         if c.layout == layout and c.kv_cache_dtype == kv:
             continue
-        change = [f"TP{c.layout.tp} PP{c.layout.pp} DP{c.layout.dp}"] if c.layout != layout else []
+        change = [c.layout.label] if c.layout != layout else []
         change += [f"KV {c.kv_cache_dtype}"] if c.kv_cache_dtype != kv else []
-        rows.append(option_row(ctx, c.layout, c.kv_cache_dtype, c.memory, s, change=", ".join(change),
+        mem = c.memory if max_len == ctx.target_len else memory_for(
+            ctx, c.layout, c.kv_cache_dtype, replace(s, layout=c.layout, kv_cache_dtype=c.kv_cache_dtype), max_len,
+            scales)
+        rows.append(option_row(ctx, c.layout, c.kv_cache_dtype, mem, s, change=", ".join(change),
                                 forbidden=[f"{f['rule']}: {f['reason']}" for f in c.forbidden],
                                 quantization=ctx.quant, max_model_len=max_len, preferred_by=c.preferred_by))
     fp8 = fp8_weights(ctx)
@@ -63,7 +66,7 @@ def alternatives(ctx: PlanContext, cands: list[Candidate], layout: Layout, kv: s
         mem = memory_for(ctx, layout, kv, replace(s, layout=layout), max_len, baseline_scales(ctx), fp8)
         rows.append(option_row(ctx, layout, kv, mem, s, change="FP8 weights (--quantization fp8)", forbidden=[],
                                 quantization="fp8", max_model_len=max_len, linear_bytes=fp8))
-    rows.sort(key=lambda r: objective(ctx.req.mode, r))
+    rows.sort(key=lambda r: objective(ctx, r))
     return rows[:int(ctx.run.params["alternatives_shown"])]
 
 
@@ -73,13 +76,7 @@ def fix_row(change: str, flags: str, mem: MemoryResult, detail: str) -> dict[str
             "kv_cache_bytes": mem.kv_cache_bytes, "detail": detail}
 
 
-def useful_floor(ctx: PlanContext) -> int:
-    """The shortest context a fix may clamp to: the pack's min_useful_context_tokens, or one request when longer."""
-    req = ctx.req
-    return min(ctx.target_len, max(int(ctx.run.params["min_useful_context_tokens"]), req.input_len + req.output_len))
-
-
-def _layout_flags(ctx: PlanContext, lay: Layout) -> str:
+def _layout_flags(lay: Layout) -> str:
     """The layout as plan flags (a fix names the whole configuration it was sized with)."""
     flags = [f"--tp {lay.tp}"] if lay.tp > 1 else []
     flags += [f"--pp {lay.pp}"] if lay.pp > 1 else []
@@ -88,20 +85,21 @@ def _layout_flags(ctx: PlanContext, lay: Layout) -> str:
 
 
 def _sized_fix(ctx: PlanContext, change: str, flags: str, lay: Layout, kv: str, s: Settings, max_len: int,
-               detail: Callable[[MemoryResult], str], linear_bytes: float | None = None) -> dict[str, Any] | None:
-    """A fix sized at the full context, or (named as a combination) at the longest context that still serves the
-    workload; None when neither fits."""
+               detail: Callable[[MemoryResult], str], linear_bytes: float | None = None
+               ) -> tuple[dict[str, Any] | None, bool]:
+    """A fix sized at the full context, or (named as a combination, and flagged True) at the longest context that
+    still serves the workload; None when neither fits."""
     scales = baseline_scales(ctx)
     s = replace(s, layout=lay, kv_cache_dtype=kv)
     m = memory_for(ctx, lay, kv, s, max_len, scales, linear_bytes)
     if m.fits:
-        return fix_row(change, flags, m, detail(m))
+        return fix_row(change, flags, m, detail(m)), False
     n = m.max_fitting_model_len if m.weights_fit else 0
     if n < useful_floor(ctx):
-        return None
+        return None, False
     m = memory_for(ctx, lay, kv, s, n, scales, linear_bytes)
     return fix_row(f"{change} + shorter context", f"{flags} --max-model-len {n}".strip(), m,
-                   detail(m) + f"; context {n:,} of {max_len:,} tokens")
+                   detail(m) + f"; context {n:,} of {max_len:,} tokens"), True
 
 
 def fixes(ctx: PlanContext, layout: Layout, kv: str, s: Settings, mem: MemoryResult, max_len: int
@@ -110,7 +108,7 @@ def fixes(ctx: PlanContext, layout: Layout, kv: str, s: Settings, mem: MemoryRes
     a shorter context that still serves the workload, FP8 KV, quantized weights on the same GPUs, more GPUs,
     freeing the busy GPUs. Each names every flag it was sized with; none is offered that cannot help here."""
     out: list[dict[str, Any] | None] = []
-    here = _layout_flags(ctx, layout)
+    here = _layout_flags(layout)
     floor = useful_floor(ctx)
     if mem.weights_fit and floor <= mem.max_fitting_model_len < max_len:
         n = mem.max_fitting_model_len
@@ -119,27 +117,28 @@ def fixes(ctx: PlanContext, layout: Layout, kv: str, s: Settings, mem: MemoryRes
                            f"{m.kv_cache_tokens:,} KV tokens hold one {n:,}-token sequence"))
     if kv == "auto" and mem.weights_fit and ctx.hw.spec and ctx.hw.spec.fp8_supported:
         out.append(_sized_fix(ctx, "FP8 KV cache", f"{here} --kv-cache-dtype fp8".strip(), layout, "fp8", s, max_len,
-                              lambda m: f"KV capacity {mem.kv_cache_tokens:,} -> {m.kv_cache_tokens:,} tokens"))
+                              lambda m: f"KV capacity {mem.kv_cache_tokens:,} -> {m.kv_cache_tokens:,} tokens")[0])
+
     def weights(m: MemoryResult) -> str:
         return f"weights {mem.weights_bytes / GiB:.2f} -> {m.weights_bytes / GiB:.2f} GiB per GPU"
 
     fp8 = fp8_weights(ctx)
     if fp8 is not None:
         out.append(_sized_fix(ctx, "FP8 weights", f"{here} --quantization fp8".strip(), layout, kv, s, max_len,
-                              lambda m: weights(m) + " (online FP8, or an FP8 checkpoint of this model)", fp8))
+                              lambda m: weights(m) + " (online FP8, or an FP8 checkpoint of this model)", fp8)[0])
     elif ctx.quant is None:
         w4 = float(ctx.run.params["wbytes_awq_int4"])
         out.append(_sized_fix(ctx, "4-bit checkpoint", f"an AWQ/GPTQ 4-bit checkpoint {here}".strip(), layout, kv,
-                              s, max_len, weights, w4))
+                              s, max_len, weights, w4)[0])
     if not any(d.mig_profile for d in (ctx.hw.selection.devices if ctx.hw.selection else ())):
         out.extend(more_gpus(ctx, layout, kv, s, max_len))
     if ctx.hw.free_bytes is not None:
         free = replace(ctx, hw=replace(ctx.hw, free_bytes=None))
         util = float(ctx.run.params["default_gpu_memory_utilization"])
-        out.append(_sized_fix(free, "free the busy GPUs", f"{here} (stop the other processes)".strip(), layout, kv,
+        out.append(_sized_fix(free, "free the busy GPUs", f"{here} --ignore-used".strip(), layout, kv,
                               replace(s, util=util), max_len,
-                              lambda m: "the plan on empty GPUs at vLLM's default budget"))
-    return [f for f in out if f is not None and f["fits"]]
+                              lambda m: "stop the other processes: the plan on empty GPUs at vLLM's default budget")[0])
+    return [f for f in out if f is not None]
 
 
 def more_gpus(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_len: int) -> list[dict[str, Any]]:
@@ -159,11 +158,12 @@ def more_gpus(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_len: i
             continue
         n = -(-lay.gpus // per_node)
         nodes = f" --nodes {n} --gpus-per-node {per_node}" if n > 1 else ""
-        row = _sized_fix(ctx, "more GPUs", f"--gpus {lay.gpus}{nodes} {_layout_flags(ctx, lay)}", lay, kv, s,
-                         max_len, lambda m, lay=lay: f"{lay.gpus} GPUs ({lay.label}): {m.kv_cache_tokens:,} KV tokens")
-        if row is None or (out and "shorter" in row["change"]):
+        label = f"{lay.gpus} GPUs ({lay.label})"
+        row, clamped = _sized_fix(ctx, "more GPUs", f"--gpus {lay.gpus}{nodes} {_layout_flags(lay)}", lay, kv, s,
+                                  max_len, lambda m, label=label: f"{label}: {m.kv_cache_tokens:,} KV tokens")
+        if row is None or (clamped and out):  # only the smallest layout that serves a shorter context
             continue
         out.append(row)
-        if "shorter" not in row["change"]:
+        if not clamped:
             break
     return out

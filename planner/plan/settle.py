@@ -9,7 +9,7 @@ from typing import Any
 
 from planner.errors import InputError
 from planner.memory import KV_DTYPES, MemoryResult
-from planner.plan.context import PlanContext, Settings, baseline_scales, initial_settings, memory_for
+from planner.plan.context import PlanContext, Settings, baseline_scales, initial_settings, memory_for, useful_floor
 from planner.plan.gate import launch_fields
 from planner.plan.layouts import Layout, launchable, layouts, pp_is_valid, tp_is_valid
 from planner.plan.speed import perf_for
@@ -123,15 +123,19 @@ def _pick_best(ctx: PlanContext, pool: list[Candidate], speeds: dict[str, dict[s
     return min(near, key=lambda c: (-c.preference, c.layout.gpus, c.layout.pp, metric(c), c.layout.key))
 
 
-def ranking_flags(ctx: PlanContext, cands: list[Candidate], settings: Settings) -> dict[str, dict[str, Any]]:
-    """Ranking features the rules match on: each candidate's speed at the request's workload, whether its context
-    is useful, which one the mode's objective picks, and (nothing fits) which layout comes closest."""
-    req = ctx.req
+def candidate_speeds(ctx: PlanContext, cands: list[Candidate], settings: Settings) -> dict[str, dict[str, float]]:
+    """Each candidate's speed at the request's workload (computed once per settle pass)."""
+    return {c.key: _speed_fields(ctx, c, settings) for c in cands}
+
+
+def ranking_flags(ctx: PlanContext, cands: list[Candidate], settings: Settings, speeds: dict[str, dict[str, float]]
+                  ) -> dict[str, dict[str, Any]]:
+    """Ranking features the rules match on: each candidate's speed, whether its context is useful, which one the
+    mode's objective picks, and (nothing fits) which layout comes closest."""
     base = [c for c in cands if c.kv_cache_dtype == "auto" or len({x.kv_cache_dtype for x in cands}) == 1]
     allowed = [c for c in base if not c.forbidden]
-    floor = min(ctx.target_len, max(int(ctx.run.params["min_useful_context_tokens"]), req.input_len + req.output_len))
+    floor = useful_floor(ctx)
     useful = {c.key for c in cands if context_len(c, ctx.target_len) >= floor}
-    speeds = {c.key: _speed_fields(ctx, c, settings) for c in cands}
     best = _pick_best(ctx, allowed, speeds, useful)
     order = sorted(allowed, key=lambda c: (c.layout.tp * c.layout.pp, c.layout.pp, c.layout.tp))
     min_fit = next((c for c in order if c.memory.fits), None)
@@ -140,12 +144,10 @@ def ranking_flags(ctx: PlanContext, cands: list[Candidate], settings: Settings) 
     max_tp = max(single, key=lambda c: c.layout.tp, default=None)
     nothing_fits = not any(x.memory.weights_fit for x in allowed)
     need = {c.key: c.memory.weights_bytes + c.memory.activation_peak_bytes + c.memory.non_torch_bytes for c in base}
-    # One replica over the GPUs, as an expert would size it: not a layout a gate refuses, no pipeline stages inside
-    # one node where tensor parallelism could take the GPUs, then the smallest per-GPU need.
-    closest = min(allowed or base, key=lambda c: (
-        any(f["rule"].startswith("gate.") for f in c.forbidden),
-        ctx.hw.nodes == 1 and bool(c.launch.get("pp_replaceable_by_tp")),
-        need[c.key], c.layout.gpus, c.layout.dp, c.layout.pp), default=None)
+    # When every layout is dropped (weights too large), the closest is the one the fewest sizing rules object to
+    # (gates and layout policy still count), then the smallest per-GPU need: one replica over the GPUs.
+    closest = min(allowed or base, key=lambda c: (len(c.forbidden), need[c.key], c.layout.gpus, c.layout.dp,
+                                                  c.layout.pp), default=None)
     decide = float(ctx.run.params["preference_decides_layout"])
     scored = [c for c in allowed if c.memory.fits and c.preference >= decide]
     preferred = min(scored, key=lambda c: (-c.preference, c.layout.tp * c.layout.pp, c.layout.pp), default=None)
@@ -166,11 +168,10 @@ def ranking_flags(ctx: PlanContext, cands: list[Candidate], settings: Settings) 
 
 def pinned_decisions(req: PlanRequest, quant: str | None) -> dict[str, Any]:
     pin = req.pinned
-    out = {k: getattr(pin, k, None) for k in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
-                                               "enable_expert_parallel", "kv_cache_dtype",
-                                         "gpu_memory_utilization", "max_model_len", "max_num_seqs",
-                                         "max_num_batched_tokens", "enforce_eager")
-           if getattr(pin, k, None) is not None}
+    keys = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "enable_expert_parallel",
+            "kv_cache_dtype", "gpu_memory_utilization", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
+            "enforce_eager")
+    out = {k: getattr(pin, k) for k in keys if getattr(pin, k) is not None}
     if pin.quantization:
         out["quantization"] = quant
     return out
@@ -220,7 +221,7 @@ def pinned_layouts(ctx: PlanContext) -> list[Layout]:
     pin, hw = ctx.req.pinned, ctx.hw
     return layouts(ctx.arch, total_gpus=hw.count, gpus_per_node=hw.gpus_per_node, nodes=hw.nodes,
                    tp=pin.tensor_parallel_size, pp=pin.pipeline_parallel_size,
-                   dp=getattr(pin, "data_parallel_size", None), ep=pin.enable_expert_parallel or None)
+                   dp=pin.data_parallel_size, ep=pin.enable_expert_parallel or None)
 
 
 def settle(ctx: PlanContext, base_facts: list[dict[str, Any]]
@@ -247,13 +248,14 @@ def settle(ctx: PlanContext, base_facts: list[dict[str, Any]]
                            launch=launch_facts(ctx, lay),
                            memory=memory_for(ctx, lay, kv, settings, ctx.target_len, scales))
                  for lay in lays for kv in kv_opts]
-        flags = ranking_flags(ctx, cands, settings)
+        speeds = candidate_speeds(ctx, cands, settings)
+        flags = ranking_flags(ctx, cands, settings, speeds)
         facts = [candidate_fact(c, req, ctx.quant, flags[c.key]) for c in cands]
         sizing = ctx.run.run_stage("sizing", base_facts + facts)
         for c in cands:
             c.forbidden = sizing.forbidden.get(f"candidate:{c.key}", [])
             c.preferred_by = sizing.preferences.get(f"candidate:{c.key}", [])
-        flags = ranking_flags(ctx, cands, settings)
+        flags = ranking_flags(ctx, cands, settings, speeds)
         facts = [candidate_fact(c, req, ctx.quant, flags[c.key]) for c in cands]
         rec = ctx.run.run_stage("recommend", base_facts + facts)
         decisions = resolve(rec.proposals, pinned)

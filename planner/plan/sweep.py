@@ -77,5 +77,5 @@ def sweep(req: PlanRequest, *, max_model_lens: list[int] | None = None, utilizat
             "decode_tokens_per_s_per_request": round(perf.decode_tokens_per_s_per_request, 2) if perf else None,
             "output_tokens_per_s_total": round(perf.output_tokens_per_s_total, 1) if perf else None,
         })
-    rows.sort(key=lambda r: objective(req.mode, r))
+    rows.sort(key=lambda r: objective(ctx, r))
     return rows

@@ -98,8 +98,12 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
                 f"output {_r(perf.output_tokens_per_s_total, 'tok/s total', 0)}")
         for a in perf.assumptions:
             c.print(f"  [dim]- {a}[/]", highlight=False)
-    c.print("[bold]Serve:[/]")
-    c.print(f"  {p.serve_command}", soft_wrap=True, markup=False)
+    if p.feasible:
+        c.print("[bold]Serve:[/]")
+        c.print(f"  {p.serve_command}", soft_wrap=True, markup=False)
+    else:  # the command of a layout that does not fit is not shown as if it could run
+        c.print("[bold]Serve:[/] nothing to run: the plan does not fit; each change below makes it fit "
+                "(the JSON's serve_command shows the layout it was sized with)")
     if p.launch is not None and p.launch.multi_node:
         c.print(f"  on a Ray cluster of {p.launch.nodes} nodes x {p.launch.gpus_per_pod} GPUs"
                 + (f", {p.launch.groups} copies" if p.launch.groups > 1 else "")
@@ -109,7 +113,7 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
     for w_ in p.warnings:
         c.print(f"[yellow]warning[/] {w_.code}: {w_.message}" + (f"  [dim]({w_.rule})[/]" if w_.rule else ""))
     if p.fixes:
-        c.print("[bold]To make it fit[/] (one change each, re-sized with the same accounting):")
+        c.print("[bold]To make it fit[/] (smallest change first, each re-sized with the same accounting):")
         for f in p.fixes:
             c.print(f"  {f.change}: {f.flags}  ->  {f.detail}", markup=False)
     if p.alternatives:
