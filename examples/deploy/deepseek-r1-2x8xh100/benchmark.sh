@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan bbdf075be871, vLLM 0.33.0, rule packs core@0.3.2 (6eb948b3016f)
+# vllm-planner 0.1.0, plan 4f350c987903, vLLM 0.33.0, rule packs core@0.4.0 (e989bc24d6df)
 # Measures the running server at the planned workload and compares it with the plan.
 set -euo pipefail
 
 BASE_URL="${BASE_URL:-http://localhost:8000}"
-RESULT="${RESULT:-benchmark-bbdf075be871.json}"
+RESULT="${RESULT:-benchmark-4f350c987903.json}"
 
 echo "waiting for ${BASE_URL}/health ..." >&2
 python3 - "$BASE_URL" <<'PY'
@@ -24,7 +24,7 @@ ${VLLM:-vllm} bench serve --backend vllm --base-url "${BASE_URL}" --model deepse
 
 python3 - "$RESULT" <<'PY'
 import json, sys
-planned = {"itl_ms": {"expected": 5.419, "high": 6.497, "low": 4.877}, "output_tokens_per_s_total": {"expected": 172.922, "high": 182.606, "low": 102.889}, "ttft_ms": {"expected": 98.701, "high": 165.917, "low": 65.932}}
+planned = {"itl_ms": {"expected": 20.688, "high": 24.805, "low": 18.62}, "output_tokens_per_s_total": {"expected": 47.777, "high": 50.452, "low": 28.427}, "ttft_ms": {"expected": 82.711, "high": 139.037, "low": 55.251}}
 m = json.load(open(sys.argv[1]))
 rows = [('ITL ms (median)', m.get('median_itl_ms'), planned['itl_ms']),
         ('TTFT ms (median)', m.get('median_ttft_ms'), planned['ttft_ms']),

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan f18172cef8e5, vLLM 0.33.0, rule packs core@0.3.2 (6eb948b3016f)
+# vllm-planner 0.1.0, plan 96c1f6849bc5, vLLM 0.33.0, rule packs core@0.4.0 (e989bc24d6df)
 # Measures the running server at the planned workload and compares it with the plan.
 set -euo pipefail
 
 BASE_URL="${BASE_URL:-http://localhost:8000}"
-RESULT="${RESULT:-benchmark-f18172cef8e5.json}"
+RESULT="${RESULT:-benchmark-96c1f6849bc5.json}"
 
 echo "waiting for ${BASE_URL}/health ..." >&2
 python3 - "$BASE_URL" <<'PY'

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan f18172cef8e5, vLLM 0.33.0, rule packs core@0.3.2 (6eb948b3016f)
+# vllm-planner 0.1.0, plan 96c1f6849bc5, vLLM 0.33.0, rule packs core@0.4.0 (e989bc24d6df)
 # Starts the planned vLLM server on this machine (vllm must be installed).
 set -euo pipefail
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# vllm-planner 0.1.0, plan aeb5857071b3, vLLM 0.11.0, rule packs core@0.3.2 (6eb948b3016f)
+# vllm-planner 0.1.0, plan 7c21b8668b32, vLLM 0.11.0, rule packs core@0.4.0 (e989bc24d6df)
 # Measures the running server at the planned workload and compares it with the plan.
 set -euo pipefail
 
 BASE_URL="${BASE_URL:-http://localhost:8000}"
-RESULT="${RESULT:-benchmark-aeb5857071b3.json}"
+RESULT="${RESULT:-benchmark-7c21b8668b32.json}"
 
 echo "waiting for ${BASE_URL}/health ..." >&2
 python3 - "$BASE_URL" <<'PY'
