@@ -138,9 +138,12 @@ def assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Candi
     body["plan_id"] = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     launch = launch_for(ctx, config, feasible)
     body["launch"] = {**asdict(launch), "multi_node": launch.multi_node}
-    body["serve_command"] = serve_command(
-        arch.name, serve_args(config, ctx.run.params, pinned=req.pinned, launch=launch, version=ctx.version),
-        visible_devices=body["hardware"].get("visible_devices"))
+    if feasible:
+        body["serve_command"] = serve_command(
+            arch.name, serve_args(config, ctx.run.params, pinned=req.pinned, launch=launch, version=ctx.version),
+            visible_devices=body["hardware"].get("visible_devices"))
+    else:  # a command that cannot start is not printed as if it could: say what is missing (the fixes say how)
+        body["serve_command"] = f"# nothing to run: {reason}; see fixes"
     return PlanResponse.model_validate(body)
 
 

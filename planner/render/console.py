@@ -102,8 +102,7 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
         c.print("[bold]Serve:[/]")
         c.print(f"  {p.serve_command}", soft_wrap=True, markup=False)
     else:  # the command of a layout that does not fit is not shown as if it could run
-        c.print("[bold]Serve:[/] nothing to run: the plan does not fit; each change below makes it fit "
-                "(the JSON's serve_command shows the layout it was sized with)")
+        c.print("[bold]Serve:[/] nothing to run: the plan does not fit; each change below makes it fit")
     if p.launch is not None and p.launch.multi_node:
         c.print(f"  on a Ray cluster of {p.launch.nodes} nodes x {p.launch.gpus_per_pod} GPUs"
                 + (f", {p.launch.groups} copies" if p.launch.groups > 1 else "")
