@@ -115,6 +115,32 @@ def generate(req: PlanRequest, out: Path, *, force: bool = False) -> tuple[PlanR
     return resp, sorted(files)
 
 
+def capacity(template: PlanRequest, load: Any, gpus: list[str], *, max_gpus_per_replica: int | None = None,
+             packset: PackSet | None = None) -> dict[str, Any]:
+    """What to deploy for a load within SLOs, across GPU types (planner/capacity). `template` carries the model,
+    pins, vLLM version and rule packs; `gpus` names GPU types (empty: every catalog GPU)."""
+    from planner.capacity.answer import build
+    from planner.capacity.search import check_load
+    from planner.hardware.catalog import resolve_gpu, shipped_catalog
+    from planner.models.sources import load_model
+
+    check_load(load)
+    packset = packset or load_packset(tuple(template.rules))
+    catalog = shipped_catalog()
+    specs = []
+    for name in gpus:
+        spec = resolve_gpu(name)
+        if spec not in specs:
+            specs.append(spec)
+    specs = specs or sorted(catalog.values(), key=lambda s: s.id)
+    max_gpus = max_gpus_per_replica or int(packset.param_values()["capacity_max_gpus_per_replica"])
+    arch = load_model(template.model)
+    if template.pinned.data_parallel_size and not arch.is_moe:
+        raise InputError(f"--dp {template.pinned.data_parallel_size}: capacity sizes the data parallelism of a dense "
+                         "model as replicas; drop --dp (a MoE model's in-engine DP may be pinned)")
+    return build(template, load, specs, packset, arch, max_gpus, set(catalog))
+
+
 def append_audit(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line with a single write (a reader never sees half a record)."""
     line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()

@@ -268,6 +268,98 @@ def sweep(max_model_lens: str | None, as_json: bool, as_csv: bool, **kw: Any) ->
     return 0
 
 
+CAPACITY_COLUMNS = ("key", "gpu", "catalog_id", "gpus_per_replica", "replicas", "total_gpus", "tensor_parallel_size",
+                    "pipeline_parallel_size", "data_parallel_size", "enable_expert_parallel", "kv_cache_dtype",
+                    "quantization", "rate_per_replica", "max_rate", "utilization", "ttft_ms_low", "ttft_ms",
+                    "ttft_ms_high", "itl_ms_low", "itl_ms", "itl_ms_high", "meets_slo", "cost_per_hour",
+                    "cost_per_million_output_tokens", "output_tokens_per_s_per_gpu", "tokens_per_s_per_user",
+                    "pareto", "best")
+
+
+def _capacity_csv_row(i: int, o: dict[str, Any], best: int | None) -> list[Any]:
+    cfg, per = o["config"], o["per_replica"]
+    row = {**{k: o[k] for k in ("key", "gpu", "catalog_id", "gpus_per_replica", "replicas", "total_gpus",
+                                "meets_slo", "cost_per_hour", "cost_per_million_output_tokens",
+                                "output_tokens_per_s_per_gpu", "tokens_per_s_per_user", "pareto")},
+           **{k: cfg[k] for k in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
+                                  "enable_expert_parallel", "kv_cache_dtype", "quantization")},
+           "rate_per_replica": per["rate"], "max_rate": per["max_rate"], "utilization": per["utilization"],
+           **{f"{m}{suffix}": o[m][part] for m in ("ttft_ms", "itl_ms")
+              for suffix, part in (("_low", "low"), ("", "expected"), ("_high", "high"))},
+           "best": i == best}
+    return ["" if row[c] is None else row[c] for c in CAPACITY_COLUMNS]
+
+
+_PIN_FLAGS = ("max_model_len", "vllm_version", "tp", "tensor_parallel_size", "pp", "pipeline_parallel_size", "dp",
+              "data_parallel_size", "dtype", "quantization", "kv_cache_dtype", "gpu_memory_utilization", "max_num_seqs",
+              "max_num_batched_tokens", "enforce_eager", "enable_expert_parallel", "rules")
+
+
+def _capacity_options(f: Any) -> Any:
+    """plan's pins, version and packs, reused by `capacity` (the load replaces plan's hardware and workload)."""
+    params = [p for p in _plan_options(lambda: None).__click_params__ if p.name in _PIN_FLAGS]
+    f.__click_params__ = [*getattr(f, "__click_params__", []), *params]
+    return f
+
+
+@cli.command()
+@click.option("--model", required=True, help="Hugging Face id, bundled catalog id, or local directory.")
+@click.option("--rate", type=float, required=True, help="Requests per second arriving (Poisson).")
+@click.option("--input-len", type=int, required=True, help="Prompt tokens per request.")
+@click.option("--output-len", type=int, required=True, help="Output tokens per request.")
+@click.option("--slo-ttft-ms", type=float, help="Time to first token the SLO allows, at --slo-percentile (ms).")
+@click.option("--slo-itl-ms", type=float, help="Inter-token latency the SLO allows, at --slo-percentile (ms).")
+@click.option("--slo-percentile", type=click.Choice(["50", "90", "95", "99"]), default="95", show_default=True,
+              help="Percentile of requests (TTFT) and of tokens (ITL) the SLOs apply to.")
+@click.option("--gpu", "gpu_types", multiple=True, help="GPU type to try (repeat; default: every catalog GPU).")
+@click.option("--max-gpus-per-replica", type=int, help="Largest replica to try (default: the pack's, 16).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the options as CSV.")
+@click.option("--html", "html_file", type=click.Path(), help="Also write a self-contained HTML report to FILE.")
+@click.option("--explain", is_flag=True, help="Show which rule chose the option and what it beat.")
+@click.option("--all", "show_all", is_flag=True, help="Show every option in the console table.")
+@_capacity_options
+def capacity(rate: float, input_len: int, output_len: int, slo_ttft_ms: float | None, slo_itl_ms: float | None,
+             slo_percentile: str, gpu_types: tuple[str, ...], max_gpus_per_replica: int | None, as_json: bool,
+             as_csv: bool, html_file: str | None, explain: bool, show_all: bool, **kw: Any) -> int:
+    """What to deploy for a load within SLOs, across GPU types, and what it costs (exit 3 when nothing meets
+    the SLOs)."""
+    from planner.app import capacity as run_capacity
+    from planner.capacity.search import Load
+    from planner.errors import InputError
+
+    if max_gpus_per_replica is not None and max_gpus_per_replica < 1:
+        raise InputError(f"--max-gpus-per-replica {max_gpus_per_replica}: must be at least 1")
+    for flag, v in (("--input-len", input_len), ("--output-len", output_len)):
+        if v < 1:
+            raise InputError(f"{flag} {v}: must be at least 1 token")
+    template = _request({**kw, "input_len": input_len, "output_len": output_len})
+    load = Load(rate=rate, input_len=input_len, output_len=output_len, slo_ttft_ms=slo_ttft_ms,
+                slo_itl_ms=slo_itl_ms, percentile=int(slo_percentile))
+    data = run_capacity(template, load, list(gpu_types), max_gpus_per_replica=max_gpus_per_replica)
+    if html_file:
+        from planner.files import write_file
+        from planner.render.capacity_html import render_capacity_html
+
+        write_file(Path(html_file), render_capacity_html(data))
+    if as_json:
+        from planner.render.json import render_json
+
+        click.echo(render_json(data))
+    elif as_csv:
+        import csv
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(CAPACITY_COLUMNS)
+        for i, o in enumerate(data["options"]):
+            w.writerow(_capacity_csv_row(i, o, data["best"]))
+    else:
+        from planner.render.capacity import render_capacity
+
+        render_capacity(data, explain=explain, limit=None if show_all else 15)
+    return 0 if any(o["meets_slo"] == "yes" for o in data["options"]) else 3
+
+
 @cli.command()
 @_plan_options
 @click.option("--output-dir", "-o", "output_dir", required=True, type=click.Path(),

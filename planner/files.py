@@ -34,6 +34,31 @@ def read_bounded(path: Path, *, limit: int, what: str, error: type[InputError] =
     return data
 
 
+def write_file(path: Path, text: str) -> None:
+    """Write one file all or nothing: a temporary file beside it, renamed over it (never half a page)."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise InputError(f"{path}: cannot write: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"{path}: cannot write: {e.strerror or e}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_tree(out: Path, files: dict[str, str], *, force: bool, marker: str) -> None:
     """Write `files` (relative path -> text) as the directory `out`, all or nothing.
 

@@ -225,6 +225,8 @@ class ServingPoint:
     budget_full: bool  # prompts queue for the token budget: every step is full
     chunks: int
     chunk: int
+    own_ms: float = 0.0  # the request's own prefill (its chunks riding in the running decodes)
+    ahead_ms: float = 0.0  # expected wait for other prompts already being prefilled
 
 
 def serving_point(inp: PerfInputs, params: dict[str, Any]) -> ServingPoint:
@@ -263,7 +265,7 @@ def serving_point(inp: PerfInputs, params: dict[str, Any]) -> ServingPoint:
     running = batch * inp.dp
     queue = (inp.concurrency / running - 1) * (ttft + (inp.output_len - 1) * itl) if inp.concurrency > running else 0.0
     return ServingPoint(batch=batch, ctx=ctx, decode_ms=decode, itl_ms=itl, ttft_ms=ttft + queue, queue_ms=queue,
-                        budget_full=budget_full, chunks=chunks, chunk=chunk)
+                        budget_full=budget_full, chunks=chunks, chunk=chunk, own_ms=own, ahead_ms=ahead)
 
 
 def estimate(inp: PerfInputs, params: dict[str, Any]) -> PerfResult | None:

@@ -116,6 +116,40 @@ FACT_SCHEMA: dict[str, dict[str, str]] = {
         "is_closest": "bool",  # nothing fits: the layout with the smallest per-GPU need (one replica over the GPUs)
         "key": "str",
     },
+    # `capacity`: one deployable answer to a load (GPU type x replica layout x KV dtype, sized in replicas)
+    "option": {
+        "catalog_id": "str",  # GPU catalog id, e.g. h100-sxm-80gb
+        "gpu_name": "str",
+        "vendor": "str",
+        "family": "str",
+        "gpus_per_replica": "int",  # TP x PP (x DP for a MoE engine with in-engine data parallelism)
+        "replicas": "int",
+        "total_gpus": "int",
+        "nodes_per_replica": "int",
+        "tensor_parallel_size": "int",
+        "pipeline_parallel_size": "int",
+        "data_parallel_size": "int",
+        "enable_expert_parallel": "bool",
+        "kv_cache_dtype": "str",
+        "quantization": "str",  # "none" when unquantized
+        "meets_slo": "str",  # yes | at-risk | no
+        "max_rate": "float",  # requests/s one replica sustains
+        "utilization": "float",  # offered rate per replica / max_rate
+        "ttft_ms": "float",  # expected, at the SLO percentile and the offered load
+        "itl_ms": "float",
+        "output_tokens_per_s_per_gpu": "float",
+        "tokens_per_s_per_user": "float",
+        "pareto": "bool",
+        "priced": "bool",  # the packs' gpu_hourly_price_usd has this GPU
+        "cost_per_hour": "float",  # absent when not priced
+        "cost_per_million_output_tokens": "float",
+        "forbidden": "bool",  # a sizing rule dropped this option
+        "preference": "float",  # sum of the sizing stage's `prefer` scores
+        "is_cheapest_meeting_slo": "bool",  # priced, meets the SLOs (yes), lowest cost/hour among allowed options
+        "is_fewest_gpus_meeting_slo": "bool",  # meets the SLOs (yes), fewest GPUs among allowed options
+        "is_preferred_meeting_slo": "bool",  # meets the SLOs, highest preference >= preference_decides_option
+        "key": "str",
+    },
 }
 
 _INT_LIMIT = 10**16

@@ -343,6 +343,9 @@ def rule_problems(er: EffectiveRule, params: dict[str, EffectiveParam], *,
                     if unknown_param(val.param):
                         bad(f"{path}: undeclared param {val.param!r}")
                     continue
+                if params[val.param].decl.type == "map":
+                    bad(f"{path}: param {val.param!r} is a map (a table the planner reads), not a value to compare")
+                    continue
                 val = params[val.param].value
             if isinstance(val, FactRef):
                 if val.alias in broken_aliases:
@@ -358,13 +361,15 @@ def rule_problems(er: EffectiveRule, params: dict[str, EffectiveParam], *,
             if problem:
                 bad(f"{path}: {problem}")
         seen_aliases.append(pat.alias)
-    if rule.stage == "baseline" and "candidate" in aliases.values():
-        bad("when: baseline rules cannot match candidates (they are built later)")
+    if rule.stage == "baseline" and {"candidate", "option"} & set(aliases.values()):
+        bad("when: baseline rules cannot match candidates or options (they are built later)")
     for i, act in enumerate(rule.then):
         path = f"then[{i}]"
         for v in (act.value, act.factor, act.score):
             if isinstance(v, ParamRef) and unknown_param(v.param):
                 bad(f"{path}: undeclared param {v.param!r}")
+            if isinstance(v, ParamRef) and v.param in params and params[v.param].decl.type == "map":
+                bad(f"{path}: param {v.param!r} is a map (a table the planner reads), not a value")
             if isinstance(v, FactRef) and v.alias not in broken_aliases:
                 if v.alias not in aliases:
                     bad(f"{path}: ref to unknown alias {v.alias!r}")
@@ -393,8 +398,8 @@ def rule_problems(er: EffectiveRule, params: dict[str, EffectiveParam], *,
             if rule.stage != "baseline":
                 bad(f"{path}: 'scale' belongs in the baseline stage")
         if act.verb in ("forbid", "prefer"):
-            if "candidate" not in aliases.values() and not broken_aliases:
-                bad(f"{path}: '{act.verb}: candidate' needs a candidate alias in 'when'")
+            if act.target not in aliases.values() and not broken_aliases:
+                bad(f"{path}: '{act.verb}: {act.target}' needs a {act.target} alias in 'when'")
             if rule.stage != "sizing":
                 bad(f"{path}: '{act.verb}' belongs in the sizing stage (candidates are dropped and scored before "
                     "settings are recommended)")
@@ -466,7 +471,7 @@ def placeholder_problems(text: str, aliases: dict[str, str], params: dict[str, E
     return problems
 
 
-_SAMPLES: dict[str, Any] = {"float": 0.5, "int": 1, "bool": True, "str": "x"}
+_SAMPLES: dict[str, Any] = {"float": 0.5, "int": 1, "bool": True, "str": "x", "map": {}}
 
 
 def _cond_type_problem(op: str, kind: str, val: Any) -> str | None:

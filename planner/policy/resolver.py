@@ -107,7 +107,8 @@ def _referenced(er: EffectiveRule) -> list[tuple[str, str]]:
 
 
 def _candidate_alias(er: EffectiveRule) -> str | None:
-    return next((p.alias for p in er.rule.when if p.fact == "candidate"), None)
+    """The alias a forbid/prefer applies to: the rule's candidate (plan) or option (capacity) fact."""
+    return next((p.alias for p in er.rule.when if p.fact in ("candidate", "option")), None)
 
 
 def apply_firings(packset: PackSet, stage: str, firings: list[Firing], params: dict[str, Any]) -> StageEffects:

@@ -28,6 +28,7 @@ from planner.policy.facts import FACT_SCHEMA, FACT_SCHEMA_VERSION
 SCHEMA_VERSION = 1
 STAGES = ("baseline", "sizing", "recommend")
 VERBS = ("set", "scale", "recommend", "forbid", "prefer", "warn")
+SUBJECTS = ("candidate", "option")  # fact types a forbid/prefer drops or scores
 OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "exists")
 
 # Stable decision keys a `recommend` may target (ARCHITECTURE.md).
@@ -46,6 +47,7 @@ DECISION_KEYS = (
     "block_size",
     "enable_prefix_caching",
     "enable_chunked_prefill",
+    "capacity_option",  # `capacity`: the option (GPU type x replica layout) to deploy, by its key
 )
 
 _POSITIVE_INT_KEYS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "max_model_len",
@@ -71,6 +73,8 @@ def check_decision_value(key: str, value: object) -> str | None:
             return f"expected true or false, got {value!r}"
     elif key == "quantization" and not isinstance(value, str):
         return f"expected a quantization name or none, got {value!r}"
+    elif key == "capacity_option" and (not isinstance(value, str) or not value):
+        return f"expected an option key (e.g. {{ref: opt.key}}), got {value!r}"
     return None
 
 
@@ -142,8 +146,8 @@ class Pattern(_Strict):
 class ParamDecl(_Strict):
     """A vendor-declared knob: type, default, bounds, unit and provenance."""
 
-    type: Literal["float", "int", "bool", "str"]
-    default: Scalar
+    type: Literal["float", "int", "bool", "str", "map"]
+    default: Scalar | dict[str, float]  # map: a table of names to numbers (e.g. catalog id -> price)
     min: float | None = None
     max: float | None = None
     choices: list[str] | None = None
@@ -176,7 +180,7 @@ class Action(_Strict):
     """One `then` entry; exactly one verb key."""
 
     verb: Literal["set", "scale", "recommend", "forbid", "prefer", "warn"]
-    target: str  # param name | quantity | decision key | "candidate" | warning code
+    target: str  # param name | quantity | decision key | "candidate" | "option" | warning code
     value: Value | None = None  # set / recommend
     factor: Value | None = None  # scale
     score: Value | None = None  # prefer
@@ -213,7 +217,7 @@ class Pack(_Strict):
     description: str | None = None
     requires: dict[str, str] = Field(default_factory=dict)
     applies_to: tuple[AppliesTo, ...] = ()
-    params: dict[str, ParamDecl | Scalar] = Field(default_factory=dict)
+    params: dict[str, ParamDecl | Scalar | dict[str, float]] = Field(default_factory=dict)
     overrides: tuple[Override, ...] = ()
     rules: tuple[Rule, ...] = ()
     source: str = ""
@@ -235,8 +239,21 @@ class Pack(_Strict):
 
 
 def check_param_value(decl: ParamDecl, value: object) -> None:
-    """Raise ValueError unless `value` has the declared type and lies within the bounds."""
+    """Raise ValueError unless `value` has the declared type and lies within the bounds (a map's numbers each)."""
     kind = decl.type
+    if kind == "map":
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a map of names to numbers, got {value!r}")
+        for name, item in value.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"map keys must be non-empty names, got {name!r}")
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                raise ValueError(f"{name}: expected a number, got {item!r}")
+            try:
+                check_param_value(decl.model_copy(update={"type": "float", "choices": None}), item)
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+        return
     ok = (
         (kind == "bool" and isinstance(value, bool))
         or (kind == "int" and isinstance(value, int) and not isinstance(value, bool))
@@ -443,8 +460,8 @@ def _parse_action(raw: Any, w: _Where, path: tuple[Any, ...]) -> Action:
             kwargs[key] = str(raw[key])
     if verb == "recommend" and target not in DECISION_KEYS:
         raise w.fail((*path, verb), f"unknown decision key {target!r} (expected one of {', '.join(DECISION_KEYS)})")
-    if verb in ("forbid", "prefer") and target != "candidate":
-        raise w.fail((*path, verb), f"'{verb}' applies to 'candidate', got {target!r}")
+    if verb in ("forbid", "prefer") and target not in SUBJECTS:
+        raise w.fail((*path, verb), f"'{verb}' applies to 'candidate' (plan) or 'option' (capacity), got {target!r}")
     return Action(**kwargs)
 
 
@@ -649,8 +666,11 @@ def _parse_param(name: str, decl: Any, w: _Where, layer: str) -> ParamDecl | Sca
         raise w.fail(("params", name), f"param name {name!r} must be lowercase letters, digits and '_'")
     if layer == "site":
         value = to_plain(decl)
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+            return value  # a map param's table (its numbers are checked against the declaration)
         if not isinstance(value, (bool, int, float, str)):
-            raise w.fail(("params", name), f"site packs set params to a literal value, got {value!r}")
+            raise w.fail(("params", name), f"site packs set params to a literal value or a map of names to "
+                                           f"numbers, got {value!r}")
         return value
     if not isinstance(decl, dict):
         raise w.fail(("params", name), "vendor packs declare params as {type, default, description, ...}")
