@@ -147,16 +147,17 @@ def _status(value: tuple[float, float, float], slo: float | None) -> str:
 _ORDER = {"yes": 0, "at-risk": 1, "no": 2}
 
 
-def evaluate(shape: Shape, load: Load, replicas: int) -> Sized:
+def evaluate(shape: Shape, load: Load, replicas: int, *, with_low: bool = True) -> Sized:
     """Latencies of `replicas` copies of the shape sharing the load evenly, with the calibrated bands: the
     optimistic and pessimistic ends rerun the queueing with every step time scaled by the ITL band, and scale
-    the unqueued TTFT by the TTFT band."""
+    the unqueued TTFT by the TTFT band. The status needs only the expected and pessimistic ends (`with_low`
+    False skips the optimistic one while searching)."""
     p = shape.replica.params
     pct = load.percentile / 100
     rate = load.rate / replicas
     exp = at_rate(shape.replica, shape.sat, rate, pct)
-    low = at_rate(shape.replica, shape.sat, rate, pct, slow=float(p["perf_range_itl_low"]))
     high = at_rate(shape.replica, shape.sat, rate, pct, slow=float(p["perf_range_itl_high"]))
+    low = at_rate(shape.replica, shape.sat, rate, pct, slow=float(p["perf_range_itl_low"])) if with_low else exp
     ttft = (exp.ttft_base_ms * float(p["perf_range_ttft_low"]) + low.ttft_wait_ms, exp.ttft_ms,
             exp.ttft_base_ms * float(p["perf_range_ttft_high"]) + high.ttft_wait_ms)
     itl = (min(low.itl_ms, exp.itl_ms), exp.itl_ms, max(high.itl_ms, exp.itl_ms))
@@ -175,26 +176,23 @@ def size(shape: Shape, load: Load) -> Sized:
     p = shape.replica.params
     pessimistic = shape.sat.max_rate / float(p["perf_range_itl_high"])
     floor = max(1, math.ceil(load.rate / (pessimistic * float(p["capacity_max_utilization"]))))
-    first = evaluate(shape, load, floor)
-    if first.meets_slo == "yes":
-        return first
-    limit = max(floor, int(p["capacity_max_replicas"]))
-    want = evaluate(shape, load, limit).meets_slo  # the best any replica count reaches (the shape's floor)
-    if _ORDER[first.meets_slo] <= _ORDER[want]:  # more replicas do not help (the SLO is below the shape's floor)
-        return first
-    lo, hi = floor, floor  # double until `want` is reached, then bisect: evaluate(lo) is worse, evaluate(hi) reaches
+    first = evaluate(shape, load, floor, with_low=False)
     found = first
-    while _ORDER[found.meets_slo] > _ORDER[want]:
-        lo, hi = hi, min(limit, hi * 2)
-        found = evaluate(shape, load, hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        trial = evaluate(shape, load, mid)
-        if _ORDER[trial.meets_slo] <= _ORDER[want]:
-            hi, found = mid, trial
-        else:
-            lo = mid
-    return found
+    if first.meets_slo != "yes":
+        limit = max(floor, int(p["capacity_max_replicas"]))
+        want = evaluate(shape, load, limit, with_low=False).meets_slo  # the best any replica count reaches
+        lo = hi = floor  # double until `want` is reached, then bisect: evaluate(lo) is worse, evaluate(hi) reaches
+        while _ORDER[found.meets_slo] > _ORDER[want]:
+            lo, hi = hi, min(limit, hi * 2)
+            found = evaluate(shape, load, hi, with_low=False)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            trial = evaluate(shape, load, mid, with_low=False)
+            if _ORDER[trial.meets_slo] <= _ORDER[want]:
+                hi, found = mid, trial
+            else:
+                lo = mid
+    return evaluate(shape, load, found.replicas)
 
 
 def option_config(shape: Shape) -> dict[str, Any]:

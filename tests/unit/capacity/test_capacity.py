@@ -71,9 +71,9 @@ def test_fewest_replicas_meeting_the_slo(unpriced: dict) -> None:
     if best["replicas"] > 1:
         tmpl = PlanRequest.model_validate({"model": LLAMA8})
         load = Load(rate=20.0, input_len=1000, output_len=200, slo_ttft_ms=2000.0, slo_itl_ms=50.0, percentile=95)
-        from planner.policy.loader import load_packset
-        from planner.models.sources import load_model
         from planner.hardware.catalog import resolve_gpu
+        from planner.models.sources import load_model
+        from planner.policy.loader import load_packset
 
         shapes, _ = search.shapes_for_gpu(tmpl, resolve_gpu(best["catalog_id"]), load_packset(()),
                                           load_model(LLAMA8), load, 16)
