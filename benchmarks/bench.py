@@ -8,6 +8,9 @@ Figures (median of N runs; whole-process runs use `python -m planner.cli` from t
   deps import        python -c "import pydantic, click, ruamel.yaml, rich.console, packaging.version, durable.engine"
   cold plan 8B       vllm-planner plan --model meta-llama/Llama-3.1-8B-Instruct --gpu H100 --json
   cold plan 671B     vllm-planner plan --model deepseek-ai/DeepSeek-R1 --gpu H200 --gpus 8 --json
+  capacity 3 GPUs    vllm-planner capacity --model meta-llama/Llama-3.1-8B-Instruct --rate 20 --input-len 1000
+                       --output-len 200 --slo-ttft-ms 1000 --slo-itl-ms 50 --gpu H100 --gpu L40S --gpu A100 --json
+  capacity catalog   the same over every catalog GPU (no --gpu)
   pack load          load + validate the vendor packs (fresh process, modules already imported)
   pack compile       compile the three stages (in-process)
   rule evaluation    one sizing-stage evaluation of 500 candidate facts through durable-rules, per candidate
@@ -83,9 +86,13 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     cli = [PY, "-m", "planner.cli", "plan", "--json"]
+    cap = [PY, "-m", "planner.cli", "capacity", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--rate", "20",
+           "--input-len", "1000", "--output-len", "200", "--slo-ttft-ms", "1000", "--slo-itl-ms", "50", "--json"]
     w = whole({"deps": [PY, "-c", DEPS],
                "plan8": [*cli, "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100"],
-               "plan671": [*cli, "--model", "deepseek-ai/DeepSeek-R1", "--gpu", "H200", "--gpus", "8"]}, args.runs)
+               "plan671": [*cli, "--model", "deepseek-ai/DeepSeek-R1", "--gpu", "H200", "--gpus", "8"],
+               "cap3": [*cap, "--gpu", "H100", "--gpu", "L40S", "--gpu", "A100"]}, args.runs)
+    catalog = whole({"cap_all": cap}, max(1, args.runs // 4))["cap_all"]
     deps, plan8, plan671 = w["deps"], w["plan8"], w["plan671"]
     inner = json.loads(subprocess.run([PY, "-c", IN_PROCESS], capture_output=True, cwd=ROOT, check=True,
                                       text=True).stdout.strip().splitlines()[-1])
@@ -94,9 +101,10 @@ def main() -> int:
         "pack_load_s": inner["pack_load_s"], "pack_compile_s": inner["pack_compile_s"],
         "rule_eval_per_candidate_s": inner["rule_eval_per_candidate_s"],
         f"sweep_{inner['sweep_rows']}_s": inner["sweep_s"],
+        "capacity_3_gpus_s": w["cap3"], "capacity_catalog_s": catalog,
     }
     targets = {"cold_plan_8b_s": 0.5, "cold_plan_671b_s": 0.5, "rule_eval_per_candidate_s": 0.005,
-               f"sweep_{inner['sweep_rows']}_s": 2.0}
+               f"sweep_{inner['sweep_rows']}_s": 2.0, "capacity_3_gpus_s": 4 * plan8, "capacity_catalog_s": 6.0}
     if args.json:
         print(json.dumps({"figures": figures, "ratio_to_deps_import": {k: v / deps for k, v in figures.items()}}))
         return 0
@@ -105,6 +113,7 @@ def main() -> int:
         target = f"< {targets[k] * 1000:g} ms" if k in targets else ""
         ok = "" if k not in targets else ("  ok" if v < targets[k] else "  MISSED")
         print(f"{k:30} {v * 1000:10.2f} ms {v / deps:13.2f}x {target:>10}{ok}")
+    print(f"capacity over 3 GPU types = {w['cap3'] / plan8:.1f} cold 8B plans (target: at most 4)")
     print("cold plans within 3x the dependencies' import:",
           "yes" if max(plan8, plan671) <= 3 * deps else f"no ({max(plan8, plan671) / deps:.2f}x)")
     return 0
