@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from planner import __version__
-from planner.capacity.search import Load, Shape, Sized, option_config, shapes_for_gpu, size
+from planner.capacity.search import Load, Shape, Sized, option_config, shapes_for_gpu, size, verify
 from planner.errors import InputError
 from planner.hardware.catalog import GpuSpec
 from planner.models.arch import ModelArch
@@ -168,7 +168,7 @@ def option_json(o: Option, load: Load, pareto: bool, template: PlanRequest) -> d
         "cost_per_million_output_tokens": None if per_m is None else round(per_m, 4),
         "pareto": pareto, "output_tokens_per_s_per_gpu": round(o.tokens_per_s_per_gpu(load), 2),
         "tokens_per_s_per_user": round(o.tokens_per_s_per_user, 2), "itl_mean_ms": round(exp.itl_mean_ms, 3),
-        "limited_by": s.sat.limited_by, "running_cap": s.sat.running_cap,
+        "limited_by": s.sat.limited_by, "running_cap": s.sat.running_cap, "method": o.sized.method,
         "memory": {k: getattr(m, k) for k in ("total_bytes", "budget_bytes", "weights_bytes", "activation_peak_bytes",
                                                "non_torch_bytes", "cuda_graph_bytes", "kv_cache_bytes")},
         "kv_cache_tokens": m.kv_cache_tokens, "notes": list(exp.notes),
@@ -185,6 +185,31 @@ def rank_key(o: Option, best: str | None) -> tuple[Any, ...]:
 def request_json(template: PlanRequest, load: Load) -> dict[str, Any]:
     return {"model": template.model, "rate": load.rate, "input_len": load.input_len, "output_len": load.output_len,
             "slo": {"ttft_ms": load.slo_ttft_ms, "itl_ms": load.slo_itl_ms, "percentile": load.percentile}}
+
+
+def _verify_finalists(packset: PackSet, options: list[Option], load: Load, best: str | None,
+                      decisions: dict[str, Any], run: PolicyRun | None, forbidden: set[str]
+                      ) -> tuple[str | None, dict[str, Any], PolicyRun | None, set[str]]:
+    """Analytic to prune, simulation for the finalists: the best-ranked options are re-sized by replaying vLLM's
+    scheduler; when that changes them the packs choose again (a new leader is checked too, a few rounds)."""
+    k = int(packset.param_values()["capacity_simulated_finalists"])
+    checked: set[str] = set()
+    for _ in range(3):
+        allowed = sorted((o for o in options if o.key not in forbidden), key=lambda o: rank_key(o, best))
+        todo = [o for o in allowed[:k] if o.key not in checked]
+        if not todo:
+            break
+        changed = False
+        for o in todo:
+            checked.add(o.key)
+            new = verify(o.shape, load, o.sized)
+            changed |= (new.replicas, new.meets_slo) != (o.sized.replicas, o.sized.meets_slo)
+            o.sized = new
+        if not changed:
+            break
+        pareto = pareto_flags([(o.tokens_per_s_per_gpu(load), o.tokens_per_s_per_user) for o in options])
+        best, decisions, run, forbidden = choose(packset, options, load, pareto)
+    return best, decisions, run, forbidden
 
 
 def build(template: PlanRequest, load: Load, gpus: list[GpuSpec], packset: PackSet, arch: ModelArch,
@@ -213,6 +238,7 @@ def build(template: PlanRequest, load: Load, gpus: list[GpuSpec], packset: PackS
                for s in shapes]
     pareto = pareto_flags([(o.tokens_per_s_per_gpu(load), o.tokens_per_s_per_user) for o in options])
     best, decisions, run, forbidden = choose(packset, options, load, pareto) if options else (None, {}, None, set())
+    best, decisions, run, forbidden = _verify_finalists(packset, options, load, best, decisions, run, forbidden)
     allowed = [o for o in options if o.key not in forbidden]
     frontier = pareto_flags([(o.tokens_per_s_per_gpu(load), o.tokens_per_s_per_user) for o in allowed])
     is_pareto = {o.key: p for o, p in zip(allowed, frontier, strict=True)}  # among the options the packs allow

@@ -79,6 +79,7 @@ class Sized:
     ttft_ms: tuple[float, float, float]
     itl_ms: tuple[float, float, float]
     meets_slo: str  # yes | at-risk | no
+    method: str = "closed form"  # or "closed form + simulation" (finalists, planner/capacity/simulate.py)
 
 
 def _concurrency_hint(load: Load, cap: int) -> int:
@@ -162,7 +163,7 @@ def evaluate(shape: Shape, load: Load, replicas: int, *, with_low: bool = True) 
             exp.ttft_base_ms * float(p["perf_range_ttft_high"]) + high.ttft_wait_ms)
     itl = (min(low.itl_ms, exp.itl_ms), exp.itl_ms, max(high.itl_ms, exp.itl_ms))
     ttft = (min(ttft[0], ttft[1]), ttft[1], max(ttft[1], ttft[2]))
-    meets = max((_status(ttft, load.slo_ttft_ms), _status(itl, load.slo_itl_ms)), key=_ORDER.__getitem__)
+    meets = _meets(ttft, itl, load)
     if high.overloaded or exp.overloaded:
         meets = "no" if exp.overloaded else max(meets, "at-risk", key=_ORDER.__getitem__)
     return Sized(replicas=replicas, expected=exp, ttft_ms=ttft, itl_ms=itl, meets_slo=meets)
@@ -193,6 +194,49 @@ def size(shape: Shape, load: Load) -> Sized:
             else:
                 lo = mid
     return evaluate(shape, load, found.replicas)
+
+
+def _meets(ttft: tuple[float, float, float], itl: tuple[float, float, float], load: Load) -> str:
+    return max((_status(ttft, load.slo_ttft_ms), _status(itl, load.slo_itl_ms)), key=_ORDER.__getitem__)
+
+
+def simulated(shape: Shape, load: Load, replicas: int) -> Sized:
+    """The closed form's answer for `replicas`, checked by replaying vLLM's scheduler (planner/capacity/simulate)
+    at the expected and the pessimistic step times: each latency is the higher of the two models, and a run
+    whose queue grows is overloaded."""
+    from planner.capacity.simulate import simulate
+
+    base = evaluate(shape, load, replicas)
+    p = shape.replica.params
+    rate = load.rate / replicas
+    n = int(p["capacity_simulated_requests"])
+    try:
+        runs = [simulate(shape.replica.inp, p, rate, requests=n, warmup=max(50, n // 10), slow=slow)
+                for slow in (1.0, float(p["perf_range_itl_high"]))]
+    except ValueError:  # a configuration vLLM would not start; the closed form's answer stands
+        return base
+    exp, high = runs
+    ttft = (base.ttft_ms[0], max(base.ttft_ms[1], exp.ttft_ms[load.percentile]),
+            max(base.ttft_ms[2], high.ttft_ms[load.percentile], exp.ttft_ms[load.percentile]))
+    itl = (base.itl_ms[0], max(base.itl_ms[1], exp.itl_ms[load.percentile]),
+           max(base.itl_ms[2], high.itl_ms[load.percentile], exp.itl_ms[load.percentile]))
+    meets = _meets(ttft, itl, load)
+    if exp.saturated:
+        meets = "no"
+    elif high.saturated:
+        meets = max(meets, "at-risk", key=_ORDER.__getitem__)
+    return replace(base, ttft_ms=ttft, itl_ms=itl, meets_slo=meets, method="closed form + simulation")
+
+
+def verify(shape: Shape, load: Load, sized: Sized) -> Sized:
+    """A finalist re-sized with the simulation: add replicas (a few at most) until its status is the closed
+    form's again."""
+    trial = simulated(shape, load, sized.replicas)
+    for extra in range(1, int(shape.replica.params["capacity_simulated_extra_replicas"]) + 1):
+        if _ORDER[trial.meets_slo] <= _ORDER[sized.meets_slo]:
+            break
+        trial = simulated(shape, load, sized.replicas + extra)
+    return trial
 
 
 def option_config(shape: Shape) -> dict[str, Any]:
