@@ -24,6 +24,7 @@ planner/capacity/simulate.py replays vLLM's scheduler step by step for the final
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field, replace
 from statistics import NormalDist
@@ -71,6 +72,18 @@ class AtRate:
     notes: tuple[str, ...] = ()
 
 
+def service_grid(cap: int) -> list[int]:
+    """Concurrencies at which S(n) is evaluated: every n up to 8, then steps of about 12%, and the cap. S is
+    smooth in n (a decode step grows linearly with the batch), so it is interpolated in between: a search over
+    hundreds of options then costs ~40 serving points per option instead of one per concurrency it visits."""
+    grid = list(range(1, min(cap, 8) + 1))
+    n = 8
+    while n < cap:
+        n = min(cap, max(n + 1, round(n * 1.12)))
+        grid.append(n)
+    return grid
+
+
 @dataclass
 class Replica:
     """Memoised serving points of one configuration (the load model evaluates S(N) at many N)."""
@@ -79,17 +92,32 @@ class Replica:
     params: dict[str, Any]
     _points: dict[int, ServingPoint] = field(default_factory=dict)
     _services: dict[int, float] = field(default_factory=dict)
+    _grid: list[int] = field(default_factory=list)
 
     def point(self, n: int) -> ServingPoint:
         if n not in self._points:
             self._points[n] = serving_point(replace(self.inp, concurrency=max(1, n)), self.params)
         return self._points[n]
 
-    def service_ms(self, n: float) -> float:
-        """Time a request holds a running slot (own prefill to last token) at n concurrent requests, interpolated."""
-        lo = max(1, math.floor(n))
-        a, b = self._service(lo), self._service(lo + 1)
-        return a + (b - a) * max(0.0, n - lo)
+    def grid(self, cap: int) -> list[int]:
+        if not self._grid or self._grid[-1] != cap:
+            self._grid = service_grid(cap)
+        return self._grid
+
+    def service_ms(self, n: float, cap: int | None = None) -> float:
+        """Time a request holds a running slot (own prefill to last token) at n concurrent requests: exact at the
+        grid's concurrencies (`cap` = the running cap; without it every integer), linear in between."""
+        if cap is None:
+            lo = max(1, math.floor(n))
+            a, b = self._service(lo), self._service(lo + 1)
+            return a + (b - a) * max(0.0, n - lo)
+        grid = self.grid(cap)
+        i = min(len(grid) - 1, max(1, bisect.bisect_left(grid, n)))
+        lo, hi = grid[i - 1], grid[i]
+        if n <= lo:
+            return self._service(lo)
+        a, b = self._service(lo), self._service(hi)
+        return a + (b - a) * (min(n, hi) - lo) / (hi - lo)
 
     def _service(self, n: int) -> float:
         if n not in self._services:
@@ -112,7 +140,7 @@ def saturation(rep: Replica) -> Saturation:
         bounds["token_budget"] = budget_bound(full)
     limited_by = min(bounds, key=lambda k: (bounds[k], k != "kv_cache"))
     return Saturation(max_rate=est.output_tokens_per_s_total / inp.output_len, running_cap=cap,
-                      limited_by=limited_by, service_ms=rep.service_ms(cap))
+                      limited_by=limited_by, service_ms=rep.service_ms(cap, cap))
 
 
 def poisson_quantile(mean: float, p: float) -> int:
@@ -153,22 +181,30 @@ def exp_tail_quantile(p_wait: float, mean_wait_ms: float, p: float) -> float:
 
 
 def concurrency_at(rep: Replica, rate: float, cap: int, slow: float = 1.0) -> float:
-    """Mean requests in service N solving Little's law N = rate x S(N) (S scaled by `slow`), at most `cap`."""
-    def excess(n: float) -> float:
-        return rate * slow * rep.service_ms(n) / 1000 - n
+    """Mean requests in service N solving Little's law N = rate x S(N) (S scaled by `slow`), at most `cap`: the
+    grid bracket where rate x S(n) - n changes sign, then the exact root of the linear piece in it."""
+    k = rate * slow / 1000
 
-    lo, hi = 0.0, float(cap)
-    if excess(hi) >= 0:
-        return hi
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if excess(mid) > 0:
+    def excess(n: int) -> float:
+        return k * rep.service_ms(n, cap) - n
+
+    grid = rep.grid(cap)
+    if excess(grid[-1]) >= 0:
+        return float(cap)
+    if excess(grid[0]) <= 0:  # fewer than one request in service on average: S is the service of one alone
+        return k * rep.service_ms(1, cap)
+    lo, hi = 0, len(grid) - 1  # excess(grid[lo]) > 0 >= excess(grid[hi])
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if excess(grid[mid]) > 0:
             lo = mid
         else:
             hi = mid
-        if hi - lo < max(0.02, 0.002 * hi):
-            break
-    return hi
+    a, b = grid[lo], grid[hi]
+    sa, sb = rep.service_ms(a, cap), rep.service_ms(b, cap)
+    slope = (sb - sa) / (b - a)  # S(n) = sa + slope (n - a) on the piece: n = k S(n) solved exactly
+    denom = 1 - k * slope
+    return min(float(b), max(float(a), k * (sa - slope * a) / denom)) if denom > 0 else float(b)
 
 
 def at_rate(rep: Replica, sat: Saturation, rate: float, percentile: float, slow: float = 1.0) -> AtRate:
