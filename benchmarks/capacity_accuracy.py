@@ -179,6 +179,20 @@ def saturation_record(pp: pa.Prepared, row: dict[str, Any], set_name: str, sim: 
     return rec
 
 
+def row_skip(rid: str, row: dict[str, Any], by_row: dict[str, Any]) -> str:
+    """Why a perf_points.json row cannot be replayed as one vLLM replica ("" when it can)."""
+    engine = str(row.get("engine", ""))
+    if row.get("engine_family") != "vLLM":
+        return f"not vLLM ({engine})"
+    if "disaggregated" in engine or "disaggregated" in str(row.get("regime", "")):
+        return f"disaggregated serving ({engine}): not one vLLM replica"
+    if rid in pa.EXCLUDED:
+        return pa.EXCLUDED[rid]
+    if rid not in by_row:
+        return "not replayed by benchmarks/perf_accuracy.py (no POINTS entry)"
+    return ""
+
+
 def calibration_saturation(sim: Any) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """max_rate records of perf_points.json's saturation rows, and the skipped rows with the reason."""
     rows = {r["id"]: r for r in json.loads((pa.DATA / "perf_points.json").read_text())["points"]}
@@ -187,16 +201,8 @@ def calibration_saturation(sim: Any) -> tuple[list[dict[str, Any]], dict[str, st
     skipped: dict[str, str] = {}
     todo = []
     for rid in candidates:
-        row = rows[rid]
-        engine = str(row.get("engine", ""))
-        if row.get("engine_family") != "vLLM":
-            skipped[rid] = f"not vLLM ({engine})"
-        elif "disaggregated" in engine or "disaggregated" in str(row.get("regime", "")):
-            skipped[rid] = f"disaggregated serving ({engine}): not one vLLM replica"
-        elif rid in pa.EXCLUDED:
-            skipped[rid] = pa.EXCLUDED[rid]
-        elif rid not in by_row:
-            skipped[rid] = "not replayed by benchmarks/perf_accuracy.py (no POINTS entry)"
+        if why := row_skip(rid, rows[rid], by_row):
+            skipped[rid] = why
         else:
             todo.append(by_row[rid])
     recs = []
@@ -274,12 +280,8 @@ def fixed_rate(sim: Any) -> tuple[list[dict[str, Any]], dict[str, str]]:
     for rid, row in rows.items():
         if not isinstance(row.get("request_rate"), (int, float)):
             continue
-        if row.get("engine_family") != "vLLM":
-            skipped[rid] = f"not vLLM ({row.get('engine')})"
-        elif rid in pa.EXCLUDED:
-            skipped[rid] = pa.EXCLUDED[rid]
-        elif rid not in by_row:
-            skipped[rid] = "not replayed by benchmarks/perf_accuracy.py (no POINTS entry)"
+        if why := row_skip(rid, rows[rid], by_row):
+            skipped[rid] = why
         else:
             todo.append(by_row[rid])
     recs = []
