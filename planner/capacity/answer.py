@@ -142,13 +142,13 @@ def choose(packset: PackSet, options: list[Option], load: Load, pareto: list[boo
     return key, {k: d.to_json() for k, d in decisions.items()}, run, forbidden
 
 
-def option_json(o: Option, load: Load, pareto: bool, template: PlanRequest) -> dict[str, Any]:
+def option_json(o: Option, load: Load, pareto: bool) -> dict[str, Any]:
     from planner.artifacts.serve import serve_args, serve_command
 
     s, ctx = o.shape, o.shape.ctx
     config = option_config(s)
     launch = launch_for(ctx, config, True)
-    cmd = serve_command(ctx.arch.name, serve_args(config, ctx.run.params, pinned=template.pinned, launch=launch,
+    cmd = serve_command(ctx.arch.name, serve_args(config, ctx.run.params, pinned=ctx.req.pinned, launch=launch,
                                                   version=ctx.version), visible_devices=None)
     exp, m = o.sized.expected, s.memory
     cost, per_m = o.cost_per_hour, o.cost_per_million_tokens(load)
@@ -268,7 +268,7 @@ def build(template: PlanRequest, load: Load, gpus: list[GpuSpec], packset: PackS
     return {
         "planner_version": __version__, "vllm_version": shapes[0].ctx.version if shapes else None,
         "request": request_json(template, load),
-        "options": [option_json(o, load, is_pareto[o.key], template) for o in ranked],
+        "options": [option_json(o, load, is_pareto[o.key]) for o in ranked],
         "best": 0 if best is not None and ranked and ranked[0].key == best else None,
         "decisions": decisions, "audit": audit, "warnings": warnings,
         "dropped": dropped, "searched": {"gpus": [g.id for g in gpus], "skipped": skipped}, "notes": notes,

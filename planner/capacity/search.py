@@ -31,7 +31,7 @@ from planner.plan.context import (
 )
 from planner.plan.layouts import Layout
 from planner.plan.settle import context_len, settle
-from planner.plan.speed import perf_inputs
+from planner.plan.speed import fp8_weights, perf_inputs
 from planner.policy.loader import PackSet
 from planner.schemas import PlanRequest
 
@@ -63,7 +63,9 @@ class Shape:
 
     @property
     def key(self) -> str:
-        return f"{self.ctx.hw.spec.id if self.ctx.hw.spec else 'unknown'}/{self.layout.key}/kv{self.kv_cache_dtype}"
+        gpu = self.ctx.hw.spec.id if self.ctx.hw.spec else "unknown"
+        quant = f"/{self.ctx.quant}" if self.ctx.quant and self.ctx.req.pinned.quantization else ""
+        return f"{gpu}/{self.layout.key}/kv{self.kv_cache_dtype}{quant}"
 
     @property
     def nodes(self) -> int:
@@ -92,7 +94,20 @@ def _concurrency_hint(load: Load, cap: int) -> int:
 def shapes_for_gpu(template: PlanRequest, gpu: GpuSpec, packset: PackSet, arch: ModelArch, load: Load,
                    max_gpus: int) -> tuple[list[Shape], list[str]]:
     """Every replica shape the packs allow on this GPU type (one node, or the fewest nodes that hold the model
-    within `max_gpus`), and notes on what was left out."""
+    within `max_gpus`), and notes on what was left out. With the pack's capacity_search_fp8_weights, an
+    unquantized model is also tried with online FP8 weights (`--quantization fp8`) where the GPU runs them."""
+    shapes, notes, ctx = _shapes_with(template, gpu, packset, arch, load, max_gpus)
+    if (ctx is not None and bool(ctx.run.params["capacity_search_fp8_weights"]) and fp8_weights(ctx) is not None
+            and template.pinned.quantization is None):
+        fp8 = template.model_copy(update={"pinned": template.pinned.model_copy(update={"quantization": "fp8"})})
+        more, why, _ = _shapes_with(fp8, gpu, packset, arch, load, max_gpus)
+        shapes += more
+        notes += [f"FP8 weights: {w}" for w in why if not shapes]
+    return shapes, notes
+
+
+def _shapes_with(template: PlanRequest, gpu: GpuSpec, packset: PackSet, arch: ModelArch, load: Load,
+                 max_gpus: int) -> tuple[list[Shape], list[str], PlanContext | None]:
     node = min(int(packset.param_values()["capacity_gpus_per_node"]), max_gpus)
     notes: list[str] = []
     nodes = 1
@@ -112,9 +127,9 @@ def shapes_for_gpu(template: PlanRequest, gpu: GpuSpec, packset: PackSet, arch: 
     if not any(c.memory.weights_fit for c in allowed):
         gates = sorted({f["reason"] for c in cands for f in c.forbidden if f["rule"].startswith("gate.")})
         notes.append(gates[0] if gates else f"the weights do not fit {node * nodes} GPUs")
-        return [], notes
+        return [], notes, ctx
     if ctx.hw.spec is None or not ctx.hw.spec.hbm_bandwidth_bytes_per_s:
-        return [], ["no bandwidth or FLOPs in the catalog: no speed to size replicas with"]
+        return [], ["no bandwidth or FLOPs in the catalog: no speed to size replicas with"], ctx
     scales = baseline_scales(ctx)
     need = load.input_len + load.output_len
     out: dict[str, Shape] = {}
@@ -136,7 +151,7 @@ def shapes_for_gpu(template: PlanRequest, gpu: GpuSpec, packset: PackSet, arch: 
         shape = Shape(ctx=ctx, layout=lay, kv_cache_dtype=c.kv_cache_dtype, settings=s, memory=mem,
                       max_model_len=length, replica=rep, sat=saturation(rep))
         out.setdefault(shape.key, shape)
-    return list(out.values()), notes
+    return list(out.values()), notes, ctx
 
 
 def _status(value: tuple[float, float, float], slo: float | None) -> str:

@@ -193,3 +193,17 @@ def test_a_price_map_with_an_unknown_id_is_refused(tmp_path: Path) -> None:
                     "    h100-sxm: 2.5\n")
     with pytest.raises(InputError, match=r"gpu_hourly_price_usd \(set by pack typo\): unknown GPU id 'h100-sxm'"):
         run(rules=[str(pack)])
+
+
+def test_fp8_weights_are_searched_only_when_the_site_opts_in(tmp_path: Path) -> None:
+    plain = run(model="meta-llama/Llama-3.1-70B-Instruct", rate=5.0, gpus=["H100"], ttft=None, itl=60.0)
+    assert all(o["config"]["quantization"] is None for o in plain["options"])
+    pack = tmp_path / "fp8.yaml"
+    pack.write_text("schema: 1\nname: fp8ok\nversion: 1.0.0\nlayer: site\n"
+                    "params:\n  capacity_search_fp8_weights: true\n")
+    both = run(model="meta-llama/Llama-3.1-70B-Instruct", rate=5.0, gpus=["H100"], ttft=None, itl=60.0,
+               rules=[str(pack)])
+    fp8 = [o for o in both["options"] if o["config"]["quantization"] == "fp8"]
+    assert fp8 and all(o["key"].endswith("/fp8") and "--quantization fp8" in o["serve_command"] for o in fp8)
+    # 70B in FP8 is ~70 GB of weights instead of ~140 GB: its fewest GPUs never exceed the bf16 ones
+    assert min(o["total_gpus"] for o in fp8) <= min(o["total_gpus"] for o in plain["options"])
