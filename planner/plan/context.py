@@ -233,6 +233,12 @@ def plan_context(req: PlanRequest, packset: PackSet | None = None, *, arch: Mode
     run.run_stage("baseline", [gpu_fact(hw), model_fact(arch, quant, dtype), request_fact(req, version, model_max_len),
                                cluster_fact(hw)])
     if quant is not None and run.param_set_by.get("linear_bytes_per_param") == "default":
-        raise InputError(f"no rule pack sets the bytes per parameter for quantization {quant!r}; "
-                         "add a baseline rule that sets linear_bytes_per_param")
+        if req.pinned.quantization:
+            where = f"--quantization {quant}"
+        else:  # the checkpoint's own method: the model's config, not a rule pack, is what the planner cannot read
+            kind, _, ref = arch.source.partition(":")
+            config = f"{ref}/config.json" if kind == "local" else f"{arch.name} config.json"
+            where = f"{config}: quantization_config.quant_method {quant!r}"
+        raise InputError(f"{where}: a quantization method the planner does not know (no rule pack sets its bytes "
+                         "per parameter; a site pack can, with a baseline rule that sets linear_bytes_per_param)")
     return ctx
