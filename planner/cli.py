@@ -381,11 +381,13 @@ def generate(output_dir: str, force: bool, as_json: bool, **kw: Any) -> int:
                                 "feasible": result.feasible, "infeasible_reason": result.infeasible_reason,
                                 "files": files}))
     elif not result.feasible:
-        click.echo(f"error: the plan does not fit ({result.infeasible_reason}); nothing written", err=True)
+        from planner.render.text import plain
+
+        click.echo(f"error: the plan does not fit ({plain(result.infeasible_reason)}); nothing written", err=True)
     else:
-        click.echo(f"wrote {len(files)} files to {output_dir} (plan {result.plan_id}, vLLM {result.vllm_version}):")
-        for f in files:
-            click.echo(f"  {f}")
+        from planner.render.console import render_generated
+
+        render_generated(output_dir, files, result.plan_id, result.vllm_version)
     return 0 if result.feasible else 3
 
 
@@ -497,7 +499,7 @@ def rules_show(extra: tuple[str, ...], effective: bool, as_json: bool) -> int:
 
         click.echo(render_json(view))
         return 0
-    from planner.render.console import render_rows
+    from planner.render.console import render_overrides, render_rows
 
     render_rows("packs (load order)", ["name", "version", "layer", "source", "rules", "params", "overrides"],
                 [[p["name"], p["version"], p["layer"], p["source"], str(p["rules"]), str(p["params"]),
@@ -510,8 +512,7 @@ def rules_show(extra: tuple[str, ...], effective: bool, as_json: bool) -> int:
                     [[r["id"], r["stage"], str(r["priority"]), "yes" if r["enabled"] else "no", r["defined_at"],
                       "; ".join(f"{k}: {v}" for k, v in r["provenance"].items() if v.startswith("override"))]
                      for r in view["rules"]])
-    for ov in view["overrides"]:
-        click.echo(f"override {ov['rule']} by {ov['by']}: {ov['changed']} ({ov['reason']})")
+    render_overrides(view["overrides"])
     return 0
 
 
@@ -535,17 +536,9 @@ def rules_explain(rule_id: str, facts_file: str, case: str | None, extra: tuple[
 
         click.echo(render_json(ex.to_json()))
         return 0
-    verdict = f"FIRED {ex.fired} time(s)" if ex.fired else "NOT FIRED"
-    click.echo(f"{ex.rule_id} ({ex.pack}, {ex.stage}, priority {ex.priority}"
-               f"{'' if ex.enabled else ', disabled'}): {verdict}")
-    for alias, (fact_type, checks) in ex.aliases.items():
-        click.echo(f"  {alias}: {fact_type}")
-        for fc in checks:
-            click.echo(f"    {fc.fact_id}: {'matches' if fc.matches else 'does not match'}")
-            for c in fc.conditions:
-                click.echo(f"      {'ok  ' if c.holds else 'FAIL'} {c.prop} {c.op} {c.expected!r}: saw {c.seen!r}")
-    for n in ex.notes:
-        click.echo(f"  note: {n}")
+    from planner.render.console import render_rule_explanation
+
+    render_rule_explanation(ex)
     return 0
 
 
@@ -556,12 +549,10 @@ def rules_lint(paths: tuple[str, ...], strict: bool) -> int:
     """Validate the shipped packs plus the site packs given; print every problem, one per line."""
     from planner.policy.lint import lint
     from planner.policy.loader import site_pack_paths, vendor_pack_paths
+    from planner.render.console import render_lint
 
     report = lint(vendor_pack_paths() + site_pack_paths(paths, use_env=False))
-    for line in report.errors:
-        click.echo(line, err=True)
-    for line in report.findings:
-        click.echo(f"warning: {line}", err=True)
+    render_lint(report.errors, report.findings)
     if report.errors:
         click.echo(f"{len(report.errors)} error(s)", err=True)
         return 2
@@ -607,16 +598,9 @@ def rules_test(paths: tuple[str, ...], evaluator: str, coverage: bool, fmt: str)
                                 "summary": {"passed": len(results) - failed, "failed": failed},
                                 "coverage": gaps if coverage else None}))
     else:
-        for res in results:
-            click.echo(f"{'PASS' if res.passed else 'FAIL'} {res.file} :: {res.name}")
-            for msg in res.failures:
-                click.echo(f"     {msg}")
-        if coverage:
-            for rid in gaps["never_fired"]:
-                click.echo(f"COVERAGE {rid}: never fires in any case")
-            for rid in gaps["never_not_fired"]:
-                click.echo(f"COVERAGE {rid}: fires in every case (add a case where it must not)")
-        click.echo(f"{len(results) - failed} passed, {failed} failed")
+        from planner.render.console import render_pack_tests
+
+        render_pack_tests(results, gaps if coverage else None)
     return 1 if failed or gaps["never_fired"] or gaps["never_not_fired"] else 0
 
 
@@ -637,7 +621,7 @@ def check_log(log: str, model: str | None, gpu: str | None, vram_gib: float | No
 
         click.echo(render_json(result))
         return 0
-    from planner.render.console import render_rows
+    from planner.render.console import render_rows, render_warnings
 
     def fmt(v: Any) -> str:
         if v is None:
@@ -663,8 +647,7 @@ def check_log(log: str, model: str | None, gpu: str | None, vram_gib: float | No
     render_rows(f"{result['source']}: {hw['gpu_count']} x {hw['gpu']} ({hw['memory_gib_per_gpu']} GiB per GPU)",
                 ["quantity", "reported", "predicted", "difference"],
                 [[k, fmt(rep[k]), fmt(pred[k]), diff(dif[k])] for k in CONTRACT_KEYS])
-    for w in result["warnings"]:
-        click.echo(f"warning: {w}")
+    render_warnings(result["warnings"])
     return 0
 
 

@@ -2,31 +2,23 @@
 
 The data is the command's JSON dict. Every string in it may come from input (model ids from the hub,
 GPU names from nvidia-smi captures, rule messages from site packs), so each one goes through
-:func:`safe` before it reaches rich markup: escaped so `[/x]` cannot raise MarkupError or restyle the
-report, and stripped of control characters so no ANSI from an input reaches the terminal.
+planner.render.text's :func:`safe` before it reaches rich markup (:func:`cell` in the table): escaped so
+`[/x]` cannot raise MarkupError or restyle the report, and stripped of control characters so no ANSI from
+an input reaches the terminal.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console, RenderableType
-from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from planner.render.console import make_console
-
-# Escape sequences first, whole: CSI (ESC [ or the 8-bit 0x9b), the OSC/DCS/SOS/PM/APC strings (to BEL or
-# ST), then any other ESC and the byte after it. Then the single controls left: C0 except tab and newline,
-# DEL and C1.
-_ESC_SEQ = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
-                      r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
-                      r"|\x1b[\x20-\x7e]?")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+from planner.render.text import cell, safe, strip_controls
 
 CHART_SIZE = (60, 18)  # columns x rows of the plotext chart: fixed, so pipes and tests see the same text
 # Header and right-justification of the columns after mark, GPU and layout (the HTML page uses them too).
@@ -35,21 +27,6 @@ COLUMNS = (("GPUs/\nreplica", True), ("replicas", True), ("total\nGPUs", True), 
            ("util", True), ("TTFT p{p} ms", True), ("ITL p{p} ms", True), ("SLO", False), ("$/h", True),
            ("$/M out\ntokens", True))
 _SLO_STYLE = {"yes": "green", "at-risk": "yellow", "no": "red"}
-
-
-def strip_controls(value: Any) -> str:
-    """`str(value)` without terminal escape sequences and control characters (newline and tab kept)."""
-    return _CONTROL.sub("", _ESC_SEQ.sub("", str(value)))
-
-
-def safe(value: Any) -> str:
-    """An input value made safe to interpolate into rich markup."""
-    return escape(strip_controls(value))
-
-
-def _plain(value: Any) -> Text:
-    """A table cell shown as is: Text is never parsed as markup."""
-    return Text(strip_controls(value))
 
 
 def _markup(s: str) -> Text:
@@ -195,8 +172,8 @@ def _table(shown: Sequence[tuple[int, dict[str, Any]]], best: int | None, pct: A
                  o.get("gpus_per_replica", "-"), o.get("replicas", "-"), o.get("total_gpus", "-"),
                  num(per.get("max_rate")), "-" if util is None else f"{util * 100:.0f}%",
                  latency(o.get("ttft_ms"), 0), latency(o.get("itl_ms"), 1))
-        t.add_row(*map(_plain, cells), _markup(f"[{_SLO_STYLE.get(v, 'red')}]{safe(v)}[/]"),
-                  _plain(money(o.get("cost_per_hour"))), _plain(money(o.get("cost_per_million_output_tokens"))))
+        t.add_row(*map(cell, cells), _markup(f"[{_SLO_STYLE.get(v, 'red')}]{safe(v)}[/]"),
+                  cell(money(o.get("cost_per_hour"))), cell(money(o.get("cost_per_million_output_tokens"))))
     return t
 
 

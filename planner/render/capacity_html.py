@@ -24,8 +24,8 @@ from planner.render.capacity import (
     num,
     ordered,
     slo_text,
-    strip_controls,
 )
+from planner.render.text import strip_controls
 from planner.units import GiB
 
 # Characters HTML5 calls parse errors or that UTF-8 cannot encode (lone surrogates), beyond the controls.

@@ -1,14 +1,23 @@
-"""Console reports (the one rich importer)."""
+"""Console reports (the one rich importer).
+
+Every value from an input (model, GPU, process and pack names, messages, reasons, paths) reaches rich
+through planner.render.text: `safe()` where it is interpolated into markup, `cell()` in a table, `plain()`
+in a line printed without markup. The console itself strips controls from whatever text it writes, as a
+second line of defence; it never interprets `:emoji:` codes.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.segment import Segment
 from rich.table import Table
 
+from planner.render.text import cell, echo, plain, safe, strip_controls
 from planner.schemas import PlanResponse
 from planner.units import GiB
 
@@ -19,11 +28,22 @@ class _Console(Console):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(141)
 
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        """The text of every segment without controls (styles and rich's own control segments untouched):
+        an input value that missed `safe()` still cannot write an escape sequence to the terminal."""
+        return super()._render_buffer(seg if seg.control else Segment(strip_controls(seg.text), seg.style)
+                                      for seg in buffer)
+
 
 def make_console() -> Console:
     """A console that does not wrap reports at 80 columns when stdout is a pipe or a file."""
     probe = Console()
-    return _Console(highlight=False, width=None if probe.is_terminal else 160)
+    return _Console(highlight=False, emoji=False, width=None if probe.is_terminal else 160)
+
+
+def _row(t: Table, *cells: Any) -> None:
+    """A table row of input-derived values: each shown as is (see planner.render.text.cell)."""
+    t.add_row(*map(cell, cells))
 
 
 def _g(n: int | None) -> str:
@@ -39,13 +59,14 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
     c = console or make_console()
     m, hw, cfg = p.model, p.hardware, p.config
     verdict = "[bold green]FITS[/]" if p.feasible else "[bold red]DOES NOT FIT[/]"
-    c.print(f"{verdict}  {m.name} on {hw.gpu_count} x {hw.gpu}  (vLLM {p.vllm_version}, plan {p.plan_id})")
+    c.print(f"{verdict}  {safe(m.name)} on {hw.gpu_count} x {safe(hw.gpu)}  (vLLM {safe(p.vllm_version)}, "
+            f"plan {safe(p.plan_id)})")
     if p.infeasible_reason:
-        c.print(f"  [red]{p.infeasible_reason}[/]")
+        c.print(f"  [red]{safe(p.infeasible_reason)}[/]")
     active = f" ({m.active_params / 1e9:.2f} B active)" if m.active_params != m.params else ""
     quant = f", {m.quantization}" if m.quantization else ""
-    c.print(f"  model: {m.architecture}, {m.params / 1e9:.2f} B params{active}, {m.dtype}{quant}, "
-            f"attention {m.attention}, max length {m.model_max_len:,}")
+    c.print(f"  model: {plain(m.architecture)}, {m.params / 1e9:.2f} B params{active}, {plain(m.dtype)}"
+            f"{plain(quant)}, attention {plain(m.attention)}, max length {m.model_max_len:,}", markup=False)
 
     t = Table(title="Configuration", show_header=True, header_style="bold")
     t.add_column("setting")
@@ -53,7 +74,7 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
     t.add_column("decided by")
     for key, val in cfg.model_dump().items():
         d = p.decisions.get(key)
-        t.add_row(key, str(val), d.by if d else "model/GPU")
+        _row(t, key, val, d.by if d else "model/GPU")
     c.print(t)
 
     hw = p.hardware
@@ -62,12 +83,12 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
         for col in ("#", "device", "total", "free now", "held by", "used by this plan"):
             dt.add_column(col)
         for d in hw.devices:
-            dt.add_row(str(d.index), d.name + (f" (MIG {d.mig_profile})" if d.mig_profile else ""),
-                       _g(d.memory_total_bytes), _g(d.free_bytes), "; ".join(d.processes) or "-",
-                       "yes" if d.selected else "no")
+            _row(dt, d.index, d.name + (f" (MIG {d.mig_profile})" if d.mig_profile else ""),
+                 _g(d.memory_total_bytes), _g(d.free_bytes), "; ".join(d.processes) or "-",
+                 "yes" if d.selected else "no")
         c.print(dt)
         for note in hw.notes:
-            c.print(f"  [dim]{note}[/]")
+            c.print(f"  [dim]{safe(note)}[/]")
     mem = p.memory
     g = mem.per_gpu
     mt = Table(title="Memory per GPU", show_header=False)
@@ -82,10 +103,9 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
     if g.free_bytes is not None:
         rows.insert(1, ("free now (probed)", g.free_bytes))
     for label, val in rows:
-        mt.add_row(label, _g(val))
-    mt.add_row("KV capacity (per replica)",
-               f"{mem.kv_cache_tokens:,} tokens ({mem.max_concurrency:.2f}x max_model_len)")
-    mt.add_row("headroom / OOM risk", f"{_g(mem.headroom_bytes)} / {mem.oom_risk}")
+        _row(mt, label, _g(val))
+    _row(mt, "KV capacity (per replica)", f"{mem.kv_cache_tokens:,} tokens ({mem.max_concurrency:.2f}x max_model_len)")
+    _row(mt, "headroom / OOM risk", f"{_g(mem.headroom_bytes)} / {mem.oom_risk}")
     c.print(mt)
 
     perf = p.performance
@@ -97,10 +117,10 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
         c.print(f"  decode {_r(perf.decode_tokens_per_s_per_request, 'tok/s/request')}   "
                 f"output {_r(perf.output_tokens_per_s_total, 'tok/s total', 0)}")
         for a in perf.assumptions:
-            c.print(f"  [dim]- {a}[/]", highlight=False)
+            c.print(f"  [dim]- {safe(a)}[/]", highlight=False)
     if p.feasible:
         c.print("[bold]Serve:[/]")
-        c.print(f"  {p.serve_command}", soft_wrap=True, markup=False)
+        c.print(f"  {plain(p.serve_command)}", soft_wrap=True, markup=False)
     else:  # the command of a layout that does not fit is not shown as if it could run
         c.print("[bold]Serve:[/] nothing to run: the plan does not fit; each change below makes it fit")
     if p.launch is not None and p.launch.multi_node:
@@ -108,25 +128,25 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
                 + (f", {p.launch.groups} copies" if p.launch.groups > 1 else "")
                 + " (`vllm-planner generate` writes the head/worker steps)", markup=False)
     for n in p.launch.notes if p.launch is not None else []:
-        c.print(f"  note: {n}", markup=False)
+        c.print(f"  note: {plain(n)}", markup=False)
     for w_ in p.warnings:
-        c.print(f"[yellow]warning[/] {w_.code}: {w_.message}" + (f"  [dim]({w_.rule})[/]" if w_.rule else ""))
+        c.print(f"[yellow]warning[/] {safe(w_.code)}: {safe(w_.message)}"
+                + (f"  [dim]({safe(w_.rule)})[/]" if w_.rule else ""))
     if p.fixes:
         c.print("[bold]To make it fit[/] (smallest change first, each re-sized with the same accounting):")
         for f in p.fixes:
-            c.print(f"  {f.change}: {f.flags}  ->  {f.detail}", markup=False)
+            c.print(f"  {plain(f.change)}: {plain(f.flags)}  ->  {plain(f.detail)}", markup=False)
     if p.alternatives:
         at = Table(title="Alternatives considered (best first for this mode)", header_style="bold")
         for col in ("change", "TP", "PP", "DP", "weights", "KV dtype", "fits", "KV tokens", "ITL ms", "TTFT ms",
                     "tok/s total", "note"):
             at.add_column(col)
         for a in p.alternatives:
-            at.add_row(a.change, str(a.tensor_parallel_size), str(a.pipeline_parallel_size),
-                       str(a.data_parallel_size), a.quantization or "as is", a.kv_cache_dtype,
-                       "yes" if a.fits else "no", f"{a.kv_cache_tokens:,}",
-                       f"{a.itl_ms:.1f}" if a.itl_ms else "-", f"{a.ttft_ms:,.0f}" if a.ttft_ms else "-",
-                       f"{a.output_tokens_per_s_total:,.0f}" if a.output_tokens_per_s_total else "-",
-                       "; ".join(a.forbidden))
+            _row(at, a.change, a.tensor_parallel_size, a.pipeline_parallel_size, a.data_parallel_size,
+                 a.quantization or "as is", a.kv_cache_dtype, "yes" if a.fits else "no", f"{a.kv_cache_tokens:,}",
+                 f"{a.itl_ms:.1f}" if a.itl_ms else "-", f"{a.ttft_ms:,.0f}" if a.ttft_ms else "-",
+                 f"{a.output_tokens_per_s_total:,.0f}" if a.output_tokens_per_s_total else "-",
+                 "; ".join(a.forbidden))
         c.print(at)
     if explain:
         render_explain(p, c)
@@ -136,32 +156,40 @@ def render_explain(p: PlanResponse, c: Console) -> None:
     """Per setting: the rule that decided it, why, and what it beat; then the packs."""
     c.print("[bold]Why these settings[/]")
     for key, d in p.decisions.items():
-        c.print(f"  [bold]{key}[/] = {d.value!r}  by [cyan]{d.by}[/]: {d.reason}", markup=True)
+        c.print(f"  [bold]{safe(key)}[/] = {safe(repr(d.value))}  by [cyan]{safe(d.by)}[/]: {safe(d.reason)}",
+                markup=True)
         for s in d.superseded:
-            c.print(f"      beat {s.get('rule')} = {s.get('value')!r} ({s.get('why')})", markup=False)
+            c.print(f"      beat {plain(s.get('rule'))} = {plain(repr(s.get('value')))} ({plain(s.get('why'))})",
+                    markup=False)
     if p.dropped:
         c.print("[bold]Candidates dropped by sizing rules[/]")
         for a in p.dropped:
             c.print(f"  TP {a.tensor_parallel_size} x PP {a.pipeline_parallel_size} (DP {a.data_parallel_size}, "
-                    f"KV {a.kv_cache_dtype}): {'; '.join(a.reasons)}", markup=False)
+                    f"KV {plain(a.kv_cache_dtype)}): {'; '.join(map(plain, a.reasons))}", markup=False)
     c.print("[bold]Rule packs[/]")
     for pk in p.audit.get("packs", []):
-        c.print(f"  {pk['name']} {pk['version']} ({pk['layer']}) {pk['source']} sha256:{pk['sha256'][:12]}",
-                markup=False)
+        c.print(f"  {plain(pk['name'])} {plain(pk['version'])} ({plain(pk['layer'])}) {plain(pk['source'])} "
+                f"sha256:{plain(pk['sha256'][:12])}", markup=False)
     for ov in p.audit.get("overrides", []):
-        c.print(f"  override {ov['rule']} by {ov['by']}: {ov['changed']} ({ov['reason']})", markup=False)
-    c.print(f"  {len(p.audit.get('firings', []))} rule firings ({p.audit.get('engine')})")
+        c.print(f"  {override_line(ov)}", markup=False)
+    c.print(f"  {len(p.audit.get('firings', []))} rule firings ({plain(p.audit.get('engine'))})", markup=False)
+
+
+def override_line(ov: dict[str, Any]) -> str:
+    """'override RULE by PACK: CHANGE (REASON)', plain text, its values stripped."""
+    return f"override {plain(ov['rule'])} by {plain(ov['by'])}: {plain(ov['changed'])} ({plain(ov['reason'])})"
 
 
 def render_detect(data: dict[str, Any], console: Console | None = None) -> None:
     c = console or make_console()
-    t = Table(title=f"GPUs (driver {data.get('driver_version') or '?'}, CUDA {data.get('cuda_version') or '?'}, "
-                    f"interconnect {data.get('interconnect') or 'unknown'})", header_style="bold")
+    t = Table(title=f"GPUs (driver {safe(data.get('driver_version') or '?')}, "
+                    f"CUDA {safe(data.get('cuda_version') or '?')}, "
+                    f"interconnect {safe(data.get('interconnect') or 'unknown')})", header_style="bold")
     for col in ("#", "name", "memory total", "used", "CC", "catalog"):
         t.add_column(col)
     for g in data["gpus"]:
-        t.add_row(str(g["index"]), g["name"], _g(g["memory_total_bytes"]), _g(g["memory_used_bytes"]),
-                  g.get("compute_capability") or "-", g.get("catalog_id") or "-")
+        _row(t, g["index"], g["name"], _g(g["memory_total_bytes"]), _g(g["memory_used_bytes"]),
+             g.get("compute_capability") or "-", g.get("catalog_id") or "-")
     c.print(t)
 
 
@@ -180,11 +208,75 @@ def render_sweep(rows: list[dict[str, Any]], mode: str, console: Console | None 
                   num(r["output_tokens_per_s_total"], ",.0f"), "; ".join(r["forbidden"])] for r in rows], console)
 
 
-def render_rows(title: str, columns: list[str], rows: list[list[str]], console: Console | None = None) -> None:
+def render_rows(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+                console: Console | None = None) -> None:
+    """A titled table; the title and every cell are shown as text (never markup), whatever they hold."""
     c = console or make_console()
-    t = Table(title=title, header_style="bold")
+    t = Table(title=safe(title), header_style="bold")
     for col in columns:
-        t.add_column(col)
+        t.add_column(safe(col))
     for r in rows:
-        t.add_row(*r)
+        _row(t, *r)
     c.print(t)
+
+
+# --- plain-text reports (click-style lines, no rich): every value through plain() -----------------------
+
+
+def render_generated(output_dir: str, files: Iterable[str], plan_id: str, vllm_version: str) -> None:
+    """`generate`'s summary: the directory and each file written."""
+    files = list(files)
+    echo(f"wrote {len(files)} files to {plain(output_dir)} (plan {plain(plan_id)}, vLLM {plain(vllm_version)}):")
+    for f in files:
+        echo(f"  {plain(f)}")
+
+
+def render_overrides(overrides: Iterable[dict[str, Any]]) -> None:
+    """One line per site override of a vendor rule (`rules show`)."""
+    for ov in overrides:
+        echo(override_line(ov))
+
+
+def render_rule_explanation(ex: Any) -> None:
+    """`rules explain`: the rule, then per alias each fact and each condition with the value it saw."""
+    verdict = f"FIRED {ex.fired} time(s)" if ex.fired else "NOT FIRED"
+    echo(f"{plain(ex.rule_id)} ({plain(ex.pack)}, {plain(ex.stage)}, priority {plain(ex.priority)}"
+         f"{'' if ex.enabled else ', disabled'}): {verdict}")
+    for alias, (fact_type, checks) in ex.aliases.items():
+        echo(f"  {plain(alias)}: {plain(fact_type)}")
+        for fc in checks:
+            echo(f"    {plain(fc.fact_id)}: {'matches' if fc.matches else 'does not match'}")
+            for c in fc.conditions:
+                echo(f"      {'ok  ' if c.holds else 'FAIL'} {plain(c.prop)} {plain(c.op)} {plain(repr(c.expected))}: "
+                     f"saw {plain(repr(c.seen))}")
+    for n in ex.notes:
+        echo(f"  note: {plain(n)}")
+
+
+def render_lint(errors: Iterable[str], findings: Iterable[str]) -> None:
+    """`rules lint`'s problems on stderr, one per line."""
+    for line in errors:
+        echo(plain(line), err=True)
+    for line in findings:
+        echo(f"warning: {plain(line)}", err=True)
+
+
+def render_pack_tests(results: Iterable[Any], gaps: dict[str, list[str]] | None) -> None:
+    """`rules test`'s text report: PASS/FAIL per case with its failures, coverage gaps, the totals."""
+    results = list(results)
+    failed = sum(not r.passed for r in results)
+    for res in results:
+        echo(f"{'PASS' if res.passed else 'FAIL'} {plain(res.file)} :: {plain(res.name)}")
+        for msg in res.failures:
+            echo(f"     {plain(msg)}")
+    for rid in (gaps or {}).get("never_fired", []):
+        echo(f"COVERAGE {plain(rid)}: never fires in any case")
+    for rid in (gaps or {}).get("never_not_fired", []):
+        echo(f"COVERAGE {plain(rid)}: fires in every case (add a case where it must not)")
+    echo(f"{len(results) - failed} passed, {failed} failed")
+
+
+def render_warnings(warnings: Iterable[Any]) -> None:
+    """'warning: ...' lines on stdout (`check-log`)."""
+    for w in warnings:
+        echo(f"warning: {plain(w)}")
