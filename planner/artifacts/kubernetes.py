@@ -6,11 +6,16 @@ startup/readiness/liveness probes on /health, an in-memory /dev/shm) and a Clust
 Multi-node: a LeaderWorkerSet whose leader starts a Ray head, waits for the group (as vLLM's
 multi-node-serving.sh does) and then runs `vllm serve`, whose workers join it; the Service selects
 the leaders.
+
+Kubernetes expands `$(VAR)` (and reads `$$` as `$`) in a container's command, args and env values, so every
+value from the plan goes there through `literal`; the one reference meant for Kubernetes is the LWS
+worker's `$(LWS_LEADER_ADDRESS)`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from typing import Any
 
@@ -19,6 +24,12 @@ from planner.artifacts.deploy import Deploy
 from planner.artifacts.yamlout import to_yaml
 
 HF_SECRET = {"name": "hf-token", "key": "token"}
+
+
+def literal(s: str) -> str:
+    """`s` as a container command/args/env value that Kubernetes passes on unchanged: each `$` that starts
+    `$(` or `$$` doubled (a model directory named `$(HF_TOKEN)` must not become the token)."""
+    return re.sub(r"\$(?=[$(])", "$$", s)
 
 
 def _meta(d: Deploy, name: str) -> dict[str, Any]:
@@ -80,7 +91,7 @@ def pvc(d: Deploy) -> dict[str, Any]:
 
 def deployment(d: Deploy) -> dict[str, Any]:
     container = {"name": "vllm", "image": image(d.stamp.vllm_version), "command": ["vllm", "serve"],
-                 "args": [d.container_model, *d.args], "env": _env(),
+                 "args": [literal(a) for a in (d.container_model, *d.args)], "env": _env(),
                  "ports": [{"name": "http", "containerPort": d.port, "protocol": "TCP"}],
                  "resources": _gpu_resources(d.launch.gpus_per_pod), **_probes(d), "volumeMounts": _mounts(d)}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(d, slug(d.model)),
@@ -91,7 +102,7 @@ def deployment(d: Deploy) -> dict[str, Any]:
 
 def leader_worker_set(d: Deploy) -> dict[str, Any]:
     serve = shlex.join(["vllm", "serve", d.container_model, *d.args])
-    leader_cmd = ray_head_then(serve, d.launch.nodes)
+    leader_cmd = literal(ray_head_then(serve, d.launch.nodes))
     worker_cmd = ray_worker("$(LWS_LEADER_ADDRESS)")  # Kubernetes substitutes the variable LWS sets
     gpus = _gpu_resources(d.launch.gpus_per_pod)
     leader = {"name": "vllm-leader", "image": image(d.stamp.vllm_version), "command": ["/bin/sh", "-c"],
