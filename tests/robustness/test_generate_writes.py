@@ -103,7 +103,14 @@ def _renames_call(action: Callable[[int], None]) -> None:
 # --- two runs at once ------------------------------------------------------------------------------------
 
 def _racer(out: str, tag: str, barrier: Any, results: Any) -> None:
-    _renames_call(lambda n: time.sleep(0.05))  # each rename slow, so the two runs overlap
+    _renames_call(lambda n: time.sleep(0.05))  # each rename and mkdir slow, so the two runs overlap
+    real_mkdir = os.mkdir
+
+    def slow_mkdir(*a: Any, **k: Any) -> None:
+        time.sleep(0.05)
+        real_mkdir(*a, **k)
+
+    os.mkdir = slow_mkdir  # type: ignore[assignment]
     barrier.wait()
     try:
         write_tree(Path(out), bundle(tag), force=False, marker=MARKER)
@@ -254,6 +261,8 @@ def _run_and_signal(out: Path, sig: int, *, at_rename: int, force: bool, tag: st
     return r.returncode
 
 
+# SIGINT is a regression guard (the old code undid itself on KeyboardInterrupt too); SIGKILL and SIGTERM
+# left stray files that blocked every later run
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_a_run_stopped_during_its_renames_never_blocks_the_next(tmp_path: Path, sig: signal.Signals) -> None:
     out = tmp_path / "mnt"
@@ -279,6 +288,7 @@ def test_a_replace_stopped_midway_leaves_the_old_tree_or_is_recovered(tmp_path: 
         assert files_of(tree(out)) == bundle("A")  # undone: the old tree, whole
     write_tree(out, bundle("C"), force=True, marker=MARKER)
     assert files_of(tree(out)) == bundle("C")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy"]  # no staging or backup left anywhere
 
 
 def test_a_stray_staging_directory_does_not_block_the_next_run(tmp_path: Path) -> None:
