@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -141,16 +140,4 @@ def capacity(template: PlanRequest, load: Any, gpus: list[str], *, max_gpus_per_
     return build(template, load, specs, packset, arch, max_gpus, set(catalog))
 
 
-def append_audit(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line with a single write (a reader never sees half a record)."""
-    line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
-    if path.is_dir():
-        raise InputError(f"--audit-log {path}: is a directory")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        raise InputError(f"--audit-log {path}: cannot append: {e.strerror}") from None
+from planner.auditlog import append_audit  # noqa: E402, F401 - moved there (whole records only); re-exported

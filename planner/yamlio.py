@@ -6,8 +6,13 @@ Loading is safe (no tags that construct Python objects). Alias expansion is boun
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import io
+import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +112,42 @@ def shape_problem(doc: Any, *, max_values: int = 1_000_000, max_depth: int = 64)
     return None
 
 
+# --- the parsed-YAML cache ------------------------------------------------------------------------------------
+#
+# Fast-path parses are memoised on disk, one file per source text: `yaml-<sha256 of the text>.json` in a
+# private directory ($VLLM_PLANNER_CACHE_DIR, else $XDG_CACHE_HOME/vllm-planner, else ~/.cache/vllm-planner).
+# An entry is one header line and the payload:
+#
+#     {"format": "vllm-planner-yaml-cache/2", "payload_sha256": "<hex>", "source_sha256": "<hex>"}\n
+#     <the parsed document as JSON>
+#
+# It is used only when every check holds, and any anomaly is a miss (the YAML is parsed again and the entry
+# rewritten), never an error: the directory is a directory owned by this user that neither group nor others
+# may write (else the cache is off for the run); the entry is a regular file owned by this user, opened
+# without following a symlink and without blocking (a FIFO is refused after open, never read), at most
+# MAX_CACHE_ENTRY_BYTES; the header names this format and the sha256 of the very text being parsed; the
+# payload's sha256 matches; the payload decodes (any exception, a RecursionError from deep nesting included,
+# is a miss) to a document nested no deeper than load_yaml_text allows. A verified entry therefore holds
+# exactly what parsing the text gives, so whatever error follows is about the YAML itself.
+# Writes go to a temp file with an unpredictable name, created O_CREAT|O_EXCL|O_NOFOLLOW with mode 0600 in
+# that directory (by descriptor), then renamed over the entry (a rename replaces a symlink planted there, it
+# never writes through it).
+# JSON, unlike pickle, cannot run code when read back.
+
+CACHE_FORMAT = "vllm-planner-yaml-cache/2"
+MAX_CACHE_ENTRY_BYTES = 4 * MAX_YAML_BYTES
+_MAX_HEADER_BYTES = 512
+_MAX_DEPTH = 64  # shape_problem's default bound: load_yaml_text let nothing deeper through
+_CACHE_OK = all(hasattr(os, f) for f in ("O_NOFOLLOW", "O_DIRECTORY", "O_NONBLOCK", "geteuid")) and all(
+    f in os.supports_dir_fd for f in (os.open, os.rename, os.unlink))
+
+
+class _CacheMissError(Exception):
+    """The entry cannot be used (absent, odd, foreign, edited, stale): parse the YAML."""
+
+
 def _cache_dir() -> Path | None:
+    """Where the cache lives (None: VLLM_PLANNER_NO_CACHE is set). _open_cache_dir decides whether it is used."""
     if os.environ.get("VLLM_PLANNER_NO_CACHE"):
         return None
     base = os.environ.get("VLLM_PLANNER_CACHE_DIR") or os.path.join(
@@ -115,31 +155,127 @@ def _cache_dir() -> Path | None:
     return Path(base)
 
 
-def _cached_parse(text: str, source: str) -> Any:
-    """Fast-path parse, memoized on disk as JSON keyed by the text's sha256 (JSON, unlike pickle, cannot run
-    code when read back). Only documents that survive a JSON round trip unchanged are cached."""
-    import hashlib
-    import json
-
+def _open_cache_dir() -> int | None:
+    """A descriptor of the cache directory (created 0700 when missing), or None when the cache is off for this
+    run: disabled, unsupported here, not creatable, not a directory, not owned by this user, or writable by
+    group or others (another user could plant or swap entries there). Silent: a plan never depends on it."""
     directory = _cache_dir()
-    entry = directory / f"yaml-{hashlib.sha256(text.encode()).hexdigest()}.json" if directory else None
-    if entry is not None:
-        try:
-            return json.loads(entry.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            pass
-    data = load_yaml_text(text, source, fast=True)
-    if entry is not None:
-        try:
-            blob = json.dumps(data)
-            if json.loads(blob) == data:
-                entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(blob, encoding="utf-8")
-                os.replace(tmp, entry)
-        except (OSError, TypeError, ValueError):
-            pass  # the cache is an optimisation: never fail a plan over it
+    if directory is None or not _CACHE_OK:
+        return None
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError):
+        return None
+    try:
+        st = os.fstat(fd)  # what was opened: a swap of the path afterwards does not matter, we work by descriptor
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022:
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _entry_bytes(source_sha: str, payload: bytes) -> bytes:
+    """A cache entry: the header line binding `payload` to the source text's sha256, then `payload`."""
+    header = {"format": CACHE_FORMAT, "payload_sha256": hashlib.sha256(payload).hexdigest(),
+              "source_sha256": source_sha}
+    return json.dumps(header, sort_keys=True).encode() + b"\n" + payload
+
+
+def _read_entry(dfd: int, name: str, source_sha: str) -> Any:
+    """The verified document in entry `name`, or _CacheMissError."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError:
+        raise _CacheMissError from None  # absent, or a symlink (ELOOP)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_size > MAX_CACHE_ENTRY_BYTES:
+            raise _CacheMissError
+        chunks, total = [], 0
+        while chunk := os.read(fd, min(1 << 20, MAX_CACHE_ENTRY_BYTES + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > MAX_CACHE_ENTRY_BYTES:  # grew since fstat
+                raise _CacheMissError
+    finally:
+        os.close(fd)
+    blob = b"".join(chunks)
+    header, newline, payload = blob.partition(b"\n")
+    if not newline or len(header) > _MAX_HEADER_BYTES:
+        raise _CacheMissError
+    meta = json.loads(header)
+    if not (isinstance(meta, dict) and meta.get("format") == CACHE_FORMAT and meta.get("source_sha256") == source_sha
+            and meta.get("payload_sha256") == hashlib.sha256(payload).hexdigest()):
+        raise _CacheMissError
+    data = json.loads(payload)  # nesting deeper than the recursion limit raises RecursionError: a miss
+    if _too_deep(data, _MAX_DEPTH):
+        raise _CacheMissError
     return data
+
+
+def _too_deep(doc: Any, max_depth: int) -> bool:
+    """Whether decoded JSON nests deeper than `max_depth` (iterative, and cheaper than shape_problem: JSON
+    has no aliases, so there is nothing shared or recursive to look for)."""
+    stack = [(doc, 0)] if isinstance(doc, (dict, list)) else []
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > max_depth:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def _write_entry(dfd: int, name: str, source_sha: str, data: Any) -> None:
+    """Store `data` under `name` if it survives a JSON round trip unchanged (else nothing is cached)."""
+    import secrets
+
+    payload = json.dumps(data, separators=(",", ":")).encode()
+    if len(payload) > MAX_CACHE_ENTRY_BYTES - _MAX_HEADER_BYTES or json.loads(payload) != data:
+        return
+    blob = _entry_bytes(source_sha, payload)
+    tmp = f".yaml-{secrets.token_hex(16)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+    try:
+        try:
+            view, done = memoryview(blob), 0
+            while done < len(blob):
+                n = os.write(fd, view[done:])
+                if n <= 0:
+                    raise OSError(errno.EIO, "short write")
+                done += n
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dfd)
+        raise
+
+
+def _cached_parse(text: str, source: str) -> Any:
+    """Fast-path parse of `text`, memoised in the private, verified on-disk cache described above."""
+    dfd = _open_cache_dir()
+    if dfd is None:
+        return load_yaml_text(text, source, fast=True)
+    try:
+        source_sha = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        name = f"yaml-{source_sha}.json"
+        try:
+            return _read_entry(dfd, name, source_sha)
+        except Exception:  # noqa: BLE001 - any anomaly in an entry (I/O, JSON, depth, memory) is a miss
+            pass
+        data = load_yaml_text(text, source, fast=True)
+        with contextlib.suppress(Exception):  # the cache is an optimisation: never fail a plan over it
+            _write_entry(dfd, name, source_sha, data)
+        return data
+    finally:
+        os.close(dfd)
 
 
 def load_yaml_file(path: Path, *, fast: bool = False) -> Any:
