@@ -7,21 +7,129 @@ stderr, with the traceback only under --debug.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import os
+import re
+import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from planner import __version__
-from planner.errors import PlannerError
+from planner.errors import Interrupted, PlannerError
 
 MODES = ("latency", "balanced", "throughput")
 
 
+# An OSError with one of these errnos is the environment's fault (a path the user named, a full disk, a
+# closed stream), not a bug: exit 2 with one line. Any OSError naming a file is treated the same.
+_FILE_FAULTS = frozenset(getattr(errno, name) for name in (
+    "ENAMETOOLONG", "EACCES", "EPERM", "ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EISDIR", "ENOTDIR", "ENOENT",
+    "EEXIST", "ELOOP", "EXDEV", "ENXIO", "ETXTBSY", "EMFILE", "ENFILE", "EIO", "EBADF") if hasattr(errno, name))
+_ERROR_MAX = 1000  # characters of an error message shown (the longest real ones are ~550); the rest is counted
+
+
+def _error_line(message: str) -> str:
+    """`error: MESSAGE` as one bounded line: no terminal controls or line breaks, at most ~1000 characters."""
+    from planner.render.text import strip_controls
+
+    head = message[:_ERROR_MAX * 4]  # whatever the value's size (3 MB...), only a prefix is worked on
+    text = re.sub(r"[\t\n\u2028\u2029]+", " ", strip_controls(head)).strip()
+    if len(text) > _ERROR_MAX or len(head) < len(message):
+        shown = text[:_ERROR_MAX]
+        text = f"{shown}… ({len(message) - len(shown):,} more characters)"
+    return f"error: {text}"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(_error_line(message), err=True)
+    sys.exit(code)
+
+
+_STDOUT = "standard output"
+
+
+class _StdoutFile(io.FileIO):
+    """fd 1, whose write errors name it (`error: standard output: No space left on device`), like a file's."""
+
+    def write(self, b: Any) -> int | None:
+        try:
+            return super().write(b)
+        except BrokenPipeError:  # the reader left: handled as such (exit 141)
+            raise
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, _STDOUT) from None
+
+
+def _name_stdout() -> None:
+    """Put the process's own stdout (not a test runner's capture) on a _StdoutFile."""
+    out = sys.stdout
+    if out is None or out is not sys.__stdout__ or not isinstance(out, io.TextIOWrapper):
+        return
+    try:
+        fd = out.fileno()
+        out.flush()
+    except (OSError, ValueError):
+        return
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(_StdoutFile(fd, "w", closefd=False)), encoding=out.encoding,
+                                  errors=out.errors, line_buffering=out.line_buffering,
+                                  write_through=out.write_through)
+
+
+def _os_error_message(e: OSError) -> str:
+    reason = e.strerror or str(e)
+    if e.filename == _STDOUT:  # and nothing more can go there: keep the interpreter's last flush from failing
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if e.filename is None:
+        return reason
+    name = os.fsdecode(e.filename) if isinstance(e.filename, bytes) else str(e.filename)
+    if e.filename2 is not None:
+        name += f" -> {os.fsdecode(e.filename2) if isinstance(e.filename2, bytes) else e.filename2}"
+    return f"{name}: {reason}"
+
+
+def _standard_streams() -> str | None:
+    """Keep fds 0-2 occupied (by /dev/null) so that no file or socket opened later lands on them; say so
+    when stdout is closed, since a report printed there would be lost."""
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+    if 1 in closed or sys.stdout is None:
+        return "standard output is closed: nothing could be printed (redirect it to a file or /dev/null instead)"
+    return None
+
+
+def _on_sigterm(signum: int, _frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends us at once
+    raise Interrupted(signum)  # unwinds like Ctrl-C, so cleanups run; main() exits 143
+
+
+def _stop_workers() -> None:
+    """Stop the rules-engine worker now (it would also die with us; this makes it immediate)."""
+    worker = sys.modules.get("planner.policy.worker")
+    if worker is not None:
+        with contextlib.suppress(Exception):  # best effort on the way out
+            worker.shutdown()
+
+
 class PlannerGroup(click.Group):
-    """Maps planner errors to exit codes and one-line messages (click's own usage errors too)."""
+    """Maps planner errors to exit codes and one-line messages (click's own usage errors too).
+
+    Exit codes: 2 for bad input and for filesystem faults on the user's paths (and a full or closed
+    stdout), 1 for bugs and engine faults, 130 for Ctrl-C, 143 for SIGTERM, 141 for a reader that left.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -29,32 +137,57 @@ class PlannerGroup(click.Group):
         except BrokenPipeError:  # `| head` closed stdout: stop quietly with 141, as Unix tools do
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise click.exceptions.Exit(141) from None
+        except KeyboardInterrupt:  # before click's main turns it into Abort (exit 1)
+            raise Interrupted(signal.SIGINT) from None
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("standalone_mode", False)
         debug = "--debug" in sys.argv
+        closed = _standard_streams()
+        if closed:
+            _fail(closed, 2)
+        _name_stdout()
+        try:
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:  # not the main thread: leave SIGTERM alone
+            previous = None
         try:
             rv = super().main(*args, **kwargs)
-        except click.exceptions.Abort:
-            click.echo("error: aborted", err=True)
-            sys.exit(1)
+            if sys.stdout is not None:
+                sys.stdout.flush()  # a full device fails here, inside the handlers below, not at exit
+        except Interrupted as e:
+            _stop_workers()
+            _fail(str(e), e.exit_code)
+        except click.exceptions.Abort as e:
+            if isinstance(e.__cause__, KeyboardInterrupt):  # Ctrl-C while click parsed the command line
+                _stop_workers()
+                _fail("interrupted", 128 + signal.SIGINT)
+            _fail("aborted", 1)
         except click.ClickException as e:
-            click.echo(f"error: {e.format_message()}", err=True)
-            sys.exit(2 if e.exit_code in (1, 2) else e.exit_code)
+            _fail(e.format_message(), 2 if e.exit_code in (1, 2) else e.exit_code)
         except PlannerError as e:
             if debug:
                 raise
-            click.echo(f"error: {e}", err=True)
-            sys.exit(e.exit_code)
+            _fail(str(e), e.exit_code)
         except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
-            sys.exit(130)
+            _stop_workers()
+            _fail("interrupted", 128 + signal.SIGINT)
+        except BrokenPipeError:  # the reader left before the last flush: 141, quietly, as in invoke()
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
+        except OSError as e:
+            if debug:
+                raise
+            if e.filename is None and e.errno not in _FILE_FAULTS:
+                _fail(f"internal error ({type(e).__name__}: {e}); rerun with --debug for the traceback", 1)
+            _fail(_os_error_message(e), 2)
         except Exception as e:
             if debug:
                 raise
-            click.echo(f"error: internal error ({type(e).__name__}: {e}); rerun with --debug for the traceback",
-                       err=True)
-            sys.exit(1)
+            _fail(f"internal error ({type(e).__name__}: {e}); rerun with --debug for the traceback", 1)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 

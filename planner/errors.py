@@ -11,10 +11,16 @@ Tree (the class carries the CLI exit code, click-style):
         └── PackError               a rule pack is invalid ("<file>:<line>: <where>: <message>")
 
 Infeasible plans are not errors: the CLI prints the plan and exits 3.
+
+Outside the tree: an OSError naming a file (or with a file-fault errno such as ENOSPC) that escapes
+a command is the environment's fault, not a bug: the CLI reports `error: <file>: <reason>`, exit 2.
+`Interrupted` (a BaseException, so that `except Exception` cannot swallow it) is raised for SIGINT
+and SIGTERM so that cleanups run; the CLI exits 128 + the signal number (130, 143).
 """
 
 from __future__ import annotations
 
+import signal
 from typing import ClassVar
 
 
@@ -64,3 +70,12 @@ class PackProblemsError(PackError):
         self.broken = broken
         more = f" (and {len(problems) - 1} more; run `vllm-planner rules lint`)" if len(problems) > 1 else ""
         super().__init__(problems[0] + more)
+
+
+class Interrupted(BaseException):
+    """A signal ended the run (SIGINT: Ctrl-C, SIGTERM: `kill`, systemd, a caller's timeout)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__("interrupted" if signum == signal.SIGINT else "terminated")

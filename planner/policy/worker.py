@@ -10,10 +10,20 @@ The child is forked on Linux (it inherits the loaded modules, a few milliseconds
 elsewhere. It registers each compiled stage once (durable-rules never frees rulesets) and lives
 for the rest of the process. This module does not import durable_rules; the child calls
 planner.policy.engine, the one module that does.
+
+The child never outlives its parent (issue 22 item 3), however the parent ends (SIGKILL included):
+it closes its copy of the parent's end of the pipe (so the parent's death is an EOF), asks the
+kernel for SIGKILL when the parent dies (Linux PR_SET_PDEATHSIG), and, where that is not available
+or the engine is idle, polls the pipe with a timeout and exits once its parent has changed. Its
+stdin/stdout/stderr are /dev/null, so a caller reading the planner's output (`$(...)`,
+`communicate()`) never waits on the child, and it prints no faulthandler dump when the engine
+crashes (the parent reports the signal).
 """
 
 from __future__ import annotations
 
+import faulthandler
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -21,21 +31,56 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
-from planner.errors import RuleEngineError
+from planner.errors import InputError, RuleEngineError
 from planner.policy.compiler import CRule
 from planner.policy.reference import Firing
 
 DEFAULT_TIMEOUT_S = 10.0
+MAX_TIMEOUT_S = 3600.0  # $VLLM_PLANNER_ENGINE_TIMEOUT's bound: finite, so a wait always ends
 _WORKAROUND = "set VLLM_PLANNER_EVALUATOR=reference to evaluate rule packs without durable_rules"
+_WATCH_S = 0.5  # how often an idle child checks that its parent is still there
 
 
-def _serve(conn: Connection) -> None:
-    """Child loop: evaluate requests until the pipe closes."""
+def _set_parent_death_signal() -> None:
+    """Linux: SIGKILL this process when the thread that forked it exits (a no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # no libc prctl: the getppid watchdog in _serve still ends the child
+        pass
+
+
+def _detach(conn: Connection, parent_end: Connection | None) -> None:
+    """Make the child unable to outlive or hold up its parent (see the module docstring)."""
+    if parent_end is not None:
+        parent_end.close()  # the parent's end: with it closed here, the parent's death is EOF on `conn`
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C (sent to the whole group)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler: SIGTERM just ends the child
+    faulthandler.disable()  # a crash is reported by the parent, not dumped into the caller's log
+    _set_parent_death_signal()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        if fd != conn.fileno() and fd != devnull:
+            os.dup2(devnull, fd)
+    if devnull > 2:
+        os.close(devnull)
+
+
+def _serve(conn: Connection, parent_end: Connection | None = None, parent_pid: int | None = None) -> None:
+    """Child loop: evaluate requests until the pipe closes or the parent is gone."""
+    _detach(conn, parent_end)
     from planner.policy import engine
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     while True:
+        if parent_pid is not None and os.getppid() != parent_pid:
+            return  # orphaned (re-parented): the parent died without us noticing the EOF
         try:
+            if not conn.poll(_WATCH_S):
+                continue
             rules, facts = conn.recv()
         except (EOFError, OSError):
             return
@@ -52,9 +97,10 @@ def _timeout() -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise RuleEngineError(f"$VLLM_PLANNER_ENGINE_TIMEOUT={raw!r} is not a number of seconds") from None
-    if not value > 0:
-        raise RuleEngineError(f"$VLLM_PLANNER_ENGINE_TIMEOUT={raw!r} must be positive")
+        raise InputError(f"$VLLM_PLANNER_ENGINE_TIMEOUT={raw!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+        raise InputError(f"$VLLM_PLANNER_ENGINE_TIMEOUT={raw!r} must be a number of seconds greater than 0 "
+                         f"and at most {MAX_TIMEOUT_S:g}")
     return value
 
 
@@ -65,7 +111,8 @@ class EngineWorker:
         method = "fork" if sys.platform.startswith("linux") else "spawn"
         ctx = mp.get_context(method)
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child,), daemon=True, name="vllm-planner-rules-engine")
+        self.proc = ctx.Process(target=_serve, args=(child, self.conn, os.getpid()), daemon=True,
+                                name="vllm-planner-rules-engine")
         self.proc.start()
         child.close()
 
@@ -138,3 +185,11 @@ def evaluate(rules: tuple[CRule, ...], facts: list[dict[str, Any]]) -> list[Firi
 def current_worker() -> EngineWorker | None:
     """The running worker, if any (for tests and diagnostics)."""
     return _WORKER
+
+
+def shutdown() -> None:
+    """Stop the worker now (the CLI calls this when a signal ends the run)."""
+    global _WORKER
+    if _WORKER is not None:
+        _WORKER.stop()
+        _WORKER = None
