@@ -1,8 +1,10 @@
 """Command line: parse, call the use case, print, exit. No domain logic lives here.
 
 Exit codes: 0 plan feasible / command succeeded; 3 infeasible (the JSON is still printed);
-2 bad input, bad rule pack, unknown model/GPU; 1 a bug. Errors are one `error: ...` line on
-stderr, with the traceback only under --debug.
+2 bad input, bad rule pack, unknown model/GPU, a file the system refuses (no space, no permission,
+a name too long, stdout full or closed); 1 a bug; 130 Ctrl-C; 143 SIGTERM; 141 stdout closed by its
+reader (`| head`). Errors are one `error: ...` line on stderr (control characters stripped, at most
+1,000 characters), with the traceback only under --debug.
 """
 
 from __future__ import annotations
@@ -392,7 +394,7 @@ def sweep(max_model_lens: str | None, as_json: bool, as_csv: bool, **kw: Any) ->
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(SWEEP_COLUMNS)
         for r in rows:
-            w.writerow(["; ".join(r[c]) if c == "forbidden" else ("" if r[c] is None else r[c])
+            w.writerow([_csv("; ".join(r[c])) if c == "forbidden" else ("" if r[c] is None else _csv(r[c]))
                         for c in SWEEP_COLUMNS])
         return 0
     from planner.render.console import render_sweep
@@ -420,7 +422,15 @@ def _capacity_csv_row(i: int, o: dict[str, Any], best: int | None) -> list[Any]:
            **{f"{m}{suffix}": o[m][part] for m in ("ttft_ms", "itl_ms")
               for suffix, part in (("_low", "low"), ("", "expected"), ("_high", "high"))},
            "best": i == best}
-    return ["" if row[c] is None else row[c] for c in CAPACITY_COLUMNS]
+    return ["" if row[c] is None else _csv(row[c]) for c in CAPACITY_COLUMNS]
+
+
+def _csv(value: Any) -> Any:
+    """A CSV field: strings lose terminal control sequences (CSV, unlike JSON, escapes none of them, and a pack's
+    forbid reason or a GPU name may reach a terminal this way); numbers and booleans stay as they are."""
+    from planner.render.text import plain
+
+    return plain(value) if isinstance(value, str) else value
 
 
 _PIN_FLAGS = ("max_model_len", "vllm_version", "tp", "tensor_parallel_size", "pp", "pipeline_parallel_size", "dp",

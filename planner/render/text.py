@@ -12,8 +12,8 @@ this module once, where it is interpolated:
   as those characters: it cannot raise MarkupError or restyle (or hide) the report around it;
 * :func:`cell` makes a rich table cell that is never parsed as markup.
 
-JSON, CSV and the generated artifacts are data, not terminal text: they are not sanitised here (JSON
-escapes control characters itself).
+JSON and the generated artifacts are data, not terminal text: they are not sanitised (JSON escapes control
+characters itself). CSV, which escapes nothing, goes through :func:`plain` field by field (planner/cli.py).
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from rich.text import Text
 _ESC_SEQ = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
                       r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)"
                       r"|\x1b[\x20-\x7e]?")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 (tab and newline kept), DEL, C1, and the Unicode bidirectional overrides and isolates (U+202A-202E,
+# U+2066-2069), which reorder what a terminal shows ("Trojan Source") without being control characters.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def strip_controls(value: Any) -> str:
