@@ -33,11 +33,23 @@ def profile_request(req: PlanRequest, *, vllm_version: str, gpu: str | None, gpu
     if req.from_file:
         files = req.from_file if isinstance(req.from_file, list) else [req.from_file]
         data["from_file"] = [str((base / f).resolve()) for f in files]
-    data["rules"] = [str((base / r).resolve()) for r in req.rules]
+    data["rules"] = _pack_file_list(base, req.rules)
     model_dir = base / req.model
     if model_dir.is_dir():
         data["model"] = str(model_dir.resolve())
     return data
+
+
+def _pack_file_list(base: Path, rules: list[str]) -> list[str]:
+    """The site pack files behind --rules, each by absolute path: a directory given on the command line is
+    recorded as the files it held (a profile names files only; it never makes a replay walk a directory)."""
+    from planner.policy.loader import pack_files
+
+    out: list[str] = []
+    for r in rules:
+        target = base / r
+        out += [str(f.resolve()) for f in pack_files(target)] if target.is_dir() else [str(target.resolve())]
+    return list(dict.fromkeys(out))
 
 
 def profile_yaml(data: dict[str, Any], *, stamp_line: str, plan_id: str) -> str:
@@ -111,7 +123,28 @@ def read_profile(path: Path) -> dict[str, Any]:
             raise InputError(f"{path}:{line_of(doc, key)}: {key} must be a list of file paths, got {value!r}")
     if isinstance(data.get("pinned"), dict):
         data["pinned"] = {k: v for k, v in data["pinned"].items() if v is not None}
-    return _relative_to(Path(path).resolve().parent, data)
+    data = _relative_to(Path(path).resolve().parent, data)
+    _check_pack_files(path, line_of(doc, "rules"), data.get("rules") or [])
+    return data
+
+
+def _check_pack_files(path: Path, line: int | None, rules: list[str]) -> None:
+    """A profile's rule packs are the files it names, each read as it is: a directory (`rules: ["/"]`) is
+    refused, never walked, and so is anything but a regular file (a FIFO would block the plan)."""
+    import os
+    import stat
+
+    where = f"{path}:{line}" if line else str(path)
+    for r in rules:
+        try:
+            mode = os.stat(r).st_mode
+        except OSError:
+            continue  # missing or unreadable: the pack loader names it
+        if stat.S_ISDIR(mode):
+            raise InputError(f"{where}: rules: {r} is a directory; a profile names each rule pack file "
+                             "(a directory is never walked from a profile)")
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{where}: rules: {r} is not a regular file, expected a rule pack")
 
 
 def _relative_to(base: Path, data: dict[str, Any]) -> dict[str, Any]:

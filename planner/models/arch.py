@@ -768,6 +768,26 @@ def _attention_shape(text: _Cfg, model_type: str, hidden: int, pure_ssm: bool,
     return heads, kv, head_dim, head_dim
 
 
+MAX_UNCONVERTED_MODULES = 100_000  # entries of a quantization config's list of modules left unconverted
+MAX_PATTERN_LAYER_PAIRS = 20_000  # wildcard or "re:" entries x layers: each pair is matched per layer
+
+
+def _check_unconverted(quant: QuantInfo | None, layers: int, where: str) -> None:
+    """Bound the work of the unconverted-modules list: plain module names are looked up once, but every
+    wildcard or regex entry is matched against each layer's module names."""
+    if quant is None:
+        return
+    patterns = quant.modules_not_converted
+    if len(patterns) > MAX_UNCONVERTED_MODULES:
+        raise ModelConfigError(f"{where}: quantization config lists {len(patterns):,} modules not converted; "
+                               f"the planner reads at most {MAX_UNCONVERTED_MODULES:,}")
+    wild = sum(1 for p in patterns if p.startswith("re:") or any(c in p for c in "*?["))
+    if wild * layers > MAX_PATTERN_LAYER_PAIRS:
+        raise ModelConfigError(f"{where}: quantization config has {wild:,} wildcard or regex module patterns "
+                               f"over {layers:,} layers; the planner matches at most {MAX_PATTERN_LAYER_PAIRS:,} "
+                               "pattern-layer pairs")
+
+
 def parse_config(config: dict[str, Any], *, name: str, source: str = "",
                  hf_quant_config: dict[str, Any] | None = None,
                  safetensors_index: dict[str, Any] | None = None) -> ModelArch:
@@ -801,6 +821,8 @@ def parse_config(config: dict[str, Any], *, name: str, source: str = "",
         raise text.fail("sliding_window", "a window size for the sliding-attention layers", None)
     rope, theta_from_params, partial_from_params = _rope(text, root)
     length_keys = _length_keys(text)
+    quant = _quant(root, text, hf_quant_config)
+    _check_unconverted(quant, layers, where)
     return ModelArch(
         name=name, model_type=model_type, architectures=_architectures(root),
         hidden_size=hidden, num_layers=layers, num_attention_heads=heads, num_kv_heads=kv_heads,
@@ -823,7 +845,7 @@ def parse_config(config: dict[str, Any], *, name: str, source: str = "",
         qk_norm=model_type in _QK_NORM,
         max_length_keys=length_keys,
         moe=_moe(text, model_type, layers), mla=mla, ssm=_ssm(text, model_type, hidden, kinds),
-        quant=_quant(root, text, hf_quant_config), is_multimodal=multimodal,
+        quant=quant, is_multimodal=multimodal,
         safetensors_total_bytes=_safetensors_total(safetensors_index, where),
         source=source, raw=config,
     )

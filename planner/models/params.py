@@ -142,8 +142,73 @@ def _is_quantized(quant: QuantInfo | None, lm_head_flag: bool, group: str, layer
         return group == EXPERTS
     if group == LM_HEAD and (method not in _LM_HEAD_FLAG_METHODS or not lm_head_flag):
         return False
-    names = [n.format(i=layer) for n in _GROUP_MODULES.get(group, ())]
-    return not any(module_skipped(quant, n) for n in names)
+    return not _skip_matcher(quant.modules_not_converted).skipped(group, layer)
+
+
+def _literal(pattern: str) -> tuple[str, ...] | None:
+    """A pattern without wildcards or "re:", as its dot-separated components (None otherwise)."""
+    if pattern.startswith("re:") or any(c in pattern for c in "*?["):
+        return None
+    parts = tuple(pattern.split("."))
+    return parts if all(parts) else None
+
+
+def _layer_number(part: str) -> int | None:
+    """The layer a name component spells as `str(i)` does, or None."""
+    return int(part) if part.isascii() and part.isdigit() and str(int(part)) == part else None
+
+
+class _SkipMatcher:
+    """modules_not_converted, compiled once per list: which module groups of which layers it names.
+
+    A literal pattern matches a module name when its components are a run of the name's components
+    (equal, below it, ending it, or inside it: `_pattern_matches`). So each literal pattern names a
+    group of every layer, of one layer (its component at the `{i}` position is that layer's number), or
+    none: found by lookups, without touching each layer. Wildcard and "re:" patterns are matched per
+    name (and per layer: parse_config bounds those pairs, arch.MAX_PATTERN_LAYER_PAIRS).
+    """
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        literal: set[tuple[str, ...]] = set()
+        numbered: dict[tuple[tuple[str, ...], int], set[int]] = {}
+        self.others = tuple(p for p in patterns if _literal(p) is None)
+        for p in patterns:
+            parts = _literal(p)
+            if parts is None:
+                continue
+            literal.add(parts)
+            for k, part in enumerate(parts):
+                number = _layer_number(part)
+                if number is not None:
+                    numbered.setdefault(((*parts[:k], "{i}", *parts[k + 1:]), k), set()).add(number)
+        self.every: dict[str, bool] = {}  # group -> one of its names is matched in every layer
+        self.layers: dict[str, frozenset[int]] = {}  # group -> layers one of its names is matched in
+        for group, names in _GROUP_MODULES.items():
+            every, layers = False, set()
+            for name in names:
+                comps = tuple(name.split("."))
+                for a in range(len(comps)):
+                    for b in range(a + 1, len(comps) + 1):
+                        run = comps[a:b]
+                        if "{i}" not in run:
+                            every = every or run in literal
+                        else:
+                            layers |= numbered.get((run, run.index("{i}")), set())
+            self.every[group] = every
+            self.layers[group] = frozenset(layers)
+
+    def skipped(self, group: str, layer: int) -> bool:
+        if self.every.get(group) or layer in self.layers.get(group, ()):
+            return True
+        if not self.others:
+            return False
+        names = [n.format(i=layer) for n in _GROUP_MODULES.get(group, ())]
+        return any(_pattern_matches(p, n) for p in self.others for n in names)
+
+
+@functools.lru_cache(maxsize=64)
+def _skip_matcher(patterns: tuple[str, ...]) -> _SkipMatcher:
+    return _SkipMatcher(patterns)
 
 
 # ------------------------------------------------------------------------------ layer description
@@ -205,7 +270,22 @@ def _attention(arch: ModelArch) -> list[Tensor]:
 
 def _is_moe_layer(arch: ModelArch, layer: int) -> bool:
     moe = arch.moe
-    return moe is not None and (not moe.moe_layers or layer in moe.moe_layers)
+    return moe is not None and (not moe.moe_layers or layer in _moe_layer_set(arch))
+
+
+_MOE_SETS: dict[int, tuple[ModelArch, frozenset[int]]] = {}
+
+
+def _moe_layer_set(arch: ModelArch) -> frozenset[int]:
+    """`moe.moe_layers` as a set (a config may list 100,000 layers: membership in the tuple is linear)."""
+    hit = _MOE_SETS.get(id(arch))
+    if hit is not None and hit[0] is arch:
+        return hit[1]
+    if len(_MOE_SETS) > 1024:
+        _MOE_SETS.clear()
+    value = frozenset(arch.moe.moe_layers) if arch.moe is not None else frozenset()
+    _MOE_SETS[id(arch)] = (arch, value)
+    return value
 
 
 def _mlp(arch: ModelArch, layer: int) -> list[Tensor]:
@@ -271,6 +351,92 @@ def layer_tensors(arch: ModelArch, layer: int) -> list[Tensor]:
     mixer = _ssm(arch) if kind in ("mamba", "linear_attention") else _attention(arch)
     norms = arch.norms_per_layer * arch.hidden_size * (2 if arch.norm_has_bias else 1)
     return [*mixer, *_mlp(arch, layer), Tensor(NORM, REPLICATED, norms)]
+
+
+# ------------------------------------------------------------------------------ layer classes
+#
+# A config may declare up to 100,000 layers, and a plan asks for the weights of every (layout, PP stage):
+# per-layer loops there cost layers x layouts. Layers that are alike -- the same kind (attention, mamba, ...),
+# the same MLP (MoE or dense) and, when the checkpoint leaves some modules unconverted, the same quantized
+# groups -- hold the same tensors, so each class of alike layers is described once and counted.
+
+_PER_LAYER_GROUPS = (ATTENTION, MLP, EXPERTS, SHARED_EXPERTS, SSM)  # the groups whose module names hold {i}
+_CLASSES: dict[int, tuple[ModelArch, list[int], list[int], list[list[int]]]] = {}
+_RANGES: dict[tuple[int, int, int], tuple[ModelArch, tuple[tuple[int, int], ...]]] = {}
+_BISECT_CLASSES = 64  # up to this many classes, a range is counted by bisection; beyond, by one pass over it
+
+
+def _layer_kind(arch: ModelArch, layer: int) -> str:
+    return arch.layer_types[layer] if layer < len(arch.layer_types) else "full_attention"
+
+
+def _per_layer_quant(quant: QuantInfo | None) -> bool:
+    """Whether is_quantized can differ between layers: only through modules_not_converted patterns."""
+    return quant is not None and bool(quant.modules_not_converted) and quant.method.lower() != "mxfp4"
+
+
+def _layer_class_table(arch: ModelArch) -> tuple[list[int], list[int], list[list[int]]]:
+    """(class of each layer, representative of each class, the layers of each class in order), memoized."""
+    hit = _CLASSES.get(id(arch))
+    if hit is not None and hit[0] is arch:
+        return hit[1], hit[2], hit[3]
+    if len(_CLASSES) > 256:
+        _CLASSES.clear()
+    per_quant = _per_layer_quant(arch.quant)
+    moe = arch.moe
+    moe_all = moe is not None and not moe.moe_layers
+    moe_set = _moe_layer_set(arch)
+    skip = _skip_matcher(arch.quant.modules_not_converted) if per_quant and arch.quant is not None else None
+    index: dict[tuple[Any, ...], int] = {}
+    ids: list[int] = []
+    members: list[list[int]] = []
+    for i in range(arch.num_layers):
+        key = (_layer_kind(arch, i), moe_all or i in moe_set,
+               tuple(skip.skipped(g, i) for g in _PER_LAYER_GROUPS) if skip is not None else ())
+        cls = index.get(key)
+        if cls is None:
+            cls = index[key] = len(members)
+            members.append([])
+        members[cls].append(i)
+        ids.append(cls)
+    reps = [m[0] for m in members]
+    _CLASSES[id(arch)] = (arch, ids, reps, members)
+    return ids, reps, members
+
+
+def layer_classes(arch: ModelArch, layers: range | None = None) -> tuple[tuple[int, int], ...]:
+    """(representative layer, count) for each class of alike layers in `layers` (default: all of them):
+    every layer of a class has the tensors of its representative, stored the same way."""
+    import bisect
+    from collections import Counter
+
+    layers = range(arch.num_layers) if layers is None else layers
+    if layers.step != 1 or layers.start < 0 or layers.stop > arch.num_layers:
+        raise ValueError(f"layer_classes: {layers} is not a range of the model's {arch.num_layers} layers")
+    key = (id(arch), layers.start, layers.stop)
+    hit = _RANGES.get(key)
+    if hit is not None and hit[0] is arch:
+        return hit[1]
+    ids, reps, members = _layer_class_table(arch)
+    if len(members) <= _BISECT_CLASSES:
+        counts = {c: bisect.bisect_left(m, layers.stop) - bisect.bisect_left(m, layers.start)
+                  for c, m in enumerate(members)}
+    else:
+        counts = dict(Counter(ids[layers.start:layers.stop]))
+    out = tuple((reps[c], n) for c, n in sorted(counts.items()) if n)
+    if len(_RANGES) > 4096:
+        _RANGES.clear()
+    _RANGES[key] = (arch, out)
+    return out
+
+
+def layer_kind_counts(arch: ModelArch, layers: range) -> dict[str, int]:
+    """How many layers of each kind (`ModelArch.layer_types` vocabulary) `layers` holds, in first-seen order."""
+    out: dict[str, int] = {}
+    for rep, n in layer_classes(arch, layers):
+        kind = _layer_kind(arch, rep)
+        out[kind] = out.get(kind, 0) + n
+    return out
 
 
 @dataclass(frozen=True)
@@ -378,8 +544,8 @@ def text_params(arch: ModelArch) -> int:
 def _text_params(arch: ModelArch) -> int:
     n = arch.vocab_size * arch.hidden_size * (1 if arch.tie_word_embeddings else 2)
     n += arch.hidden_size * (2 if arch.norm_has_bias else 1)  # final norm
-    for i in range(arch.num_layers):
-        n += sum(t.numel for t in layer_tensors(arch, i))
+    for rep, count in layer_classes(arch):
+        n += sum(t.numel for t in layer_tensors(arch, rep)) * count
     return n
 
 
@@ -399,13 +565,13 @@ def _active_params(arch: ModelArch) -> int:
         return total_params(arch)
     mats = 3 if arch.gated_mlp else 2
     unused = (moe.num_experts - moe.experts_per_token) * mats * arch.hidden_size * moe.moe_intermediate_size
-    n_moe_layers = sum(1 for i in range(arch.num_layers) if _is_moe_layer(arch, i))
+    n_moe_layers = sum(count for rep, count in layer_classes(arch) if _is_moe_layer(arch, rep))
     return total_params(arch) - unused * n_moe_layers
 
 
 def routed_expert_params(arch: ModelArch) -> int:
     """Routed-expert weights over all layers (the part of an MoE a decode step reads only where routed)."""
-    return _memo("experts", arch, lambda a: sum(layer_params(a, i).expert for i in range(a.num_layers)))
+    return _memo("experts", arch, lambda a: sum(layer_params(a, rep).expert * n for rep, n in layer_classes(a)))
 
 
 def mtp_params(arch: ModelArch) -> int:
@@ -430,13 +596,13 @@ def block_scale_params(arch: ModelArch, *, include_mtp: bool = False) -> int:
         return 0
     bn, bk = q.block_size
     n = 0
-    layers = list(range(arch.num_layers))
+    classes = list(layer_classes(arch))
     if include_mtp and mtp_params(arch):
-        layers += [arch.num_layers - 1] * int(_text_raw(arch).get("num_nextn_predict_layers") or 0)
-    for i in layers:
+        classes.append((arch.num_layers - 1, int(_text_raw(arch).get("num_nextn_predict_layers") or 0)))
+    for i, count in classes:
         for t in layer_tensors(arch, i):
             if t.group in LINEAR_GROUPS and is_quantized(q, t.group, i):
-                n += cdiv(t.rows, bn) * cdiv(t.cols, bk) * t.count
+                n += cdiv(t.rows, bn) * cdiv(t.cols, bk) * t.count * count
     return n
 
 
@@ -505,16 +671,16 @@ def rank_weights(arch: ModelArch, *, tp: int, pp: int, stage: int, act_bytes: in
     q_params = 0.0  # elements stored in the quantized format
     a_params = 0.0  # elements stored in the activation dtype
     mla_copy = 0.0
-    for i in layers:
+    for i, count in layer_classes(arch, layers):  # alike layers once, times their count
         for t in layer_tensors(arch, i):
-            share = _rank_share(t, tp=tp, kv_div=kv_div, expert_group=expert_group, ep=ep)
+            share = _rank_share(t, tp=tp, kv_div=kv_div, expert_group=expert_group, ep=ep) * count
             if is_quantized(quant, t.group, i):
                 q_params += share
             else:
                 a_params += share
         if arch.mla is not None and quantizing and is_quantized(quant, ATTENTION, i):
             m = arch.mla
-            mla_copy += m.kv_lora_rank * arch.num_attention_heads / tp * (m.qk_nope_head_dim + m.v_head_dim)
+            mla_copy += m.kv_lora_rank * arch.num_attention_heads / tp * (m.qk_nope_head_dim + m.v_head_dim) * count
     embed = cdiv(padded_vocab(arch), tp) * arch.hidden_size
     first, last = stage == 0, stage == pp - 1
     if first:

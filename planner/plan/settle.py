@@ -178,7 +178,8 @@ def pinned_decisions(req: PlanRequest, quant: str | None) -> dict[str, Any]:
 
 
 def check_decisions(decisions: dict[str, Decision]) -> None:
-    """A rule's value that vLLM would reject (from a ref or a param set at run time) is a pack error."""
+    """A rule's value that vLLM would reject (from a ref or a param set at run time) is a pack error, and so is
+    a quantization method vLLM does not know (schema.QUANTIZATION_METHODS)."""
     from planner.errors import PackError
     from planner.policy.schema import check_decision_value
 
@@ -190,7 +191,35 @@ def check_decisions(decisions: dict[str, Decision]) -> None:
             raise PackError(f"rule {d.by} recommends {key} = {d.value!r}: {problem}")
 
 
+_LAYOUT_KEYS = {"tensor_parallel_size": "tp", "pipeline_parallel_size": "pp", "data_parallel_size": "dp",
+                "enable_expert_parallel": "ep"}
+
+
+def _no_layout(decided: dict[str, Decision], cands: list[Candidate]) -> Exception:
+    """The pack error for layout decisions no candidate has: the rule whose value no launchable layout has,
+    or else the rules whose values do not combine."""
+    from planner.errors import PackError
+
+    def have(key: str) -> list[Any]:
+        return sorted({getattr(c.layout, _LAYOUT_KEYS[key]) for c in cands}, key=repr)
+
+    for key, d in decided.items():
+        if d.by != "user" and d.value not in have(key):
+            shown = ", ".join(map(str, have(key))) or "none"
+            return PackError(f"rule {d.by} recommends {key} = {d.value!r}, but no layout vLLM can launch here has it "
+                             f"(the candidates have {key} {shown}); recommend a candidate's value "
+                             f"({{ref: cand.{key}}}) so the plan runs what the rule says")
+    rules = sorted({d.by for d in decided.values() if d.by != "user"})
+    combo = ", ".join(f"{k} = {d.value!r} ({d.by})" for k, d in decided.items())
+    return PackError(f"rule{'s' if len(rules) > 1 else ''} {', '.join(rules)} decide{'' if len(rules) > 1 else 's'} "
+                     f"a layout no candidate has ({combo}); recommend all four layout keys from one candidate "
+                     "({ref: cand.KEY})")
+
+
 def settings_from(decisions: dict[str, Decision], prev: Settings, cands: list[Candidate]) -> Settings:
+    """The settings the decisions ask for. A layout decision (TP, PP, DP, EP) must name a candidate: the
+    plan runs one of the candidates, so a value none has (a rule's TP 1000 on 8 GPUs) would be recorded as
+    the decision while the plan ran something else. That is a PackError naming the rule, never silent."""
     def val(key: str, default: Any) -> Any:
         return decisions[key].value if key in decisions and decisions[key].value is not None else default
 
@@ -198,8 +227,11 @@ def settings_from(decisions: dict[str, Decision], prev: Settings, cands: list[Ca
     if "tensor_parallel_size" in decisions:
         want = {"tp": int(val("tensor_parallel_size", 1)), "pp": int(val("pipeline_parallel_size", 1)),
                 "dp": val("data_parallel_size", None), "ep": val("enable_expert_parallel", None)}
-        layout = next((c.layout for c in cands if all(v is None or getattr(c.layout, k) == v
-                                                         for k, v in want.items())), layout)
+        match = next((c.layout for c in cands if all(v is None or getattr(c.layout, k) == v
+                                                     for k, v in want.items())), None)
+        if match is None and cands:
+            raise _no_layout({k: decisions[k] for k in _LAYOUT_KEYS if k in decisions}, cands)
+        layout = match or layout
     return Settings(util=float(val("gpu_memory_utilization", prev.util)),
                     max_num_seqs=int(val("max_num_seqs", prev.max_num_seqs)),
                     max_num_batched_tokens=int(val("max_num_batched_tokens", prev.max_num_batched_tokens)),

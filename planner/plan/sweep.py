@@ -24,25 +24,48 @@ from planner.plan.speed import perf_for
 from planner.policy.loader import PackSet
 from planner.schemas import PlanRequest
 
+# Bounds on one sweep (issue 22 item 7): each length and utilization multiplies the grid, and every row goes
+# through the memory and speed models and the rules engine.
+MAX_SWEEP_LENGTHS = 64
+MAX_SWEEP_UTILIZATIONS = 64
+MAX_SWEEP_ROWS = 4096
+
+
+def check_sweep_axes(max_model_lens: list[int] | None, utilizations: list[float] | None) -> None:
+    """Refuse more lengths or utilizations than a sweep tries (before anything is loaded)."""
+    if max_model_lens is not None and len(max_model_lens) > MAX_SWEEP_LENGTHS:
+        raise InputError(f"--max-model-lens: {len(max_model_lens):,} lengths; a sweep tries at most "
+                         f"{MAX_SWEEP_LENGTHS}")
+    if utilizations is not None and len(utilizations) > MAX_SWEEP_UTILIZATIONS:
+        raise InputError(f"utilizations: {len(utilizations):,} values; a sweep tries at most "
+                         f"{MAX_SWEEP_UTILIZATIONS}")
+
 
 def sweep(req: PlanRequest, *, max_model_lens: list[int] | None = None, utilizations: list[float] | None = None,
           packset: PackSet | None = None) -> list[dict[str, Any]]:
     """Every (layout x KV dtype x weights x max_model_len x utilization) vLLM could run here, with memory, speed
     at the request's workload and the sizing rules' verdict, best first under the mode's objective. The whole
     grid goes through the rules engine as one batch of candidate facts."""
+    check_sweep_axes(max_model_lens, utilizations)
     ctx = plan_context(req, packset)
     s0 = initial_settings(ctx)
-    lens = max_model_lens or [ctx.target_len]
+    lens = list(dict.fromkeys(max_model_lens or [ctx.target_len]))
     too_long = [n for n in lens if n > ctx.model_max_len]
     if too_long:
         raise InputError(f"--max-model-lens {too_long[0]} exceeds the model's maximum length {ctx.model_max_len}")
-    utils = utilizations or [s0.util]
+    utils = list(dict.fromkeys(utilizations or [s0.util]))
     lays = launchable(ctx, pinned_layouts(ctx))
     kv_opts = kv_options(req.pinned.kv_cache_dtype, bool(ctx.hw.spec and ctx.hw.spec.fp8_supported))
     weights: list[tuple[str | None, float | None]] = [(ctx.quant, None)]
     fp8 = None if req.pinned.quantization else fp8_weights(ctx)
     if fp8 is not None:
         weights.append(("fp8", fp8))
+    size = len(lays) * len(kv_opts) * len(weights) * len(lens) * len(utils)
+    if size > MAX_SWEEP_ROWS:
+        raise InputError(f"the sweep would try {size:,} configurations ({len(lays)} layouts x {len(kv_opts)} KV "
+                         f"dtypes x {len(weights)} weight formats x {len(lens)} lengths x {len(utils)} "
+                         f"utilizations); at most {MAX_SWEEP_ROWS:,}: give fewer --max-model-lens or pin "
+                         "--tp/--pp/--dp")
     scales = baseline_scales(ctx)
     grid = []
     for lay, kv, (quant, wbytes), length, util in itertools.product(lays, kv_opts, weights, lens, utils):

@@ -1,5 +1,9 @@
 """`rules lint`: every problem in a set of packs, plus checks against the engine's measured limits.
 
+Files are read with the loader's bounds (regular files, 4 MiB, MAX_PACK_VALUES values each and
+MAX_SITE_PACK_VALUES for the site packs together); a pack outside the shipped rules directory must
+be `layer: site`; blank reasons and control characters in any pack text are errors (schema.py).
+
 Errors make a pack unusable (exit 2). Findings are legal but risky with durable-rules 2.0.28
 (shared/spec/durable-rules.md section 9): more than 48 distinct tests on one fact type (the engine
 fails at 64), more than 400 rules in one stage, more than 400 sibling tests (it hangs at 513).
@@ -11,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from planner.errors import PackError, PackProblemsError
-from planner.policy.loader import PackSet, build_packset, read_pack_file
+from planner.policy.loader import PackSet, ValueBudget, build_packset, is_shipped, read_pack_file
 from planner.policy.schema import Pack
 
 MAX_TESTS_PER_FACT_TYPE = 48
@@ -36,9 +40,11 @@ def lint(files: list[Path]) -> LintReport:
     packs = []
     broken: set[str] = set()
     unreadable = False  # a file with nothing usable: cross-pack checks would only report its absence
+    budget = ValueBudget()  # the same bounds as a plan's load: what lint accepts, a plan can read
     for f in files:
         try:
-            packs.append(read_pack_file(f))
+            shipped = is_shipped(f)  # anything else is a site pack: `layer: vendor` is refused
+            packs.append(read_pack_file(f, site=not shipped, budget=None if shipped else budget))
         except PackError as e:
             report.errors += _problems(e)
             if isinstance(e, PackProblemsError) and isinstance(e.partial, Pack):

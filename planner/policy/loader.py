@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,50 +135,224 @@ def _pack_sha(pack: Pack) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def read_pack_file(path: Path, *, fast: bool = False) -> Pack:
-    """Load and validate one pack file (`fast`: no line numbers, for the happy path)."""
-    from planner.yamlio import YamlError, load_yaml_file
+# Bounds on what one load reads (issue 22 item 7, 8): a pack is refused before it is parsed when it holds more
+# YAML values than MAX_PACK_VALUES (the shipped core pack holds ~3,700; a 4 MiB file can hold two million,
+# which would take minutes to build), and all the site packs of one load together hold at most
+# MAX_SITE_PACK_VALUES. Line numbers (the slower round-trip loader) are kept for packs of at most
+# MAX_LINE_TRACKED_VALUES values; bigger packs are reported without them. A directory named with --rules or
+# $VLLM_PLANNER_RULES is walked at most MAX_WALK_DEPTH levels deep and MAX_WALK_ENTRIES entries wide, and one
+# load reads at most MAX_PACK_FILES site pack files.
+MAX_PACK_VALUES = 50_000
+MAX_SITE_PACK_VALUES = 50_000
+MAX_LINE_TRACKED_VALUES = 10_000
+MAX_PACK_FILES = 64
+MAX_WALK_ENTRIES = 4096
+MAX_WALK_DEPTH = 3
+
+
+def count_yaml_values(text: str, source: str, limit: int) -> int:
+    """Scalars, mappings, sequences and aliases of `text`, counted from the parser's event stream (no
+    document is built), stopping as soon as more than `limit` are seen: the cost is bounded by `limit`,
+    not by the file. Syntax errors are left to the loader, which reports them with their line."""
+    import io
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.events import AliasEvent, MappingStartEvent, ScalarEvent, SequenceStartEvent
+
+    kinds = (ScalarEvent, MappingStartEvent, SequenceStartEvent, AliasEvent)
+    n = 0
+    try:
+        for event in YAML(typ="safe").parse(io.StringIO(text)):
+            if isinstance(event, kinds):
+                n += 1
+                if n > limit:
+                    break
+    except (YAMLError, RecursionError, ValueError):
+        pass
+    return n
+
+
+def is_shipped(path: Path) -> bool:
+    """Is `path` one of the packs shipped in the planner's own rules directory?"""
+    from planner.resources import rules_dir
 
     try:
-        doc = load_yaml_file(path, fast=fast)
+        return Path(path).resolve().is_relative_to(rules_dir().resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+@dataclass
+class ValueBudget:
+    """The YAML values the site packs of one load may hold together (MAX_SITE_PACK_VALUES)."""
+
+    left: int = MAX_SITE_PACK_VALUES
+
+    def take(self, n: int, path: Path) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise PackError(f"{path}: the site rule packs of this run hold more than {MAX_SITE_PACK_VALUES:,} "
+                            "YAML values together; refusing to parse more")
+
+
+def load_bounded_yaml(path: Path, what: str, *, lines: bool) -> tuple[Any, int]:
+    """A user-named YAML file and its count of values: regular files only, at most 4 MiB and MAX_PACK_VALUES
+    values (counted from the event stream before anything is built), aliases expanding to at most as many.
+
+    With `lines` the round-trip loader keeps line numbers, for files of at most MAX_LINE_TRACKED_VALUES
+    values; otherwise the C loader parses it, falling back to the round-trip loader for the YAML 1.2 forms
+    libyaml refuses (`[a:b]`). Errors are PackErrors naming the file."""
+    from planner.files import read_bounded
+    from planner.yamlio import MAX_YAML_BYTES, YamlError, load_yaml_text, shape_problem
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None  # read_bounded names the problem
+    if st is not None and stat.S_ISREG(st.st_mode) and st.st_size > MAX_YAML_BYTES:
+        raise PackError(f"{path}: file is larger than {MAX_YAML_BYTES >> 20} MiB; refusing to parse")
+    raw = read_bounded(path, limit=MAX_YAML_BYTES, what=what, error=PackError)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PackError(f"{path}: not UTF-8 text") from None
+    values = count_yaml_values(text, str(path), MAX_PACK_VALUES)
+    if values > MAX_PACK_VALUES:
+        raise PackError(f"{path}: holds more than {MAX_PACK_VALUES:,} YAML values; at most {MAX_PACK_VALUES:,} are "
+                        "read (the shipped core pack holds about 4,000); refusing to parse it")
+    try:
+        if lines and values <= MAX_LINE_TRACKED_VALUES:
+            doc = load_yaml_text(text, str(path))
+        else:
+            try:
+                doc = load_yaml_text(text, str(path), fast=True)
+            except YamlError:
+                doc = load_yaml_text(text, str(path))
     except YamlError as e:
         raise PackError(str(e)) from None
+    problem = shape_problem(doc, max_values=MAX_PACK_VALUES)
+    if problem:
+        raise PackError(f"{path}: {problem}; refusing to expand")
+    return doc, values
+
+
+def read_pack_file(path: Path, *, fast: bool = False, site: bool = False, budget: ValueBudget | None = None) -> Pack:
+    """Load and validate one pack file (`fast`: no line numbers, for the happy path).
+
+    Only regular files are read, at most 4 MiB and MAX_PACK_VALUES values (counted before anything is
+    built). A `site` pack (anything not shipped in the planner's rules directory) must say `layer: site`:
+    vendor packs come only from the planner itself.
+    """
+    from planner.yamlio import YamlError, line_of
+
+    path = Path(path)
+    if fast and not site and budget is None:  # the shipped packs on a plan's happy path: memoised by yamlio
+        from planner.yamlio import load_yaml_file
+
+        try:
+            return parse_pack(load_yaml_file(path, fast=True), str(path))
+        except YamlError as e:
+            raise PackError(str(e)) from None
+    doc, values = load_bounded_yaml(path, "a rule pack", lines=not fast)
+    if budget is not None:
+        budget.take(values, path)
+    if site and isinstance(doc, dict) and doc.get("layer") == "vendor":
+        line = line_of(doc, "layer")
+        raise PackError(f"{path}{f':{line}' if line else ''}: layer: 'vendor' packs come only from the planner's "
+                        "own rules directory; a pack given with --rules, $VLLM_PLANNER_RULES or the site directory "
+                        "must say 'layer: site'")
     return parse_pack(doc, str(path))
 
 
-def _pack_files(path: Path) -> list[Path]:
-    if path.is_file():
+def _walk_error(path: Path, why: str) -> PackError:
+    return PackError(f"{path}: {why}; name the files instead (a directory is read at most "
+                     f"{MAX_WALK_DEPTH} levels deep and {MAX_WALK_ENTRIES:,} entries wide)")
+
+
+def _is_pack_name(name: str) -> bool:
+    return name.endswith(".yaml") and not name.endswith(".test.yaml")
+
+
+def _walk(top: Path, *, recursive: bool, want: Any = _is_pack_name, skip: tuple[str, ...] = ("tests",),
+          max_files: int = MAX_PACK_FILES) -> list[Path]:
+    """Files under `top` whose name `want` accepts (default: `*.yaml` packs, not *.test.yaml, outside tests/
+    directories), sorted by path. Symlinked directories are not followed; the walk is bounded in depth
+    (MAX_WALK_DEPTH), entries seen (MAX_WALK_ENTRIES) and files found (`max_files`)."""
+    found: list[Path] = []
+    seen = 0
+    stack: list[tuple[Path, int]] = [(top, 0)]
+    while stack:
+        directory, depth = stack.pop()
+        try:
+            entries = os.scandir(directory)
+        except OSError as e:
+            raise PackError(f"{directory}: cannot read the directory: {e.strerror or e}") from None
+        with entries:
+            for entry in entries:
+                seen += 1
+                if seen > MAX_WALK_ENTRIES:
+                    raise _walk_error(top, f"more than {MAX_WALK_ENTRIES:,} entries")
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                if is_dir:
+                    if not recursive or entry.name in skip:
+                        continue
+                    if depth + 1 > MAX_WALK_DEPTH:
+                        raise _walk_error(top, f"holds directories nested more than {MAX_WALK_DEPTH} levels deep")
+                    stack.append((Path(entry.path), depth + 1))
+                elif want(entry.name):
+                    found.append(Path(entry.path))
+                    if len(found) > max_files:
+                        raise _walk_error(top, f"holds more than {max_files} matching files")
+    return sorted(found)
+
+
+def pack_files(path: Path) -> list[Path]:
+    """The pack files a user-named path stands for: the file itself, or the `*.yaml` files of a directory
+    (recursively, tests/ and *.test.yaml left out, bounded)."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise PackError(f"{path}: no such rule pack file or directory") from None
+    except OSError as e:
+        raise PackError(f"{path}: cannot read: {e.strerror or e}") from None
+    if stat.S_ISREG(mode):
         return [path]
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.yaml") if "tests" not in p.relative_to(path).parts
-                       and not p.name.endswith(".test.yaml"))
+    if stat.S_ISDIR(mode):
+        files = _walk(path, recursive=True)
         if not files:
             raise PackError(f"{path}: no *.yaml rule packs in this directory")
         return files
-    raise PackError(f"{path}: no such rule pack file or directory")
+    raise PackError(f"{path}: not a regular file or directory, expected a rule pack")
 
 
 def vendor_pack_paths() -> list[Path]:
     """Pack files shipped in rules/ (tests excluded)."""
     from planner.resources import rules_dir
 
-    return _pack_files(rules_dir())
+    return pack_files(rules_dir())
 
 
 def site_pack_paths(rules: tuple[str, ...] = (), *, use_env: bool = True) -> list[Path]:
-    """Site pack files in load order: site dir, $VLLM_PLANNER_RULES, then --rules."""
+    """Site pack files in load order: site dir, $VLLM_PLANNER_RULES, then --rules (at most MAX_PACK_FILES)."""
     paths: list[Path] = []
     if use_env:
         site_dir = os.environ.get("VLLM_PLANNER_SITE_DIR")
         default_dir = Path(site_dir) if site_dir else Path.home() / ".config" / "vllm-planner" / "rules.d"
         if default_dir.is_dir():
-            paths += sorted(default_dir.glob("*.yaml"))
+            paths += _walk(default_dir, recursive=False)
         elif site_dir:
             raise PackError(f"$VLLM_PLANNER_SITE_DIR={site_dir}: no such directory")
         for entry in filter(None, os.environ.get("VLLM_PLANNER_RULES", "").split(os.pathsep)):
-            paths += _pack_files(Path(entry))
+            paths += pack_files(Path(entry))
     for entry in rules:
-        paths += _pack_files(Path(entry))
+        paths += pack_files(Path(entry))
+    if len(paths) > MAX_PACK_FILES:
+        raise PackError(f"{len(paths)} site rule pack files; at most {MAX_PACK_FILES} are read in one run")
     return paths
 
 
@@ -186,15 +361,23 @@ def load_packset(rules: tuple[str, ...] = (), *, use_env: bool = True, vendor_pa
     """Load vendor + site packs and build the effective pack set.
 
     Plans use the fast loader (no line numbers) and reload with line tracking only to report an
-    error; `with_lines` (the `rules` commands) keeps every rule's file:line for display.
+    error; `with_lines` (the `rules` commands) keeps every rule's file:line for display. Packs from
+    anywhere but the vendor paths must be `layer: site`.
     """
-    files = (vendor_pack_paths() if vendor_paths is None else vendor_paths) + site_pack_paths(rules, use_env=use_env)
+    vendor = vendor_pack_paths() if vendor_paths is None else vendor_paths
+    site = site_pack_paths(rules, use_env=use_env)
+
+    def read_all(fast: bool) -> list[Pack]:
+        budget = ValueBudget()
+        return ([read_pack_file(p, fast=fast) for p in vendor]
+                + [read_pack_file(p, fast=fast, site=True, budget=budget) for p in site])
+
     if not with_lines:
         try:
-            return build_packset([read_pack_file(p, fast=True) for p in files])
+            return build_packset(read_all(True))
         except PackError:
             pass
-    return build_packset([read_pack_file(p) for p in files])
+    return build_packset(read_all(False))
 
 
 def _requires_problems(pack: Pack, loaded: list[LoadedPack]) -> list[str]:

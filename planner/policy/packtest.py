@@ -142,20 +142,16 @@ def check_case(packset: PackSet, facts: list[dict[str, Any]], expect: dict[str, 
 
 def test_layers(path: Path) -> list[Any]:
     """The extra (site) packs a test file loads, validated."""
-    from planner.yamlio import load_yaml_file, to_plain
-
-    doc = to_plain(load_yaml_file(path))
+    doc = _load_doc(path)
     layers = (doc.get("layers") if isinstance(doc, dict) else None) or []
-    return [read_pack_file((path.parent / p).resolve()) for p in layers]
+    return [read_pack_file(p, site=True) for p in _layer_files(path, layers)]
 
 
 def run_test_file(path: Path, base_packs: list[Any], evaluators: tuple[str, ...]) -> list[CaseResult]:
     """All cases of one *.test.yaml file."""
-    from planner.yamlio import load_yaml_file, to_plain
-
-    doc = to_plain(load_yaml_file(path))
+    doc = _load_doc(path)
     validate_test_doc(doc, str(path))
-    extra = [read_pack_file((path.parent / p).resolve()) for p in doc.get("layers", []) or []]
+    extra = [read_pack_file(p, site=True) for p in _layer_files(path, doc.get("layers") or [])]
     packset = build_packset([*base_packs, *extra])
     known = {r.id for r in packset.rules}
     named = set(doc.get("tests_for") or [])
@@ -181,7 +177,7 @@ def run_test_file(path: Path, base_packs: list[Any], evaluators: tuple[str, ...]
             hit[0].update(patch)
         case_packset = packset
         if case.get("layers"):
-            more = [read_pack_file((path.parent / p).resolve()) for p in case["layers"]]
+            more = [read_pack_file(p, site=True) for p in _layer_files(path, case["layers"])]
             case_packset = build_packset([*base_packs, *more])
         failures, fired = check_case(case_packset, _facts(facts, f"{path} {name}"), case.get("expect") or {},
                                      evaluators)
@@ -189,46 +185,167 @@ def run_test_file(path: Path, base_packs: list[Any], evaluators: tuple[str, ...]
     return results
 
 
+MAX_TEST_FILES = 1000  # pack test files one `rules test` runs
+
+
 def find_test_files(paths: list[Path]) -> list[Path]:
+    """The test files named, or the *.test.yaml files under named directories (a bounded walk)."""
+    from planner.policy.loader import _walk
+
     out: list[Path] = []
     for p in paths:
         if p.is_file():
             out.append(p)
         elif p.is_dir():
-            out += sorted(p.rglob("*.test.yaml"))
+            out += _walk(p, recursive=True, want=lambda n: n.endswith(".test.yaml"), skip=(),
+                         max_files=MAX_TEST_FILES)
+        elif p.exists():
+            raise PackError(f"{p}: not a regular file or directory, expected a pack test")
         else:
             raise PackError(f"{p}: no such test file or directory")
+    if len(out) > MAX_TEST_FILES:
+        raise PackError(f"{len(out)} pack test files; at most {MAX_TEST_FILES} are run at once")
+    return out
+
+
+def _load_doc(path: Path) -> Any:
+    """A user-named YAML file (pack test or facts) as plain data, bounded like a rule pack (loader)."""
+    from planner.policy.loader import load_bounded_yaml
+    from planner.yamlio import to_plain
+
+    return to_plain(load_bounded_yaml(Path(path), "a YAML file", lines=False)[0])
+
+
+MAX_FACTS = 20_000  # facts one `rules explain` evaluates (an audit record of a plan holds a few hundred)
+MAX_AUDIT_RECORD_BYTES = 16 << 20  # the last record of an audit log, read from the file's end
+
+
+def _read_last_record(path: Path) -> Any:
+    """The last JSON Lines record of an audit log, reading only the file's last MAX_AUDIT_RECORD_BYTES:
+    regular files only (a FIFO or device never blocks or floods), opened without waiting."""
+    import json
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise PackError(f"{path}: no such file") from None
+    except OSError as e:
+        raise PackError(f"{path}: cannot read: {e.strerror or e}") from None
+    chunks: list[bytes] = []
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise PackError(f"{path}: is a directory, not an audit log")
+        if not stat.S_ISREG(st.st_mode):
+            raise PackError(f"{path}: not a regular file, expected an audit log")
+        start = max(0, st.st_size - MAX_AUDIT_RECORD_BYTES)
+        left = st.st_size - start
+        os.lseek(fd, start, os.SEEK_SET)
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as e:
+        raise PackError(f"{path}: cannot read: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks).rstrip(b"\r\n \t")
+    cut = data.rfind(b"\n")
+    if cut < 0 and start > 0:
+        raise PackError(f"{path}: the last audit record is larger than {MAX_AUDIT_RECORD_BYTES >> 20} MiB")
+    last = data[cut + 1:]
+    if not last.strip():
+        return None
+    try:
+        return json.loads(last.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise PackError(f"{path}: not an audit log (JSON Lines): {type(e).__name__}") from None
+
+
+def _audit_packs(path: Path, packs: Any) -> list[Path]:
+    """The site packs an audit record was planned with, each checked before it is used: the record names
+    them, but the user did not, so nothing is walked or trusted. A source is used only when it is a
+    regular `.yaml` file whose pack still has the recorded sha256; anything else (a directory such as
+    "/", a device, another file, a changed pack) is a one-line error naming the source, without echoing
+    what is there."""
+    import stat
+
+    from planner.policy.loader import MAX_PACK_FILES, _pack_sha
+
+    site = [p for p in packs if isinstance(p, dict) and p.get("layer") == "site"] if isinstance(packs, list) else []
+    if len(site) > MAX_PACK_FILES:
+        raise PackError(f"{path}: the audit record names {len(site)} site packs; at most {MAX_PACK_FILES} are read")
+    out: list[Path] = []
+    for entry in site:
+        source, sha = entry.get("source"), entry.get("sha256")
+        if not isinstance(source, str) or not source or not isinstance(sha, str):
+            raise PackError(f"{path}: an audit record's site pack has no source or sha256")
+        pack_path = Path(source)
+        hint = f"{path}: the audit record's site pack {source!r}"
+        fix = "; pass the packs to use with --rules"
+        if pack_path.suffix not in (".yaml", ".yml"):
+            raise PackError(f"{hint} is not a .yaml rule pack{fix}")
+        try:
+            regular = stat.S_ISREG(pack_path.stat().st_mode)
+        except OSError:
+            raise PackError(f"{hint} cannot be read{fix}") from None
+        if not regular:
+            raise PackError(f"{hint} is not a regular file{fix}")
+        try:
+            pack = read_pack_file(pack_path, fast=True, site=True)
+        except PackError:
+            raise PackError(f"{hint} is no longer the pack the record names{fix}") from None
+        if _pack_sha(pack) != sha:
+            raise PackError(f"{hint} has changed since the plan (sha256 differs){fix}")
+        out.append(pack_path)
+    return out
+
+
+def _layer_files(path: Path, layers: Any) -> list[Path]:
+    """A pack test's `layers`: files next to the test file, each a regular file (never a directory)."""
+    import stat
+
+    if not isinstance(layers, list) or not all(isinstance(p, str) and p for p in layers):
+        raise PackError(f"{path}: layers must be a list of pack file paths")
+    out = []
+    for p in layers:
+        f = (path.parent / p).resolve()
+        try:
+            mode = f.stat().st_mode
+        except OSError:
+            out.append(f)  # missing: the loader names it
+            continue
+        if not stat.S_ISREG(mode):
+            raise PackError(f"{path}: layers: {p} is not a regular file, expected a rule pack")
+        out.append(f)
     return out
 
 
 def load_facts_file(path: Path, case: str | None = None) -> tuple[list[dict[str, Any]], list[Path]]:
     """Facts for `rules explain`, and the site packs they were evaluated with: a pack-test file
     (optionally one of its cases; its `layers`), a YAML/JSON list of facts, or an audit record
-    written by `plan --audit-log` (JSON Lines: the last record; its site packs by source path)."""
-    import json
+    written by `plan --audit-log` (JSON Lines: the last record; its site packs, verified by sha256).
 
-    from planner.yamlio import load_yaml_file, to_plain
-
-    if path.suffix in (".jsonl", ".log") or path.name.endswith(".audit.json"):
-        from planner.files import read_bounded
-
-        raw = read_bounded(path, limit=256 << 20, what="an audit log", error=PackError)
-        try:
-            lines = [ln for ln in raw.decode("utf-8").splitlines() if ln.strip()]
-            doc: Any = json.loads(lines[-1]) if lines else None
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise PackError(f"{path}: not an audit log (JSON Lines): {type(e).__name__}") from None
-    else:
-        doc = to_plain(load_yaml_file(path))
+    Bounded: regular files only (a FIFO or /dev/zero is refused, never read), a YAML file at most
+    4 MiB and MAX_PACK_VALUES values, an audit record at most MAX_AUDIT_RECORD_BYTES, MAX_FACTS facts."""
+    path = Path(path)
+    doc: Any = _read_last_record(path) if path.suffix in (".jsonl", ".log") or path.name.endswith(".audit.json") \
+        else _load_doc(path)
     packs: list[Path] = []
     if isinstance(doc, dict) and "input" in doc and isinstance(doc["input"], dict):
-        packs = [Path(p["source"]) for p in doc.get("packs", []) if p.get("layer") == "site" and p.get("source")]
+        packs = _audit_packs(path, doc.get("packs"))
         doc = doc["input"]  # an audit record
     elif isinstance(doc, dict) and doc.get("layers"):
-        packs = [(path.parent / p).resolve() for p in doc["layers"]]
+        packs = _layer_files(path, doc["layers"])
     raw = doc.get("facts") if isinstance(doc, dict) else doc
     if not isinstance(raw, list):
         raise PackError(f"{path}: expected a list of facts, a pack test (facts: [...]) or an audit record")
+    if len(raw) > MAX_FACTS:
+        raise PackError(f"{path}: {len(raw):,} facts; `rules explain` evaluates at most {MAX_FACTS:,}")
     raw = copy.deepcopy(raw)
     for f in raw:
         if isinstance(f, dict) and "key" not in f and isinstance(f.get("id"), str) and ":" in f["id"]:
@@ -236,11 +353,12 @@ def load_facts_file(path: Path, case: str | None = None) -> tuple[list[dict[str,
         elif isinstance(f, dict) and isinstance(f.get("key"), str) and f["key"].startswith(f"{f.get('type')}:"):
             f["key"] = f["key"].split(":", 1)[1]
     if case is not None:
-        cases = {c.get("name"): c for c in (doc.get("cases") or [])} if isinstance(doc, dict) else {}
+        cases = {c.get("name"): c for c in (doc.get("cases") or []) if isinstance(c, dict)} \
+            if isinstance(doc, dict) else {}
         if case not in cases:
             raise PackError(f"{path}: no case named {case!r} (cases: {', '.join(map(str, cases)) or 'none'})")
         for fid, patch in (cases[case].get("patch") or {}).items():
-            hit = [f for f in raw if f"{f['type']}:{f.get('key', f.get('id'))}" == fid]
+            hit = [f for f in raw if isinstance(f, dict) and f"{f.get('type')}:{f.get('key', f.get('id'))}" == fid]
             if not hit:
                 raise PackError(f"{path}: case {case!r} patches unknown fact {fid!r}")
             hit[0].update(patch)

@@ -50,6 +50,15 @@ DECISION_KEYS = (
     "capacity_option",  # `capacity`: the option (GPU type x replica layout) to deploy, by its key
 )
 
+# `--quantization` values vLLM has accepted (vllm/model_executor/layers/quantization/__init__.py
+# QuantizationMethods, union over the versions the planner targets), and "none" (facts' spelling of no method).
+QUANTIZATION_METHODS = (
+    "none", "fp8", "awq", "gptq", "compressed-tensors", "modelopt", "modelopt_fp4", "bitsandbytes", "mxfp4",
+    "awq_marlin", "gptq_marlin", "gptq_marlin_24", "gptq_bitblas", "marlin", "bitblas", "fbgemm_fp8", "ptpc_fp8",
+    "fp_quant", "gguf", "hqq", "experts_int8", "moe_wna16", "quark", "torchao", "auto-round", "inc", "rtn",
+    "petit_nvfp4", "deepspeedfp", "tpu_int8", "ipex", "aqlm", "qqq", "neuron_quant", "nvfp4", "squeezellm",
+)
+
 _POSITIVE_INT_KEYS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "max_model_len",
                       "max_num_seqs", "max_num_batched_tokens", "block_size")
 _BOOL_KEYS = ("enforce_eager", "enable_prefix_caching", "enable_chunked_prefill", "enable_expert_parallel")
@@ -71,8 +80,10 @@ def check_decision_value(key: str, value: object) -> str | None:
     elif key in _BOOL_KEYS:
         if not isinstance(value, bool):
             return f"expected true or false, got {value!r}"
-    elif key == "quantization" and not isinstance(value, str):
-        return f"expected a quantization name or none, got {value!r}"
+    elif key == "quantization":
+        if not isinstance(value, str) or value not in QUANTIZATION_METHODS:
+            return f"expected none or a vLLM quantization method ({', '.join(QUANTIZATION_METHODS[:8])}, ...), " \
+                   f"got {value!r}"
     elif key == "capacity_option" and (not isinstance(value, str) or not value):
         return f"expected an option key (e.g. {{ref: opt.key}}), got {value!r}"
     return None
@@ -90,6 +101,12 @@ _ALIAS = re.compile(r"^[a-z][a-z0-9_]*$")
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 
 Scalar = bool | int | float | str
+
+
+def _not_blank(v: str) -> str:
+    if not v.strip():
+        raise ValueError("must not be blank")
+    return v
 
 
 class _Strict(BaseModel):
@@ -155,6 +172,8 @@ class ParamDecl(_Strict):
     description: str = Field(min_length=1)
     source: str | None = None
 
+    _description_not_blank = field_validator("description")(_not_blank)
+
     @model_validator(mode="after")
     def _default_fits(self) -> ParamDecl:
         check_param_value(self, self.default)
@@ -168,6 +187,8 @@ class Override(_Strict):
     enabled: bool | None = None
     priority: int | None = Field(default=None, ge=0, le=1000)
     reason: str = Field(min_length=1)
+
+    _reason_not_blank = field_validator("reason")(_not_blank)
 
     @model_validator(mode="after")
     def _changes_something(self) -> Override:
@@ -200,6 +221,8 @@ class Rule(_Strict):
     source: str | None = Field(default=None, min_length=1)  # what the rule mirrors (vLLM file, doc, measurement)
     when: tuple[Pattern, ...] = Field(min_length=1)
     then: tuple[Action, ...] = Field(min_length=1)
+
+    _description_not_blank = field_validator("description")(_not_blank)
 
 
 class AppliesTo(_Strict):
@@ -502,6 +525,9 @@ def _parse_rule(raw: Any, w: _Where, path: tuple[Any, ...], layer: str) -> Rule:
                     patterns.append(e.partial)
                 else:
                     broken_aliases.add(str(alias))
+    if isinstance(when, dict):
+        for e in _join_problems(when, w, (*path, "when")):
+            problems.add(e)
     actions: list[Action] = []
     then = raw.get("then")
     if not isinstance(then, list) or not then:
@@ -534,6 +560,66 @@ def _parse_rule(raw: Any, w: _Where, path: tuple[Any, ...], layer: str) -> Rule:
     return rule
 
 
+def _join_problems(when: dict[Any, Any], w: _Where, path: tuple[Any, ...]) -> list[PackError]:
+    """A rule is tried on every combination of distinct facts, one per alias: bound the aliases, so that no
+    rule's combinations can grow beyond what either evaluator finishes (the same limit for both)."""
+    out = []
+    if len(when) > MAX_ALIASES_PER_RULE:
+        out.append(w.fail(path, f"{len(when)} aliases; a rule may match at most {MAX_ALIASES_PER_RULE} facts "
+                                "(every combination of them is tried)"))
+    per_fact: dict[str, int] = {}
+    for pat in when.values():
+        fact = pat.get("fact") if isinstance(pat, dict) else None
+        if isinstance(fact, str):
+            per_fact[fact] = per_fact.get(fact, 0) + 1
+    for fact, n in sorted(per_fact.items()):
+        if n > MAX_ALIASES_PER_FACT:
+            out.append(w.fail(path, f"{n} aliases of '{fact}' facts; a rule may match at most "
+                                    f"{MAX_ALIASES_PER_FACT} facts of one type (every combination of them is tried)"))
+    return out
+
+
+# Characters no pack text may hold: C0 controls but tab and newline, DEL, the C1 controls (terminal escapes
+# start with ESC or CSI 0x9b), and the bidirectional marks, overrides and isolates and line separators
+# that reorder or hide what a reader sees. A pack's effect must always be visible.
+_HIDDEN_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e"
+                           "\u2066-\u2069]")
+
+
+def hidden_char(text: str) -> str | None:
+    """The first control or bidirectional-formatting character of `text`, as U+XXXX, or None."""
+    m = _HIDDEN_CHARS.search(text)
+    return f"U+{ord(m.group(0)):04X}" if m else None
+
+
+def _text_problems(doc: Any, w: _Where) -> list[PackError]:
+    """Every string of the pack (keys included) holding a control character, each with its place."""
+    out: list[PackError] = []
+    seen: set[int] = set()
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(doc, ())]
+    while stack and len(out) < 20:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            bad = hidden_char(node)
+            if bad:
+                out.append(w.fail(path, f"holds the control character {bad}; pack text must be printable "
+                                        "(it reaches terminals, logs and the audit)"))
+            continue
+        if not isinstance(node, (dict, list)) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        for key, value in reversed(items):
+            if isinstance(node, dict) and isinstance(key, str) and hidden_char(key):
+                out.append(w.fail(path, f"key {key!r} holds the control character {hidden_char(key)}; pack "
+                                        "text must be printable"))
+                continue
+            stack.append((value, (*path, key)))
+    return out
+
+
+MAX_ALIASES_PER_RULE = 6  # one per fact type; the core pack uses at most 4
+MAX_ALIASES_PER_FACT = 2  # a pairwise comparison; the core pack uses 1
 MAX_RULES_PER_PACK = 2000  # the core pack holds ~50; a bound keeps hostile packs from multiplying work
 
 
@@ -594,6 +680,8 @@ def parse_pack(doc: Any, source: str) -> Pack:
         seen[rule.id] = i
         parsed.append(rule)
         kept.append(i)
+    for e in _text_problems(doc, w):  # after the rules, so that messages name a rule by its id
+        problems.add(e)
     lines: dict[str, int] = {}
     for n, i in enumerate(kept):  # locations of the rules kept, for errors found after parsing
         raw_rule = rules_raw[i]
