@@ -94,12 +94,14 @@ def _group_sizes(buckets: dict[tuple[str, int | None], int]) -> int:
 def kv_layout(arch: ModelArch, layers: range, *, tp: int, kv_bytes: int, block_size: int, hybrid_manager: bool,
               align: int = 16) -> KvLayout:
     """The KV layout of the layers one GPU holds (one PP stage)."""
-    kinds = [arch.layer_types[i] if i < len(arch.layer_types) else "full_attention" for i in layers]
-    if arch.attention_chunk_size and "chunked_attention" in kinds:
+    from planner.models.params import layer_kind_counts
+
+    counts = layer_kind_counts(arch, layers)  # per kind, not per layer: 100,000-layer configs stay fast
+    if arch.attention_chunk_size and counts.get("chunked_attention"):
         hybrid_manager = False  # vLLM auto-disables it for chunked local attention
     per_token = attention_bytes_per_token_per_layer(arch, tp, kv_bytes)
     buckets: dict[tuple[str, int | None], int] = {}
-    for kind in kinds:
+    for kind, n in counts.items():
         if kind in STATE_KINDS:
             key: tuple[str, int | None] = ("state", None)
         elif not hybrid_manager or kind == "full_attention":
@@ -108,7 +110,7 @@ def kv_layout(arch: ModelArch, layers: range, *, tp: int, kv_bytes: int, block_s
             key = (kind, arch.sliding_window)
         else:
             key = (kind, arch.attention_chunk_size)
-        buckets[key] = buckets.get(key, 0) + 1
+        buckets[key] = buckets.get(key, 0) + n
     n_state = buckets.get(("state", None), 0)
     n_attn = sum(n for k, n in buckets.items() if k[0] != "state")
     bs = block_size

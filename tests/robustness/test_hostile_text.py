@@ -56,7 +56,9 @@ def site_pack(root: Path, text: str = HOSTILE) -> str:
     directory named `text` (so the pack's source path holds it too)."""
     d = root / text
     d.mkdir(parents=True)
-    q = json.dumps(text)  # a YAML double-quoted scalar with \\u escapes
+    # Packs refuse control characters in their strings since issue 22 item 11 (lint): the pack's own texts carry
+    # the markup part; the escapes stay in its directory name, which the source path shows.
+    q = json.dumps(strip_controls(text))  # a YAML double-quoted scalar
     p = d / "evil.yaml"
     p.write_text(
         "schema: 1\nname: evil\nversion: 1.0.0\nlayer: site\n"

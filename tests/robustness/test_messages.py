@@ -26,17 +26,11 @@ def test_an_unknown_checkpoint_quantization_blames_the_config(tmp_path: Path) ->
     assert not line.startswith("error: no rule pack")
 
 
-def test_csv_fields_carry_no_terminal_controls(tmp_path: Path) -> None:
-    """Issue 22 item 1, CSV: a pack's forbid reason reaches `sweep --csv`; CSV escapes nothing, so the planner
-    strips escape sequences and bidirectional overrides from its string fields."""
-    pack = tmp_path / "evil.yaml"
-    pack.write_text(
-        "schema: 1\nname: evil\nversion: 1.0.0\nlayer: site\nrules:\n"
-        "  - id: site.evil.forbid\n    description: drop TP 2\n    stage: sizing\n    when:\n"
-        "      cand: {fact: candidate, tensor_parallel_size: 2}\n    then:\n"
-        '      - forbid: candidate\n        reason: "evil\\x1b[2J\\u202egnp.exe"\n')
-    rc, out, _ = run("sweep", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100", "--gpus", "2",
-                     "--rules", str(pack), "--csv")
-    assert rc == 0
-    assert "evilgnp.exe" in out
-    assert "\x1b" not in out and "\u202e" not in out
+def test_csv_fields_carry_no_terminal_controls() -> None:
+    """Issue 22 item 1, CSV: CSV escapes nothing, so `sweep --csv` and `capacity --csv` strip escape sequences and
+    bidirectional overrides from string fields (packs, the one source of free text there, refuse them already:
+    this is the second line of defence)."""
+    from planner.cli import _csv
+
+    assert _csv("evil\x1b[2J\u202egnp.exe\x9b31m") == "evilgnp.exe"
+    assert _csv(3.5) == 3.5 and _csv(True) is True
