@@ -50,6 +50,8 @@ def load_yaml_text(text: str, source: str, *, fast: bool = False) -> Any:
         raise YamlError(f"{source}: file is larger than {MAX_YAML_BYTES // (1024 * 1024)} MiB; refusing to parse")
     if _count_aliases(text) > MAX_ALIASES:
         raise YamlError(f"{source}: more than {MAX_ALIASES} YAML aliases; refusing to expand")
+    if _text_depth(text) > MAX_TEXT_DEPTH:
+        raise YamlError(f"{source}: nested deeper than {MAX_TEXT_DEPTH} levels; refusing to parse")
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     try:
@@ -68,6 +70,47 @@ def load_yaml_text(text: str, source: str, *, fast: bool = False) -> Any:
     if problem:
         raise YamlError(f"{source}: {problem}; refusing to expand")
     return doc
+
+
+MAX_TEXT_DEPTH = 64  # as shape_problem's max_depth: checked on the text first, so ruamel never recurses deep
+
+
+def _text_depth(text: str) -> int:
+    """How deep the YAML text nests, read off the text in one pass before any parser sees it: flow brackets
+    (`[`, `{`) outside quotes and comments, plus block indentation levels (each deeper indent, and each `- `
+    item marker, opens one). A 5,000-deep document used to cost ruamel seconds of recursion before failing;
+    this refuses it at once. It may overcount (a bracket inside a plain scalar) but never undercounts nesting
+    that the parser would follow."""
+    deepest = depth = 0  # flow depth carries over lines (a flow collection may span many)
+    indents: list[int] = []
+    for line in text.splitlines():
+        stripped = line.lstrip(" ")
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(stripped)
+        while stripped.startswith("- "):  # "- - x" nests twice at one indentation
+            indent += 2
+            stripped = stripped[2:].lstrip(" ")
+        while indents and indents[-1] >= indent:
+            indents.pop()
+        indents.append(indent)
+        flow = depth
+        quote = ""
+        for i, ch in enumerate(stripped):
+            if quote:
+                if ch == quote:
+                    quote = ""
+            elif ch in "'\"":
+                quote = ch
+            elif ch == "#" and (i == 0 or stripped[i - 1] in " \t"):
+                break
+            elif ch in "[{":
+                depth += 1
+                flow = max(flow, depth)
+            elif ch in "]}":
+                depth = max(0, depth - 1)
+        deepest = max(deepest, len(indents) + flow)
+    return deepest
 
 
 def shape_problem(doc: Any, *, max_values: int = 1_000_000, max_depth: int = 64) -> str | None:

@@ -380,3 +380,16 @@ def test_blank_reasons_and_control_characters_are_lint_and_load_errors(tmp_path:
     assert rc == 2 and needle in err, err
     rc, out, err = run("plan", "--model", LLAMA_ID, *H100, "--rules", pack)
     assert rc == 2 and out == "" and needle in one_error_line(err)
+
+
+@pytest.mark.parametrize("body", ["x: " + "[" * 5000 + "]" * 5000,
+                                  "x: " + "{a: " * 3000 + "1" + "}" * 3000,
+                                  "".join(f"{' ' * i}k{i}:\n" for i in range(2000)) + " " * 2000 + "v: 1\n"])
+def test_deeply_nested_yaml_is_refused_before_parsing(tmp_path: Path, body: str) -> None:
+    """A 5,000-deep flow sequence took ruamel 8-15 s of recursion before the depth error; the text is now
+    measured first (planner/yamlio._text_depth), so the refusal is immediate, for flow and block nesting."""
+    pack = tmp_path / "deep.yaml"
+    pack.write_text("schema: 1\nname: deep\nversion: 1.0.0\nlayer: site\n" + body)
+    with within():
+        rc, _, err = run("plan", "--model", LLAMA_ID, *H100, "--rules", str(pack))
+    assert rc == 2 and "nested deeper than 64 levels" in one_error_line(err)
