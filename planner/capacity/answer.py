@@ -175,10 +175,20 @@ def option_json(o: Option, load: Load, pareto: bool) -> dict[str, Any]:
     }
 
 
-def rank_key(o: Option, best: str | None) -> tuple[Any, ...]:
-    """Display order: the chosen option, then by SLO status, cost (unpriced last), GPUs, ITL."""
+def shortfall(o: Option, load: Load) -> float:
+    """How far the option's expected latencies are above the SLOs (1.0 = exactly at them): the closest option
+    when none meets them is the one with the smallest shortfall."""
+    ratios = [o.sized.ttft_ms[1] / load.slo_ttft_ms if load.slo_ttft_ms else 0.0,
+              o.sized.itl_ms[1] / load.slo_itl_ms if load.slo_itl_ms else 0.0]
+    return round(max(ratios), 6)
+
+
+def rank_key(o: Option, best: str | None, load: Load) -> tuple[Any, ...]:
+    """Display order: the chosen option, then by SLO status; options missing the SLOs by how far they miss; then
+    cost (unpriced last), GPUs, the model's own KV dtype, ITL."""
     cost = o.cost_per_hour
-    return (o.key != best, _ORDER[o.sized.meets_slo], cost is None, cost or 0.0, o.total_gpus,
+    miss = shortfall(o, load) if o.sized.meets_slo != "yes" else 0.0
+    return (o.key != best, _ORDER[o.sized.meets_slo], miss, cost is None, cost or 0.0, o.total_gpus,
             o.shape.kv_cache_dtype != "auto", o.sized.itl_ms[1], o.key)
 
 
@@ -195,7 +205,7 @@ def _verify_finalists(packset: PackSet, options: list[Option], load: Load, best:
     k = int(packset.param_values()["capacity_simulated_finalists"])
     checked: set[str] = set()
     for _ in range(3):
-        allowed = sorted((o for o in options if o.key not in forbidden), key=lambda o: rank_key(o, best))
+        allowed = sorted((o for o in options if o.key not in forbidden), key=lambda o: rank_key(o, best, load))
         todo = [o for o in allowed[:k] if o.key not in checked]
         if not todo:
             break
@@ -242,7 +252,7 @@ def build(template: PlanRequest, load: Load, gpus: list[GpuSpec], packset: PackS
     allowed = [o for o in options if o.key not in forbidden]
     frontier = pareto_flags([(o.tokens_per_s_per_gpu(load), o.tokens_per_s_per_user) for o in allowed])
     is_pareto = {o.key: p for o, p in zip(allowed, frontier, strict=True)}  # among the options the packs allow
-    ranked = sorted(allowed, key=lambda o: rank_key(o, best))
+    ranked = sorted(allowed, key=lambda o: rank_key(o, best, load))
     warnings: list[dict[str, Any]] = []
     if not any(o.sized.meets_slo == "yes" for o in allowed):
         closest = ranked[0] if ranked else None

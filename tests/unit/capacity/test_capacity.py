@@ -159,6 +159,9 @@ def test_an_slo_nothing_meets_names_the_closest() -> None:
     assert all(o["meets_slo"] == "no" for o in d["options"])
     w = next(w for w in d["warnings"] if w["code"] == "W-CAPACITY-SLO")
     assert "closest" in w["message"]
+    # the closest is the option whose expected ITL misses the 0.5 ms SLO by the least (TTFT has no SLO here)
+    misses = [o["itl_ms"]["expected"] / 0.5 for o in d["options"]]
+    assert misses[0] == pytest.approx(min(misses), rel=1e-4)
 
 
 def test_multi_node_replicas_use_generate_launch_shapes() -> None:
