@@ -162,6 +162,11 @@ def option_json(o: Option, load: Load, pareto: bool) -> dict[str, Any]:
         "nodes_per_replica": s.nodes, "config": config, "serve_command": cmd,
         "launch": {"nodes": launch.nodes, "multi_node": launch.multi_node, "gpus_per_pod": launch.gpus_per_pod},
         "per_replica": {"rate": round(exp.rate, 4), "max_rate": round(s.sat.max_rate, 4),
+                        # the calibrated spread of measured/predicted saturated throughput (perf_range_tput_*)
+                        "max_rate_range": {
+                            "low": round(s.sat.max_rate * float(ctx.run.params["perf_range_tput_low"]), 4),
+                            "expected": round(s.sat.max_rate, 4),
+                            "high": round(s.sat.max_rate * float(ctx.run.params["perf_range_tput_high"]), 4)},
                         "concurrency": round(exp.concurrency, 2), "utilization": round(exp.utilization, 4)},
         "ttft_ms": rng(o.sized.ttft_ms), "itl_ms": rng(o.sized.itl_ms), "meets_slo": o.sized.meets_slo,
         "cost_per_hour": None if cost is None else round(cost, 4),

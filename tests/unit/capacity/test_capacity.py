@@ -51,6 +51,10 @@ def test_contract_arithmetic(unpriced: dict) -> None:
                                                                                    rel=1e-3)
         for k in ("ttft_ms", "itl_ms"):
             assert o[k]["low"] <= o[k]["expected"] <= o[k]["high"]
+        band = per["max_rate_range"]  # the pack's calibrated throughput band: 0.595 .. 1.056 of expected (0.5.0)
+        assert band["expected"] == per["max_rate"]
+        assert band["low"] == pytest.approx(0.595 * per["max_rate"], rel=1e-3)
+        assert band["high"] == pytest.approx(1.056 * per["max_rate"], rel=1e-3)
         slo_ok = o["ttft_ms"]["high"] <= 2000 and o["itl_ms"]["high"] <= 50
         at_risk = o["ttft_ms"]["expected"] <= 2000 and o["itl_ms"]["expected"] <= 50
         assert o["meets_slo"] == ("yes" if slo_ok else "at-risk" if at_risk else "no")
