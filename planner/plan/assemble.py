@@ -126,7 +126,8 @@ def assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Candi
         "audit": audit,
         "warnings": warnings,
         "alternatives": alternatives(ctx, cands, layout, kv, settings, max_len),
-        "fixes": [] if feasible else fixes(ctx, layout, kv, settings, mem, max_len),
+        # Fixes are memory changes; when a launch gate refuses every layout here (the GPU, the version), none helps
+        "fixes": [] if feasible or _all_gated(cands) else fixes(ctx, layout, kv, settings, mem, max_len),
         "dropped": [{"tensor_parallel_size": c.layout.tp, "pipeline_parallel_size": c.layout.pp,
                      "data_parallel_size": c.layout.dp, "enable_expert_parallel": c.layout.ep,
                      "kv_cache_dtype": c.kv_cache_dtype,
@@ -145,6 +146,12 @@ def assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Candi
     else:  # a command that cannot start is not printed as if it could: say what is missing (the fixes say how)
         body["serve_command"] = f"# nothing to run: {reason}; see fixes"
     return PlanResponse.model_validate(body)
+
+
+def _all_gated(cands: list[Candidate]) -> bool:
+    """Every candidate is refused by a launch gate (gate.*): vLLM will not start on these GPUs at this version
+    whatever the memory, so no memory fix is offered (the reason names the gate)."""
+    return bool(cands) and all(any(f["rule"].startswith("gate.") for f in c.forbidden) for c in cands)
 
 
 def launch_for(ctx: PlanContext, config: dict[str, Any], feasible: bool) -> Launch:

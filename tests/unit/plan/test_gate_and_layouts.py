@@ -51,3 +51,17 @@ def test_moe_layouts_offer_ep_and_a_single_replica() -> None:
     assert Layout(1, 1, 1, True) not in lays  # one rank: nothing to spread the experts over
     pinned = layouts(load_model("Qwen/Qwen3-30B-A3B"), total_gpus=4, gpus_per_node=4, nodes=1, dp=4, ep=True)
     assert pinned and all(lay.dp == 4 and lay.ep for lay in pinned)
+
+
+def test_a_gate_refusing_every_layout_offers_no_memory_fix() -> None:
+    """A V100 (compute capability 7.0) on the newest vLLM (7.5 minimum, vLLM docs v0.21): no number of GPUs,
+    shorter context or quantization starts it, so the plan says why and lists no fix; on vLLM 0.11 it plans."""
+    from planner.app import plan
+    from planner.schemas import PlanRequest
+
+    req = {"model": "meta-llama/Llama-3.1-8B-Instruct", "gpu": "V100-SXM2-32GB"}
+    refused = plan(PlanRequest.model_validate(req))
+    assert not refused.feasible and refused.fixes == []
+    assert "gate.platform.cuda-min-capability-7-5" in (refused.infeasible_reason or "")
+    old = plan(PlanRequest.model_validate({**req, "vllm_version": "0.11.0"}))
+    assert old.feasible
