@@ -193,18 +193,26 @@ def row_skip(rid: str, row: dict[str, Any], by_row: dict[str, Any]) -> str:
     return ""
 
 
-def calibration_saturation(sim: Any) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """max_rate records of perf_points.json's saturation rows, and the skipped rows with the reason."""
+def calibration_rows(wanted: Any) -> tuple[dict[str, dict[str, Any]], list[Any], dict[str, str]]:
+    """perf_points.json's rows by id, the perf_accuracy points of the `wanted` rows that replay as one vLLM
+    replica, and the wanted rows skipped with the reason."""
     rows = {r["id"]: r for r in json.loads((pa.DATA / "perf_points.json").read_text())["points"]}
     by_row = {p.row: p for p in pa.POINTS}
-    candidates = [rid for rid, r in rows.items() if is_saturation_row(r)]
     skipped: dict[str, str] = {}
     todo = []
-    for rid in candidates:
-        if why := row_skip(rid, rows[rid], by_row):
+    for rid, row in rows.items():
+        if not wanted(row):
+            continue
+        if why := row_skip(rid, row, by_row):
             skipped[rid] = why
         else:
             todo.append(by_row[rid])
+    return rows, todo, skipped
+
+
+def calibration_saturation(sim: Any) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """max_rate records of perf_points.json's saturation rows, and the skipped rows with the reason."""
+    rows, todo, skipped = calibration_rows(is_saturation_row)
     recs = []
     for pp in pa.prepare(todo, rows):
         row = rows[pp.point.row]
@@ -273,17 +281,7 @@ def by_key(recs: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
 
 def fixed_rate(sim: Any) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """One record per (point, metric) of the open-loop runs at a stated request rate."""
-    rows = {r["id"]: r for r in json.loads((pa.DATA / "perf_points.json").read_text())["points"]}
-    by_row = {p.row: p for p in pa.POINTS}
-    skipped: dict[str, str] = {}
-    todo = []
-    for rid, row in rows.items():
-        if not isinstance(row.get("request_rate"), (int, float)):
-            continue
-        if why := row_skip(rid, rows[rid], by_row):
-            skipped[rid] = why
-        else:
-            todo.append(by_row[rid])
+    rows, todo, skipped = calibration_rows(lambda row: isinstance(row.get("request_rate"), (int, float)))
     recs = []
     for pp in pa.prepare(todo, rows):
         row = rows[pp.point.row]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from planner import __version__
-from planner.capacity.search import Load, Shape, Sized, option_config, shapes_for_gpu, size, verify
+from planner.capacity.search import SLO_ORDER, Load, Shape, Sized, option_config, shapes_for_gpu, size, verify
 from planner.errors import InputError
 from planner.hardware.catalog import GpuSpec
 from planner.models.arch import ModelArch
@@ -23,7 +23,6 @@ from planner.policy.loader import PackSet
 from planner.policy.resolver import resolve
 from planner.schemas import PlanRequest
 
-_ORDER = {"yes": 0, "at-risk": 1, "no": 2}
 PRICE_PARAM = "gpu_hourly_price_usd"
 
 
@@ -193,7 +192,7 @@ def rank_key(o: Option, best: str | None, load: Load) -> tuple[Any, ...]:
     cost (unpriced last), GPUs, the model's own KV dtype, ITL."""
     cost = o.cost_per_hour
     miss = shortfall(o, load) if o.sized.meets_slo != "yes" else 0.0
-    return (o.key != best, _ORDER[o.sized.meets_slo], miss, cost is None, cost or 0.0, o.total_gpus,
+    return (o.key != best, SLO_ORDER[o.sized.meets_slo], miss, cost is None, cost or 0.0, o.total_gpus,
             o.shape.kv_cache_dtype != "auto", o.sized.itl_ms[1], o.key)
 
 

@@ -160,7 +160,7 @@ def _status(value: tuple[float, float, float], slo: float | None) -> str:
     return "at-risk" if value[1] <= slo else "no"
 
 
-_ORDER = {"yes": 0, "at-risk": 1, "no": 2}
+SLO_ORDER = {"yes": 0, "at-risk": 1, "no": 2}  # better first
 
 
 def evaluate(shape: Shape, load: Load, replicas: int, *, with_low: bool = True) -> Sized:
@@ -180,7 +180,7 @@ def evaluate(shape: Shape, load: Load, replicas: int, *, with_low: bool = True) 
     ttft = (min(ttft[0], ttft[1]), ttft[1], max(ttft[1], ttft[2]))
     meets = _meets(ttft, itl, load)
     if high.overloaded or exp.overloaded:
-        meets = "no" if exp.overloaded else max(meets, "at-risk", key=_ORDER.__getitem__)
+        meets = "no" if exp.overloaded else max(meets, "at-risk", key=SLO_ORDER.__getitem__)
     return Sized(replicas=replicas, expected=exp, ttft_ms=ttft, itl_ms=itl, meets_slo=meets)
 
 
@@ -198,13 +198,13 @@ def size(shape: Shape, load: Load) -> Sized:
         limit = max(floor, int(p["capacity_max_replicas"]))
         want = evaluate(shape, load, limit, with_low=False).meets_slo  # the best any replica count reaches
         lo = hi = floor  # double until `want` is reached, then bisect: evaluate(lo) is worse, evaluate(hi) reaches
-        while _ORDER[found.meets_slo] > _ORDER[want]:
+        while SLO_ORDER[found.meets_slo] > SLO_ORDER[want]:
             lo, hi = hi, min(limit, hi * 2)
             found = evaluate(shape, load, hi, with_low=False)
         while hi - lo > 1:
             mid = (lo + hi) // 2
             trial = evaluate(shape, load, mid, with_low=False)
-            if _ORDER[trial.meets_slo] <= _ORDER[want]:
+            if SLO_ORDER[trial.meets_slo] <= SLO_ORDER[want]:
                 hi, found = mid, trial
             else:
                 lo = mid
@@ -212,7 +212,7 @@ def size(shape: Shape, load: Load) -> Sized:
 
 
 def _meets(ttft: tuple[float, float, float], itl: tuple[float, float, float], load: Load) -> str:
-    return max((_status(ttft, load.slo_ttft_ms), _status(itl, load.slo_itl_ms)), key=_ORDER.__getitem__)
+    return max((_status(ttft, load.slo_ttft_ms), _status(itl, load.slo_itl_ms)), key=SLO_ORDER.__getitem__)
 
 
 def simulated(shape: Shape, load: Load, replicas: int) -> Sized:
@@ -239,7 +239,7 @@ def simulated(shape: Shape, load: Load, replicas: int) -> Sized:
     if exp.saturated:
         meets = "no"
     elif high.saturated:
-        meets = max(meets, "at-risk", key=_ORDER.__getitem__)
+        meets = max(meets, "at-risk", key=SLO_ORDER.__getitem__)
     return replace(base, ttft_ms=ttft, itl_ms=itl, meets_slo=meets, method="closed form + simulation")
 
 
@@ -248,7 +248,7 @@ def verify(shape: Shape, load: Load, sized: Sized) -> Sized:
     form's again."""
     trial = simulated(shape, load, sized.replicas)
     for extra in range(1, int(shape.replica.params["capacity_simulated_extra_replicas"]) + 1):
-        if _ORDER[trial.meets_slo] <= _ORDER[sized.meets_slo]:
+        if SLO_ORDER[trial.meets_slo] <= SLO_ORDER[sized.meets_slo]:
             break
         trial = simulated(shape, load, sized.replicas + extra)
     return trial

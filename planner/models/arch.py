@@ -301,7 +301,7 @@ class _Cfg:
         return [sub.get_int(str(i), lo=lo, hi=hi) or 0 for i in range(len(value))]
 
 
-def _where(name: str, source: str) -> str:
+def config_where(name: str, source: str) -> str:
     """The file an error message names: '/path/config.json', 'hub:org/name/config.json', ..."""
     kind, _, ref = source.partition(":")
     if not ref:
@@ -803,7 +803,7 @@ def parse_config(config: dict[str, Any], *, name: str, source: str = "",
     Raises:
         ModelConfigError: one line naming the file, the field and the offending value.
     """
-    where = _where(name, source)
+    where = config_where(name, source)
     if not isinstance(config, dict):
         raise ModelConfigError(f"{where}: expected a JSON object, got {type(config).__name__}")
     root = _Cfg(config, where)

@@ -236,9 +236,9 @@ def plan_context(req: PlanRequest, packset: PackSet | None = None, *, arch: Mode
         if req.pinned.quantization:
             where = f"--quantization {quant}"
         else:  # the checkpoint's own method: the model's config, not a rule pack, is what the planner cannot read
-            kind, _, ref = arch.source.partition(":")
-            config = f"{ref}/config.json" if kind == "local" else f"{arch.name} config.json"
-            where = f"{config}: quantization_config.quant_method {quant!r}"
+            from planner.models.arch import config_where
+
+            where = f"{config_where(arch.name, arch.source)}: quantization_config.quant_method {quant!r}"
         raise InputError(f"{where}: a quantization method the planner does not know (no rule pack sets its bytes "
                          "per parameter; a site pack can, with a baseline rule that sets linear_bytes_per_param)")
     return ctx
