@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.models.arch import ModelArch
+from planner.models.params import layer_kind_counts
 from planner.units import cdiv
 
 ATTENTION_KINDS = ("full_attention", "sliding_attention", "chunked_attention")
@@ -94,8 +95,6 @@ def _group_sizes(buckets: dict[tuple[str, int | None], int]) -> int:
 def kv_layout(arch: ModelArch, layers: range, *, tp: int, kv_bytes: int, block_size: int, hybrid_manager: bool,
               align: int = 16) -> KvLayout:
     """The KV layout of the layers one GPU holds (one PP stage)."""
-    from planner.models.params import layer_kind_counts
-
     counts = layer_kind_counts(arch, layers)  # per kind, not per layer: 100,000-layer configs stay fast
     if arch.attention_chunk_size and counts.get("chunked_attention"):
         hybrid_manager = False  # vLLM auto-disables it for chunked local attention
