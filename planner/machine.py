@@ -80,8 +80,8 @@ def resolve_hardware(req: PlanRequest) -> Hardware:
 def probed_hardware(req: PlanRequest, vram: int | None = None) -> list[Hardware]:
     """Hardware options from a probe (live or saved): the chosen devices first, then fallbacks (mixed GPUs)."""
     from planner.hardware import probe
+    from planner.hardware.captures import SmiGpu, merge_probes
     from planner.hardware.select import choose, devices_from_probe
-    from planner.hardware.smi_parse import SmiGpu, merge_probes
 
     files = [req.from_file] if isinstance(req.from_file, str) else list(req.from_file or [])
     smi = merge_probes(*(probe.read_capture(Path(f)) for f in files)) if files else probe.probe_local()

@@ -1,7 +1,7 @@
 """The live GPU probe and saved-capture reader: the only module that runs subprocesses.
 
 :func:`probe_local` runs ``nvidia-smi`` (never through a shell) and hands its output to the pure
-parsers in :mod:`planner.hardware.smi_parse`; :func:`read_capture` reads a saved capture file.
+parsers in :mod:`planner.hardware.captures`; :func:`read_capture` reads a saved capture file.
 Every failure is a :class:`planner.errors.SmiError` (exit code 2) with a one-line message.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from planner.errors import SmiError
 from planner.files import read_bounded
-from planner.hardware.smi_parse import PROBE_QUERY_FIELDS, SmiProbe, merge_probes, parse_smi_text
+from planner.hardware.captures import PROBE_QUERY_FIELDS, SmiProbe, merge_probes, parse_probe_text
 
 __all__ = ["MAX_CAPTURE_BYTES", "probe_local", "read_capture"]
 
@@ -96,7 +96,7 @@ def _query(exe: str, timeout_s: float) -> SmiProbe | None:
         if "is not a valid field" in run.first_line:
             return None
         raise _failed(run)
-    return parse_smi_text(run.stdout, source="nvidia-smi --query-gpu", csv_fields=PROBE_QUERY_FIELDS)
+    return parse_probe_text(run.stdout, source="nvidia-smi --query-gpu", csv_fields=PROBE_QUERY_FIELDS)
 
 
 def _optional(exe: str, args: list[str], timeout_s: float) -> SmiProbe | None:
@@ -105,7 +105,7 @@ def _optional(exe: str, args: list[str], timeout_s: float) -> SmiProbe | None:
         run = _run([exe, *args], timeout_s)
         if run.returncode != 0:
             return None
-        return parse_smi_text(run.stdout, source=run.command)
+        return parse_probe_text(run.stdout, source=run.command)
     except SmiError:
         return None
 
@@ -125,7 +125,7 @@ def probe_local(timeout_s: float = 10.0) -> SmiProbe:
         table_run = _run([exe], timeout_s)
         if table_run.returncode != 0:
             raise _failed(table_run)
-        table: SmiProbe | None = parse_smi_text(table_run.stdout, source="nvidia-smi")
+        table: SmiProbe | None = parse_probe_text(table_run.stdout, source="nvidia-smi")
     else:
         table = _optional(exe, [], timeout_s)
     topo = _optional(exe, ["topo", "-m"], timeout_s)
@@ -146,7 +146,7 @@ def _decode(data: bytes, path: Path) -> str:
 
 
 def read_capture(path: Path) -> SmiProbe:
-    """Parse a saved nvidia-smi capture (any format parse_smi_text knows)."""
+    """Parse a saved nvidia-smi capture (any format parse_probe_text knows)."""
     path = Path(path)
     data = read_bounded(path, limit=MAX_CAPTURE_BYTES, what="an nvidia-smi capture", error=SmiError)
-    return parse_smi_text(_decode(data, path), source=str(path))
+    return parse_probe_text(_decode(data, path), source=str(path))

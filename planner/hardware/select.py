@@ -18,8 +18,8 @@ from planner.errors import GpuError
 from planner.units import GiB
 
 if TYPE_CHECKING:  # keep the nvidia-smi parser off the import path of plans for named GPUs
+    from planner.hardware.captures import SmiProbe
     from planner.hardware.catalog import GpuSpec
-    from planner.hardware.smi_parse import SmiProbe
 
 _MIG_PROFILE = re.compile(r"(\d+)g\.(\d+)gb")
 

@@ -1,7 +1,7 @@
 """Fuzzing the parsers of untrusted files (issue 8 item 3): whatever the bytes, only the planner's own
-input errors escape. The nvidia-smi and vLLM-log parsers have their own fuzz tests beside their unit
-tests (tests/unit/hardware/test_smi_parse.py, tests/unit/test_checklog.py); these cover config.json,
-rule packs, profiles and the YAML reader, and re-run the two others on raw bytes.
+input errors escape. The GPU-probe and vLLM-log parsers have their own fuzz tests beside their unit
+tests (tests/unit/hardware/test_nvidia_parse.py, test_amd_parse.py, tests/unit/test_checklog.py); these
+cover config.json, rule packs, profiles and the YAML reader, and re-run the two others on raw bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from planner.artifacts.profile import read_profile
 from planner.checklog import parse_vllm_log
 from planner.errors import InputError
-from planner.hardware.smi_parse import parse_smi_text
+from planner.hardware.captures import parse_probe_text
 from planner.models.arch import parse_config
 from planner.policy.loader import read_pack_file
 from planner.yamlio import load_yaml_text
@@ -92,6 +92,6 @@ def test_profile_documents_raise_only_input_errors(tmp_path_factory: Any, doc: d
 @given(st.binary(max_size=2000))
 def test_smi_and_log_parsers_on_raw_bytes(data: bytes) -> None:
     text = data.decode("utf-8", "replace")
-    for parse in (lambda: parse_smi_text(text, "fuzz.txt"), lambda: parse_vllm_log(text, "fuzz.log")):
+    for parse in (lambda: parse_probe_text(text, "fuzz.txt"), lambda: parse_vllm_log(text, "fuzz.log")):
         with contextlib.suppress(InputError):
             parse()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from planner.errors import SmiError
+from planner.hardware.captures import MIB, PROBE_QUERY_FIELDS
 from planner.hardware.probe import MAX_CAPTURE_BYTES, probe_local, read_capture
-from planner.hardware.smi_parse import MIB, PROBE_QUERY_FIELDS
 
 DATA = Path(__file__).parents[2] / "data" / "nvidia-smi"
 

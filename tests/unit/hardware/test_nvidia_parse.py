@@ -16,14 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner.errors import InputError, SmiError
-from planner.hardware.smi_parse import (
+from planner.hardware.captures import (
     MIB,
     PROBE_QUERY_FIELDS,
     SmiGpu,
     SmiProbe,
     Topology,
     merge_probes,
-    parse_smi_text,
+    parse_probe_text,
 )
 
 DATA = Path(__file__).parents[2] / "data" / "nvidia-smi"
@@ -616,11 +616,11 @@ def test_fixture(name: str) -> None:
     text = (DATA / name).read_text(encoding="utf-8")
     if exp.error is not ...:
         with pytest.raises(SmiError) as info:
-            parse_smi_text(text, source="saved.txt")
+            parse_probe_text(text, source="saved.txt")
         assert str(info.value) == f'saved.txt: nvidia-smi failed: "{exp.error}"'
         assert "\n" not in str(info.value)
         return
-    probe = parse_smi_text(text, source=name)
+    probe = parse_probe_text(text, source=name)
     _check_gpus(probe, exp)
     if exp.driver is not ...:
         assert probe.driver_version == exp.driver
@@ -644,7 +644,7 @@ def test_fixture(name: str) -> None:
 
 
 def _parse(name: str, **kwargs: object) -> SmiProbe:
-    return parse_smi_text((DATA / name).read_text(encoding="utf-8"), source=name, **kwargs)  # type: ignore[arg-type]
+    return parse_probe_text((DATA / name).read_text(encoding="utf-8"), source=name, **kwargs)  # type: ignore[arg-type]
 
 
 def test_p2p_grid_is_not_a_topology() -> None:
@@ -737,19 +737,19 @@ def test_ansi_underlined_topo_header() -> None:
     text = "\t\x1b[4mGPU0\tGPU1\tCPU Affinity\tNUMA Affinity\tGPU NUMA ID\x1b[0m\n"
     text += "GPU0\t X \tNV18\t0-15\t0\t\tN/A\n"
     text += "GPU1\tNV18\t X \t0-15\t0\t\tN/A\n"
-    assert parse_smi_text(text).interconnect == "nvlink"
+    assert parse_probe_text(text).interconnect == "nvlink"
 
 
 def test_topo_column_overflow_cell() -> None:
     text = "\tGPU0\tGPU1\tCPU Affinity\tNUMA Affinity\nGPU0\t X \tPH0-115\t0\nGPU1\tPHB\t X \t0-115\t0\n"
-    topo = parse_smi_text(text).topology
+    topo = parse_probe_text(text).topology
     assert topo is not None and topo.link(0, 1) == "PHB" and topo.cpu_affinity[0] == "0-115"
 
 
 def test_headerless_row_in_the_probe_layout() -> None:
     row = "0, NVIDIA H100 80GB HBM3, 81559, 3, 9.0, GPU-4b412181-3135-16a6-644f-461039830871, "
     row += "00000000:00:06.0, 580.159.04, Disabled\n"
-    (gpu,) = parse_smi_text(row).gpus
+    (gpu,) = parse_probe_text(row).gpus
     assert (gpu.memory_total_bytes, gpu.memory_used_bytes, gpu.compute_capability, gpu.mig_mode) == (
         81559 * MIB,
         3 * MIB,
@@ -761,21 +761,21 @@ def test_headerless_row_in_the_probe_layout() -> None:
 
 def test_csv_query_compute_apps() -> None:
     text = "pid, process_name, used_gpu_memory [MiB]\n2921, VLLM::Worker_TP0, 22934 MiB\n"
-    (proc,) = parse_smi_text(text + "index, name\n0, NVIDIA A10\n").processes
+    (proc,) = parse_probe_text(text + "index, name\n0, NVIDIA A10\n").processes
     assert (proc.pid, proc.process_name, proc.used_bytes) == (2921, "VLLM::Worker_TP0", 22934 * MIB)
 
 
 def test_truncated_xml_is_partial() -> None:
     text = (DATA / "1xH100-80GB-HBM3_580" / "smi_q.xml").read_text(encoding="utf-8")
     two = text.replace("</nvidia_smi_log>", "")
-    probe = parse_smi_text(two[: two.rindex("</gpu>") + len("</gpu>")] + "\n<gpu id='x'><product_na")
+    probe = parse_probe_text(two[: two.rindex("</gpu>") + len("</gpu>")] + "\n<gpu id='x'><product_na")
     assert probe.partial and len(probe.gpus) == 1
 
 
 def test_xml_entities_are_not_expanded() -> None:
     bomb = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><nvidia_smi_log>&a;</nvidia_smi_log>'
     with pytest.raises(SmiError, match="no GPUs recognised"):
-        parse_smi_text(bomb)
+        parse_probe_text(bomb)
 
 
 @pytest.mark.parametrize(
@@ -785,7 +785,7 @@ def test_xml_entities_are_not_expanded() -> None:
 )
 def test_nothing_recognisable(text: str) -> None:
     with pytest.raises(SmiError, match=r"no GPUs recognised in capture\.txt") as info:
-        parse_smi_text(text, source="capture.txt")
+        parse_probe_text(text, source="capture.txt")
     assert isinstance(info.value, InputError) and info.value.exit_code == 2
 
 
@@ -794,10 +794,10 @@ def test_nothing_recognisable(text: str) -> None:
 
 def test_merge_table_listing_and_topology() -> None:
     table = _parse("NxA100-SXM-80GB_smi_495_MIGenabled_partial.txt")
-    listing = parse_smi_text(
+    listing = parse_probe_text(
         "GPU 0: NVIDIA A100-SXM4-80GB (UUID: GPU-a)\nGPU 1: NVIDIA A100-SXM4-80GB (UUID: GPU-b)\n"
     )
-    topo = parse_smi_text("\tGPU0\tGPU1\tCPU Affinity\nGPU0\t X \tNV12\t0-7\nGPU1\tNV12\t X \t0-7\n")
+    topo = parse_probe_text("\tGPU0\tGPU1\tCPU Affinity\nGPU0\t X \tNV12\t0-7\nGPU1\tNV12\t X \t0-7\n")
     probe = merge_probes(table, listing, topo)
     assert [g.name for g in probe.gpus] == ["NVIDIA A100-SXM4-80GB"] * 2  # full names replace cut ones
     assert [g.memory_total_bytes for g in probe.gpus] == [81251 * MIB] * 2
@@ -837,7 +837,7 @@ _FIXTURE_TEXTS = [(DATA / n).read_text(encoding="utf-8") for n in sorted(EXPECTE
 
 def _parse_or_smierror(text: str) -> None:
     try:
-        probe = parse_smi_text(text, source="fuzz")
+        probe = parse_probe_text(text, source="fuzz")
     except SmiError as exc:
         assert str(exc) and "\n" not in str(exc).split(": nvidia-smi failed")[0]
         return
