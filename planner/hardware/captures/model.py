@@ -65,7 +65,6 @@ class MigDevice:
 class SmiGpu:
     """One physical GPU as its vendor's tool (nvidia-smi, rocm-smi, amd-smi) shows it; ``None`` means "not shown".
 
-
     ``name`` is as printed: it may be cut short ("Tesla V100-SXM2...", see :attr:`name_truncated`) and is
     ``""`` when the capture has no name column. Memory is nvidia-smi's figure (MiB x 1,048,576), not the
     total CUDA reports for the device (which is larger: 81,559 MiB vs 85,017,493,504 bytes on an H100 SXM).
