@@ -54,6 +54,7 @@ _KNOWN_FIELDS = frozenset(
         "fan.speed",
         "pstate",
         "count",
+        "retired_pages.pending",
     }
 )
 
@@ -127,6 +128,8 @@ def _record_gpu(record: dict[str, tuple[str, str | None]], position: int) -> Smi
         fan_percent=to_int(get("fan.speed")),
         performance_state=get("pstate"),
         errors=errors,
+        faults=("retired pages pending (reset the GPU)",) if (get("retired_pages.pending") or "").lower() == "yes"
+        else (),
     )
 
 

@@ -15,6 +15,22 @@ def _xtext(elem: ET.Element, path: str) -> str | None:
     return na(found.text) if found is not None and found.text is not None else None
 
 
+# Memory-health flags of `nvidia-smi -q -x` that mean "reset or replace before use" (NVIDIA's GPU memory error
+# management guide, r575: a pending retirement or row remap takes effect at the next GPU reset; a row-remap
+# failure means the GPU should be serviced). Element path -> what the plan says.
+_MEMORY_FAULTS = (
+    ("retired_pages/pending_retirement", "retired pages pending (reset the GPU)"),
+    ("retired_pages/pending_blacklist", "retired pages pending (reset the GPU)"),
+    ("remapped_rows/remapped_row_pending", "memory row remapping pending (reset the GPU)"),
+    ("remapped_rows/remapped_row_failure", "memory row remapping failed (service the GPU)"),
+)
+
+
+def _faults(elem: ET.Element) -> tuple[str, ...]:
+    found = (what for path, what in _MEMORY_FAULTS if (_xtext(elem, path) or "").lower() == "yes")
+    return tuple(dict.fromkeys(found))
+
+
 def _xml_gpu(elem: ET.Element, index: int) -> tuple[SmiGpu, list[SmiProcess], list[MigDevice]]:
     bus = _xtext(elem, "pci/pci_bus_id") or na(elem.get("id"))
     cc = _xtext(elem, "compute_cap")
@@ -30,6 +46,7 @@ def _xml_gpu(elem: ET.Element, index: int) -> tuple[SmiGpu, list[SmiProcess], li
         persistence_mode=persistence(_xtext(elem, "persistence_mode")),
         driver_model=_xtext(elem, "driver_model/current_dm"),
         performance_state=_xtext(elem, "performance_state"),
+        faults=_faults(elem),
     )
     processes = [
         SmiProcess(
