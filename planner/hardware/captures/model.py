@@ -93,7 +93,6 @@ class SmiGpu:
     faults: tuple[str, ...] = ()  # why the tool shows the GPU as failing, e.g. "GPU is lost", "retired pages pending"
     complete: bool = True  # False when the capture was cut inside this GPU's row
     vendor: Vendor = "nvidia"
-    rocm_version: str | None = None  # AMD: the ROCm version the tool prints per GPU (amd-smi static), if any
     compute_partition: str | None = None  # AMD: SPX | DPX | QPX | CPX (a CPX MI300X shows 8 logical GPUs)
     memory_partition: str | None = None  # AMD: NPS1 | NPS2 | NPS4 ...
     gfx_version: str | None = None  # AMD: the LLVM target the tool prints, e.g. "gfx942"
