@@ -535,13 +535,15 @@ def generate(output_dir: str, force: bool, as_json: bool, **kw: Any) -> int:
 
 
 @cli.command()
-@click.option("--from-file", "from_file", type=click.Path(), help="Read a saved nvidia-smi capture instead.")
+@click.option("--from-file", "from_file", type=click.Path(), multiple=True,
+              help="Read a saved capture (nvidia-smi, rocm-smi, amd-smi) instead; repeat to merge a table with "
+                   "its topology matrix.")
 @click.option("--json", "as_json", is_flag=True)
-def detect(from_file: str | None, as_json: bool) -> int:
-    """Show the GPUs nvidia-smi reports (live or from a saved capture)."""
+def detect(from_file: tuple[str, ...], as_json: bool) -> int:
+    """Show the GPUs the probe reports (live or from saved captures): memory, health, MIG, vendor."""
     from planner.machine import detect as run_detect
 
-    data = run_detect(Path(from_file) if from_file else None)
+    data = run_detect([Path(f) for f in from_file])
     if as_json:
         from planner.render.json import render_json
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from planner.errors import GpuError, InputError
 from planner.hardware.catalog import GpuSpec, match_smi_name, resolve_gpu
 from planner.hardware.select import Selection
 from planner.schemas import PlanRequest
 from planner.units import GiB
+
+if TYPE_CHECKING:
+    from planner.hardware.captures import SmiGpu, SmiProbe
 
 
 @dataclass(frozen=True)
@@ -120,17 +123,42 @@ def probed_hardware(req: PlanRequest, vram: int | None = None) -> list[Hardware]
     return out
 
 
-def detect(path: Path | None) -> dict[str, Any]:
-    """The probe's view of the GPUs, in the contract's shape."""
+def detect(paths: list[Path] | tuple[Path, ...] | None) -> dict[str, Any]:
+    """The probe's view of the GPUs, in the contract's shape. Several captures of one machine (a table and
+    its `topo -m` matrix) are merged; a capture with no GPU in it is an error, never an empty table."""
     from planner.hardware import probe
+    from planner.hardware.captures import merge_probes
 
-    smi = probe.read_capture(path) if path else probe.probe_local()
+    files = list(paths or [])
+    smi = merge_probes(*(probe.read_capture(f) for f in files)) if files else probe.probe_local()
+    if not smi.gpus:
+        what = ("a topology matrix shows links, not which GPUs they are or their memory: add the table "
+                "(--from-file TABLE --from-file TOPO)" if smi.topology is not None or smi.p2p else "no GPU in it")
+        raise GpuError(f"{', '.join(map(str, files)) or 'the probe'}: {what}")
     gpus = []
     for g in smi.gpus:
         spec = match_smi_name(g.name)
         gpus.append({"index": g.index, "name": g.name, "memory_total_bytes": g.memory_total_bytes,
                      "memory_used_bytes": g.memory_used_bytes,
                      "compute_capability": g.compute_capability or (spec.compute_capability if spec else None),
-                     "catalog_id": spec.id if spec else None})
+                     "catalog_id": spec.id if spec else None, "vendor": g.vendor, "healthy": g.healthy,
+                     "health_problems": list(g.health_problems), "mig": _mig_view(smi, g, spec),
+                     **({"compute_partition": g.compute_partition, "memory_partition": g.memory_partition,
+                         "gfx_version": g.gfx_version} if g.vendor == "amd" else {})})
     return {"gpus": gpus, "driver_version": smi.driver_version, "cuda_version": smi.cuda_version,
-            "interconnect": smi.interconnect}
+            "rocm_version": smi.rocm_version, "interconnect": smi.interconnect, "warnings": list(smi.warnings)}
+
+
+def _mig_view(smi: SmiProbe, gpu: SmiGpu, spec: GpuSpec | None) -> dict[str, Any] | None:
+    """`{mode, instances: [{profile, memory_bytes, uuid}]}` where the capture shows MIG; None where it does not."""
+    from planner.hardware.select import mig_slice
+
+    instances = []
+    for m in smi.mig_devices:
+        if m.gpu_index != gpu.index:
+            continue
+        cut = mig_slice(m, spec, gpu.memory_total_bytes)
+        instances.append({"profile": cut.profile if cut else m.name, "memory_bytes": cut.memory_bytes if cut else None,
+                          "uuid": m.uuid})
+    mode = gpu.mig_mode.lower() if gpu.mig_mode else ("enabled" if instances else None)
+    return None if mode is None else {"mode": mode, "instances": instances}

@@ -18,7 +18,7 @@ from planner.errors import GpuError
 from planner.units import GiB
 
 if TYPE_CHECKING:  # keep the nvidia-smi parser off the import path of plans for named GPUs
-    from planner.hardware.captures import SmiProbe
+    from planner.hardware.captures import MigDevice, SmiProbe
     from planner.hardware.catalog import GpuSpec
 
 _MIG_PROFILE = re.compile(r"(\d+)g\.(\d+)gb")
@@ -37,7 +37,12 @@ class Device:
     mig_profile: str | None = None  # e.g. "2g.12gb"
     fraction: float = 1.0  # share of the GPU's bandwidth and compute (MIG slices)
     processes: tuple[str, ...] = ()
-    healthy: bool = True  # False when nvidia-smi shows the GPU in an error state (ERR!): plans never use it
+    health_problems: tuple[str, ...] = ()  # why the probe shows the GPU failing (ERR!, lost, pages pending)
+
+    @property
+    def healthy(self) -> bool:
+        """False when the probe shows the GPU in an error state: plans never use it."""
+        return not self.health_problems
 
     @property
     def free_bytes(self) -> int | None:
@@ -77,6 +82,33 @@ def _processes(smi: SmiProbe, index: int) -> tuple[str, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class MigSlice:
+    """What a MIG instance offers: its memory, its profile name and its share of the GPU."""
+
+    memory_bytes: int
+    profile: str  # "2g.12gb"
+    fraction: float  # of the GPU's compute and bandwidth
+
+
+def mig_slice(m: MigDevice, spec: GpuSpec | None, gpu_total: int | None) -> MigSlice | None:
+    """Memory, profile and share of one MIG instance; None when the capture gives no size for it."""
+    total = spec.memory_bytes if spec else (gpu_total or 0)
+    prof = _MIG_PROFILE.search(m.name or "")
+    # `-L` listings give only the profile name: take its "Ngb" as 10^9 bytes (under the real figure,
+    # e.g. 2g.12gb is 11,968 MiB), so the plan errs on the safe side.
+    memory = m.memory_total_bytes or (int(prof.group(2)) * 10**9 if prof else None)
+    if memory is None:
+        return None
+    slices = spec.mig_compute_slices if spec and spec.mig_compute_slices else None
+    fraction = min(1.0, memory / total) if total else 1.0
+    if prof and slices:  # a profile's compute share is its "Ng" over the GPU's slices (7 on A100/H100)
+        fraction = min(1.0, int(prof.group(1)) / slices)
+    profile = prof.group(0) if prof else (f"{round(fraction * slices)}g.{round(memory / GiB)}gb"
+                                          if slices else f"{memory / GiB:.0f}GiB")
+    return MigSlice(memory_bytes=memory, profile=profile, fraction=fraction)
+
+
 def devices_from_probe(smi: SmiProbe, match: dict[int, GpuSpec | None], ignore_used: bool = False,
                        fallback_memory: int | None = None) -> list[Device]:
     """Whole GPUs, or their MIG instances where MIG is on. `match` maps GPU index -> catalog entry;
@@ -86,32 +118,28 @@ def devices_from_probe(smi: SmiProbe, match: dict[int, GpuSpec | None], ignore_u
         spec = match.get(g.index)
         migs = [m for m in smi.mig_devices if m.gpu_index == g.index]
         if migs:
-            total = spec.memory_bytes if spec else (g.memory_total_bytes or 0)
             for m in migs:
-                prof = _MIG_PROFILE.search(m.name or "")
-                # `-L` listings give only the profile name: take its "Ngb" as 10^9 bytes (under the real figure,
-                # e.g. 2g.12gb is 11,968 MiB), so the plan errs on the safe side.
-                memory = m.memory_total_bytes or (int(prof.group(2)) * 10**9 if prof else None)
-                if memory is None:
+                mslice = mig_slice(m, spec, g.memory_total_bytes)
+                if mslice is None:
                     continue
-                slices = spec.mig_compute_slices if spec and spec.mig_compute_slices else None
-                if prof and slices:
-                    fraction = min(1.0, int(prof.group(1)) / slices)
-                else:
-                    fraction = min(1.0, memory / total) if total else 1.0
-                profile = prof.group(0) if prof else (f"{round(fraction * slices)}g.{round(memory / GiB)}gb"
-                                                      if slices else f"{memory / GiB:.0f}GiB")
-                out.append(Device(index=g.index, name=g.name, spec=spec, memory_bytes=memory,
+                out.append(Device(index=g.index, name=g.name, spec=spec, memory_bytes=mslice.memory_bytes,
                                   used_bytes=None if ignore_used else m.memory_used_bytes,
-                                  visible_id=m.uuid, mig_profile=profile, fraction=fraction))
+                                  visible_id=m.uuid, mig_profile=mslice.profile, fraction=mslice.fraction,
+                                  health_problems=g.health_problems))
             continue
         memory = spec.memory_bytes if spec else (g.memory_total_bytes or fallback_memory)
         if memory is None:
             continue
         out.append(Device(index=g.index, name=g.name, spec=spec, memory_bytes=memory,
                           used_bytes=None if ignore_used else g.memory_used_bytes, visible_id=str(g.index),
-                          processes=_processes(smi, g.index), healthy=g.healthy))
+                          processes=_processes(smi, g.index), health_problems=g.health_problems))
     return out
+
+
+def sick_list(devices: list[Device]) -> str:
+    """'GPU 2 NVIDIA A100 80GB PCIe: fan, power read ERR!; GPU 3 ...' (one entry per physical GPU)."""
+    seen = dict.fromkeys(f"GPU {d.index} {d.name}: {'; '.join(d.health_problems)}" for d in devices)
+    return "; ".join(seen)
 
 
 def _gib(n: int) -> str:
@@ -126,11 +154,11 @@ def choose(devices: list[Device], *, want: int | None) -> Selection:
     sick = [d for d in devices if not d.healthy]
     devices = [d for d in devices if d.healthy]
     if not devices:
-        raise GpuError("every GPU the probe shows is in an error state (ERR!); vLLM cannot use them")
+        raise GpuError(f"every GPU the probe shows is in an error state ({sick_list(sick)}); vLLM cannot use them")
     if sick:
         picked = choose(devices, want=want)
-        note = (f"{', '.join(d.label for d in sick)} show(s) ERR! in nvidia-smi: not used (a tensor-parallel group "
-                "over a failing GPU fails at start-up or mid-run)")
+        note = (f"left out, in an error state: {sick_list(sick)} (a tensor-parallel group over a failing GPU fails "
+                "at start-up or mid-run)")
         return replace(picked, all_devices=all_devs, notes=(note, *picked.notes))
     migs = [d for d in devices if d.mig_profile]
     if migs:

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.segment import Segment
 from rich.table import Table
+from rich.text import Text
 
 from planner.render.text import cell, echo, plain, safe, strip_controls
 from planner.schemas import PlanResponse
@@ -182,15 +183,33 @@ def override_line(ov: dict[str, Any]) -> str:
 
 def render_detect(data: dict[str, Any], console: Console | None = None) -> None:
     c = console or make_console()
-    t = Table(title=f"GPUs (driver {safe(data.get('driver_version') or '?')}, "
-                    f"CUDA {safe(data.get('cuda_version') or '?')}, "
+    gpus = data["gpus"]
+    amd = any(g.get("vendor") == "amd" for g in gpus)
+    stack = (f"ROCm {safe(data.get('rocm_version') or '?')}" if amd and not data.get("cuda_version")
+             else f"CUDA {safe(data.get('cuda_version') or '?')}")
+    t = Table(title=f"GPUs (driver {safe(data.get('driver_version') or '?')}, {stack}, "
                     f"interconnect {safe(data.get('interconnect') or 'unknown')})", header_style="bold")
-    for col in ("#", "name", "memory total", "used", "CC", "catalog"):
+    columns = ["#", "name", "memory total", "used", "gfx" if amd else "CC", "catalog", "health", "MIG"]
+    if amd:
+        columns[-1] = "partition"
+    for col in columns:
         t.add_column(col)
-    for g in data["gpus"]:
-        _row(t, g["index"], g["name"], _g(g["memory_total_bytes"]), _g(g["memory_used_bytes"]),
-             g.get("compute_capability") or "-", g.get("catalog_id") or "-")
+    for g in gpus:
+        health = "ok" if g.get("healthy", True) else "FAILING: " + "; ".join(g.get("health_problems") or ["error"])
+        if amd:
+            last = "/".join(p for p in (g.get("compute_partition"), g.get("memory_partition")) if p) or "-"
+            cc = g.get("gfx_version") or "-"
+        else:
+            mig = g.get("mig")
+            last = ("-" if mig is None else
+                    f"{mig['mode']}" + (f": {', '.join(str(i['profile']) for i in mig['instances'])}"
+                                        if mig["instances"] else ""))
+            cc = g.get("compute_capability") or "-"
+        _row(t, g["index"], g["name"], _g(g["memory_total_bytes"]), _g(g["memory_used_bytes"]), cc,
+             g.get("catalog_id") or "-", health, last)
     c.print(t)
+    for w in data.get("warnings") or []:
+        c.print(Text(f"  ! {plain(w)}"))
 
 
 def render_sweep(rows: list[dict[str, Any]], mode: str, console: Console | None = None) -> None:

@@ -73,6 +73,16 @@ _FAILURES: FailurePatterns = (*NVIDIA_FAILURES,)
 _LOST_RE = re.compile(r"Unable to determine the device handle for GPU\s*([0-9A-Fa-f:.]+): (.+)")
 
 
+def _lost_devices(lines: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """(bus id, reason) of each GPU nvidia-smi could not reach: "... device handle for GPU 0000:3B:00.0: GPU is lost".
+
+    nvidia-smi prints this line in place of a GPU the driver lost (fallen off the bus, Xid 79); merged with
+    another capture that lists that bus id, the GPU is marked faulty (see merge_probes).
+    """
+    found = (_LOST_RE.fullmatch(line.strip()) for line in lines)
+    return tuple(dict.fromkeys((m.group(1), m.group(2).split(". ")[0].rstrip(".")) for m in found if m))
+
+
 def _found(result: SmiProbe | list[SmiProbe] | None) -> list[SmiProbe]:
     if result is None:
         return []
@@ -98,8 +108,10 @@ def parse_probe_text(
     for parser in _LINE_PARSERS:
         parts += _found(parser(lines, claimed))
     parts += _found(nvidia_csv.parse(lines, claimed, csv_fields))
+    lost = _lost_devices(lines)
+    if lost:
+        parts.append(SmiProbe(lost_devices=lost))
     probe = merge_probes(*(replace(p, source=source) for p in parts))
-    probe = _lost_gpus(probe, lines)
     failure = find_failure(lines, _FAILURES)
     if failure is not None and not probe.gpus:
         raise SmiError(f'{source}: {failure.tool} failed: "{failure.message}"')
@@ -109,28 +121,3 @@ def parse_probe_text(
         probe = replace(probe, warnings=(*probe.warnings, f'{failure.tool} also reported: "{failure.message}"'))
     return replace(probe, source=source)
 
-
-def _lost_gpus(probe: SmiProbe, lines: Sequence[str]) -> SmiProbe:
-    """Mark a GPU nvidia-smi could not reach ("... device handle for GPU 0000:3B:00.0: GPU is lost") as faulty.
-
-    nvidia-smi prints this line in place of the GPU when the driver lost it (fallen off the bus, Xid 79);
-    when another capture of the same machine lists that bus id, that GPU must not be planned on.
-    """
-    lost = {}
-    for line in lines:
-        match = _LOST_RE.fullmatch(line.strip())
-        if match:
-            lost[_bus_key(match.group(1))] = match.group(2).split(".")[0].strip()
-    if not lost:
-        return probe
-    gpus = tuple(
-        replace(g, faults=(*g.faults, f"nvidia-smi: {lost[_bus_key(g.bus_id)]}"))
-        if g.bus_id and _bus_key(g.bus_id) in lost else g
-        for g in probe.gpus
-    )
-    return replace(probe, gpus=gpus)
-
-
-def _bus_key(bus_id: str) -> str:
-    """'00000000:3B:00.0' and '0000:3b:00.0' name the same device: compare the bus:device.function part."""
-    return bus_id.strip().lower().split(":", 1)[-1] if bus_id.count(":") >= 2 else bus_id.strip().lower()

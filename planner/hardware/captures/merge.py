@@ -54,6 +54,25 @@ def _first(values: Iterable[str | None], what: str, warnings: list[str]) -> str 
     return seen[0] if seen else None
 
 
+def _bus_key(bus_id: str) -> str:
+    """'00000000:3B:00.0' and '0000:3b:00.0' name one device: compare bus:device.function, any case."""
+    parts = bus_id.strip().lower().split(":")
+    return ":".join(parts[-2:])
+
+
+def _mark_lost(gpus: dict[int, SmiGpu], lost: tuple[tuple[str, str], ...], warnings: list[str]) -> dict[int, SmiGpu]:
+    """A GPU nvidia-smi reported unreachable gets a fault; one no capture lists gets a warning."""
+    reasons = {_bus_key(bus): reason for bus, reason in lost}
+    out = {}
+    for index, gpu in gpus.items():
+        reason = reasons.pop(_bus_key(gpu.bus_id), None) if gpu.bus_id else None
+        out[index] = replace(gpu, faults=(*gpu.faults, f"nvidia-smi: {reason}")) if reason else gpu
+    for bus, reason in lost:
+        if _bus_key(bus) in reasons:
+            warnings.append(f"nvidia-smi could not reach the GPU at {bus} ({reason}): it is not listed, so not used")
+    return out
+
+
 def merge_probes(*probes: SmiProbe) -> SmiProbe:
     """Combine captures of one machine (e.g. a table, ``-L`` and ``topo -m``); earlier ones win conflicts."""
     warnings: list[str] = [w for p in probes for w in p.warnings]
@@ -64,6 +83,8 @@ def merge_probes(*probes: SmiProbe) -> SmiProbe:
     topology = next((p.topology for p in probes if p.topology is not None), None)
     if topology is not None and gpus and len(topology.gpu_labels) != len(gpus):
         warnings.append(f"the topology shows {len(topology.gpu_labels)} GPUs, the GPU list {len(gpus)}")
+    lost = tuple(dict.fromkeys(entry for p in probes for entry in p.lost_devices))
+    gpus = _mark_lost(gpus, lost, warnings)
     processes = dict.fromkeys(proc for p in probes for proc in p.processes)
     return SmiProbe(
         gpus=tuple(sorted(gpus.values(), key=lambda g: g.index)),
@@ -75,6 +96,7 @@ def merge_probes(*probes: SmiProbe) -> SmiProbe:
         mig_devices=_merge_migs(m for p in probes for m in p.mig_devices),
         topology=topology,
         p2p=next((p.p2p for p in probes if p.p2p), {}),
+        lost_devices=lost,
         formats=tuple(dict.fromkeys(f for p in probes for f in p.formats)),
         warnings=tuple(dict.fromkeys(warnings)),
         partial=any(p.partial for p in probes),

@@ -179,6 +179,7 @@ class SmiProbe:
     mig_devices: tuple[MigDevice, ...] = ()
     topology: Topology | None = None
     p2p: dict[tuple[int, int], str] = field(default_factory=dict)  # topo -p2p cells: OK, GNS, CNS...
+    lost_devices: tuple[tuple[str, str], ...] = ()  # (bus id, reason) of GPUs nvidia-smi could not reach
     formats: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     partial: bool = False  # the capture looks cut off
