@@ -66,7 +66,8 @@ def _mark_lost(gpus: dict[int, SmiGpu], lost: tuple[tuple[str, str], ...], warni
     out = {}
     for index, gpu in gpus.items():
         reason = reasons.pop(_bus_key(gpu.bus_id), None) if gpu.bus_id else None
-        out[index] = replace(gpu, faults=(*gpu.faults, f"nvidia-smi: {reason}")) if reason else gpu
+        fault = f"nvidia-smi: {reason}"
+        out[index] = replace(gpu, faults=(*gpu.faults, fault)) if reason and fault not in gpu.faults else gpu
     for bus, reason in lost:
         if _bus_key(bus) in reasons:
             warnings.append(f"nvidia-smi could not reach the GPU at {bus} ({reason}): it is not listed, so not used")
