@@ -23,12 +23,14 @@ from dataclasses import replace
 
 from planner.errors import SmiError
 from planner.hardware.captures import (
+    amd_smi,
     nvidia_csv,
     nvidia_list,
     nvidia_table,
     nvidia_topo,
     nvidia_version,
     nvidia_xml,
+    rocm_smi,
 )
 from planner.hardware.captures.merge import merge_probes
 from planner.hardware.captures.model import (
@@ -59,6 +61,8 @@ LineParser = Callable[[Sequence[str], set[int]], "SmiProbe | list[SmiProbe] | No
 # Order matters: a parser claims the lines it read, and later ones skip them. The table comes before
 # the topology (a collect_env report holds both), and the line-by-line formats come last.
 _LINE_PARSERS: tuple[LineParser, ...] = (
+    rocm_smi.parse,  # AMD first: they claim their own lines (amd-smi's box, rocm-smi's CSV) before nvidia's
+    amd_smi.parse,
     nvidia_table.parse,
     nvidia_topo.parse,
     nvidia_list.parse,
@@ -68,7 +72,7 @@ _LINE_PARSERS: tuple[LineParser, ...] = (
 
 # Every tool's "I failed" lines: a capture holding one and no GPU is an error quoting it. A new format's
 # module adds its own tuple here.
-_FAILURES: FailurePatterns = (*NVIDIA_FAILURES,)
+_FAILURES: FailurePatterns = (*NVIDIA_FAILURES, *rocm_smi.FAILURES, *amd_smi.FAILURES)
 
 _LOST_RE = re.compile(r"Unable to determine the device handle for GPU\s*([0-9A-Fa-f:.]+): (.+)")
 
