@@ -1,7 +1,8 @@
 """The live GPU probe and saved-capture reader: the only module that runs subprocesses.
 
-:func:`probe_local` runs ``nvidia-smi`` (never through a shell) and hands its output to the pure
-parsers in :mod:`planner.hardware.captures`; :func:`read_capture` reads a saved capture file.
+:func:`probe_local` runs ``nvidia-smi``, or on an AMD machine ``amd-smi`` / ``rocm-smi`` (never through
+a shell), and hands their output to the pure parsers in :mod:`planner.hardware.captures`;
+:func:`read_capture` reads a saved capture file.
 Every failure is a :class:`planner.errors.SmiError` (exit code 2) with a one-line message.
 """
 
@@ -24,8 +25,15 @@ MAX_CAPTURE_BYTES = 8 * 1024 * 1024
 """Largest capture file read_capture accepts (an 8-GPU ``-q -x`` is about 250 KiB)."""
 
 _NOT_FOUND = (
-    "nvidia-smi not found on PATH; name a GPU with --gpu NAME or pass a saved capture with --from-file FILE"
+    "no nvidia-smi, amd-smi or rocm-smi on PATH; name a GPU with --gpu NAME or pass a saved capture with "
+    "--from-file FILE"
 )
+# AMD: what each tool is asked, in order; the outputs are merged. amd-smi's `static` holds the market name,
+# VRAM size and partition modes and `metric -m` the VRAM in use (amd-smi docs, "amd-smi static"/"metric");
+# rocm-smi's concise table holds the device ids and partitions, `--showproductname --showmeminfo vram` the
+# names and bytes (ROCm SMI docs).
+_AMD_SMI_RUNS = (["static"], ["metric", "-m"])
+_ROCM_SMI_RUNS = ([], ["--showproductname", "--showmeminfo", "vram"])
 _QUERY_ARGS = ("--query-gpu=" + ",".join(PROBE_QUERY_FIELDS), "--format=csv,noheader,nounits")
 
 
@@ -47,7 +55,7 @@ class _Run:
 
     @property
     def command(self) -> str:
-        return " ".join(["nvidia-smi", *self.argv[1:]])
+        return " ".join([Path(self.argv[0]).name, *self.argv[1:]])
 
 
 def _run(argv: list[str], timeout_s: float) -> _Run:
@@ -67,7 +75,7 @@ def _run(argv: list[str], timeout_s: float) -> _Run:
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired as exc:
         _kill(proc, posix)
-        command = " ".join(["nvidia-smi", *argv[1:]])
+        command = " ".join([Path(argv[0]).name, *argv[1:]])
         raise SmiError(
             f"{command} did not finish within {timeout_s:g} s (timeout); the GPU driver may be hung"
         ) from exc
@@ -119,7 +127,7 @@ def probe_local(timeout_s: float = 10.0) -> SmiProbe:
     """
     exe = shutil.which("nvidia-smi")
     if exe is None:
-        raise SmiError(_NOT_FOUND)
+        return _probe_amd(timeout_s)
     query = _query(exe, timeout_s)
     if query is None:
         table_run = _run([exe], timeout_s)
@@ -133,6 +141,28 @@ def probe_local(timeout_s: float = 10.0) -> SmiProbe:
     return replace(merge_probes(*probes), source="nvidia-smi")
 
 
+def _probe_amd(timeout_s: float) -> SmiProbe:
+    """amd-smi (ROCm 6.0 and later), else rocm-smi: the first run must work, the rest only add detail."""
+    tools = [(exe, runs) for exe, runs in ((shutil.which("amd-smi"), _AMD_SMI_RUNS),
+                                           (shutil.which("rocm-smi"), _ROCM_SMI_RUNS)) if exe is not None]
+    if not tools:
+        raise SmiError(_NOT_FOUND)
+    error: SmiError | None = None
+    for exe, (first, *rest) in tools:
+        run = _run([exe, *first], timeout_s)
+        try:
+            if run.returncode != 0:
+                raise _failed(run)
+            probe = parse_probe_text(run.stdout, source=run.command)
+        except SmiError as exc:  # a broken amd-smi: rocm-smi may still answer
+            error = error or exc
+            continue
+        extra = [p for p in (_optional(exe, args, timeout_s) for args in rest) if p is not None]
+        return replace(merge_probes(probe, *extra), source=Path(exe).name)
+    assert error is not None
+    raise error
+
+
 def _decode(data: bytes, path: Path) -> str:
     """UTF-8 (with or without BOM), or UTF-16 with a BOM (PowerShell's ``>`` writes that)."""
     try:
@@ -141,12 +171,12 @@ def _decode(data: bytes, path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SmiError(
-            f"{path}: not a UTF-8 text file (byte {exc.start}); save nvidia-smi's output as text"
+            f"{path}: not a UTF-8 text file (byte {exc.start}); save the tool's output as text"
         ) from exc
 
 
 def read_capture(path: Path) -> SmiProbe:
-    """Parse a saved nvidia-smi capture (any format parse_probe_text knows)."""
+    """Parse a saved capture (any nvidia-smi, rocm-smi or amd-smi format parse_probe_text knows)."""
     path = Path(path)
-    data = read_bounded(path, limit=MAX_CAPTURE_BYTES, what="an nvidia-smi capture", error=SmiError)
+    data = read_bounded(path, limit=MAX_CAPTURE_BYTES, what="a GPU probe capture", error=SmiError)
     return parse_probe_text(_decode(data, path), source=str(path))

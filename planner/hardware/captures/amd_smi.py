@@ -99,6 +99,8 @@ def _apply(state: _State, index: int, section: str, key: str, value: str) -> boo
         state.put(index, "name:market", _name(value))
     elif where == ("BOARD", "PRODUCT_NAME"):
         state.put(index, "name:board", _name(value))
+    elif where == ("ASIC", "DEVICE_ID"):
+        state.put(index, "pci_device_id", value.lower() if _HEX_ID_RE.fullmatch(value) else None)
     elif where == ("ASIC", "TARGET_GRAPHICS_VERSION"):
         state.put(index, "gfx_version", na(value))
     elif where == ("DRIVER", "VERSION"):
@@ -219,6 +221,8 @@ def _view_gpu(state: _State, first: str, second: str) -> None:
     bus = BUS_ID_RE.match(top[0].strip()) if top else None
     name = top[0].strip()[bus.end() :].strip() if bus else (top[0].strip() if top else "")
     state.put(index, "name:view", _name(name))
+    if _HEX_ID_RE.fullmatch(name):  # no market name in the container: the view prints the PCI device id
+        state.put(index, "pci_device_id", name.lower())
     state.put(index, "bus_id", bus.group(0) if bus else None)
     mode = row.group(4).split("/")
     state.put(index, "compute_partition", _partition_value(mode[0], "compute"))

@@ -96,6 +96,7 @@ class SmiGpu:
     compute_partition: str | None = None  # AMD: SPX | DPX | QPX | CPX (a CPX MI300X shows 8 logical GPUs)
     memory_partition: str | None = None  # AMD: NPS1 | NPS2 | NPS4 ...
     gfx_version: str | None = None  # AMD: the LLVM target the tool prints, e.g. "gfx942"
+    pci_device_id: str | None = None  # AMD: the PCI device id ("0x74a1") where the tool prints it instead of a name
 
     @property
     def name_truncated(self) -> bool:

@@ -113,6 +113,12 @@ def _name(value: str | None) -> str | None:
     return value
 
 
+def _device_id(value: str | None) -> str | None:
+    """'0x74a2, 1017' / '[0x74a1 : 0x00]' / '0x740c' -> '0x74a2' (lower case); None when no hex id leads."""
+    match = _HEX_ID_RE.match((value or "").strip().lstrip("[").strip())
+    return match.group(0).lower() if match else None
+
+
 def _partitions(value: str | None) -> tuple[str | None, str | None]:
     """'NPS1, SPX, 0' / 'NPS1, SPX' / 'N/A, N/A, 1' -> (memory partition, compute partition)."""
     parts = [p.strip() for p in (value or "").split(",")]
@@ -134,6 +140,8 @@ def _apply(state: _State, index: int, key: str, value: str) -> bool:
         rec.put("memory_used_bytes", _int(value))
     elif key in ("card series", "device name", "card model"):
         rec.put(f"name:{key}", _name(value))
+        if key == "card model":  # rocm-smi --showproductname prints the PCI device id here ("0x740c")
+            rec.put("pci_device_id", _device_id(value))
     elif key == "gfx version":
         rec.put("gfx_version", na(value))
     elif key == "compute partition":
@@ -225,6 +233,8 @@ def _table_row(state: _State, columns: Sequence[str], values: Sequence[str]) -> 
         name = column.split()[0]
         if name == "Perf":
             rec.put("performance_state", na(value))
+        elif name in ("IDs", "[Model"):  # "0x74a2, 1017" (DID, GUID) or "[0x74a1 : 0x00]" (model : revision)
+            rec.put("pci_device_id", _device_id(value))
         elif name == "Partitions":
             memory, compute = _partitions(value)
             rec.put("memory_partition", memory)
@@ -438,6 +448,7 @@ def _gpu(index: int, rec: _Record) -> SmiGpu:
             "power_limit_w",
             "power_draw_w",
             "temperature_c",
+            "pci_device_id",
         }
     }
     return SmiGpu(index=index, name=name, vendor="amd", faults=faults, **fields)

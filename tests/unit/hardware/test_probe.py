@@ -117,9 +117,80 @@ def test_missing_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(SmiError) as info:
         probe_local()
     assert str(info.value) == (
-        "nvidia-smi not found on PATH; name a GPU with --gpu NAME "
+        "no nvidia-smi, amd-smi or rocm-smi on PATH; name a GPU with --gpu NAME "
         "or pass a saved capture with --from-file FILE"
     )
+
+
+# A fake AMD tool: answers each argument list from <tool>.<name>.out files beside it.
+FAKE_AMD = """#!/bin/sh
+here=$(dirname "$0")
+tool=$(basename "$0")
+printf '%s %s\\n' "$tool" "$*" >> "$here/argv.log"
+case "$*" in
+  "") part=plain ;;
+  static) part=static ;;
+  "metric -m") part=metric ;;
+  "--showproductname --showmeminfo vram") part=meminfo ;;
+  *) part=other ;;
+esac
+[ -f "$here/$tool.$part.out" ] && cat "$here/$tool.$part.out"
+exit "$(cat "$here/$tool.$part.rc" 2>/dev/null || echo 0)"
+"""
+AMD_DATA = Path(__file__).parents[2] / "data" / "amd-smi"
+
+
+def _amd_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *tools: str) -> Path:
+    """Only the named AMD tools on PATH (no nvidia-smi)."""
+    bin_dir = tmp_path / "amdbin"
+    bin_dir.mkdir()
+    for tool in tools:
+        script = bin_dir / tool
+        script.write_text(FAKE_AMD, encoding="utf-8")
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    return bin_dir
+
+
+def test_rocm_smi_table_and_meminfo_are_merged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No nvidia-smi and no amd-smi: rocm-smi's table (device ids, partitions) and --showmeminfo (bytes) merge.
+    The ms-swift capture: 8 x 0x74a2 in SPX/NPS1, VRAM Total Memory (B) 206141652992 each."""
+    bin_dir = _amd_tools(tmp_path, monkeypatch, "rocm-smi")
+    (bin_dir / "rocm-smi.plain.out").write_text((AMD_DATA / "rocm-smi_8xMI308X-0x74a2_node-ids-layout.txt").read_text())
+    (bin_dir / "rocm-smi.meminfo.out").write_text(
+        (AMD_DATA / "rocm-smi-u-showmeminfo-vram_8xMI308X-0x74a2.txt").read_text())
+    probe = probe_local()
+    assert len(probe.gpus) == 8 and all(g.vendor == "amd" for g in probe.gpus)
+    assert {g.pci_device_id for g in probe.gpus} == {"0x74a2"}
+    assert {g.memory_total_bytes for g in probe.gpus} == {206_141_652_992}
+    assert {g.compute_partition for g in probe.gpus} == {"SPX"}
+    assert (bin_dir / "argv.log").read_text().splitlines() == [
+        "rocm-smi ", "rocm-smi --showproductname --showmeminfo vram"]
+
+
+def test_amd_smi_first_and_rocm_smi_when_it_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """amd-smi is tried first; when it fails (the NO_PERM capture), rocm-smi still answers."""
+    bin_dir = _amd_tools(tmp_path, monkeypatch, "amd-smi", "rocm-smi")
+    (bin_dir / "amd-smi.static.out").write_text((AMD_DATA / "amd-smi-static_4xMI300A+4xCPU_readme.txt").read_text())
+    probe = probe_local()
+    assert [g.name for g in probe.gpus] == ["MI300A"] * 4 and probe.gpus[0].memory_total_bytes == 64_289 * MIB
+    assert probe.source == "amd-smi"
+    (bin_dir / "amd-smi.static.out").write_text(
+        (AMD_DATA / "amd-smi_error_unable-to-detect-gpus_syntaxwarning_6.2.4.txt").read_text())
+    (bin_dir / "amd-smi.static.rc").write_text("1")
+    (bin_dir / "rocm-smi.plain.out").write_text((AMD_DATA / "rocm-smi_1xMI300X_model-rev-name-layout.txt").read_text())
+    probe = probe_local()
+    assert [g.name for g in probe.gpus] == ["AMD Instinct MI300X"] and probe.source == "rocm-smi"
+
+
+def test_amd_tool_failing_is_quoted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = _amd_tools(tmp_path, monkeypatch, "rocm-smi")
+    (bin_dir / "rocm-smi.plain.out").write_text(
+        (AMD_DATA / "rocm-smi_error_driver-not-initialized_rocm6.0.txt").read_text())
+    with pytest.raises(SmiError) as info:
+        probe_local()
+    assert "Driver not initialized (amdgpu not found in modules)" in str(info.value)
+    assert "rocm-smi" in str(info.value)
 
 
 def test_timeout_kills_nvidia_smi(fake: Fake) -> None:
