@@ -165,6 +165,8 @@ class DeviceOut(_Model):
 class HardwareSummary(_Model):
     gpu: str
     catalog_id: str | None
+    vendor: str | None = Field(default=None, description="GPU vendor from the catalog (nvidia | amd); null when the "
+                               "GPU is not in the catalog. Deployment files follow it (image, devices, resources).")
     gpu_count: int
     nodes: int
     gpus_per_node: int

@@ -1,4 +1,5 @@
-"""What every generated artifact shares: the stamp (plan id, planner and pack versions), names, image.
+"""What every generated artifact shares: the stamp (plan id, planner and pack versions), names, image
+(per GPU vendor: accelerators.py).
 
 Pure: no I/O.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from planner.artifacts.accelerators import NVIDIA, container_image
 from planner.schemas import PlanResponse
 
 HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
@@ -64,11 +66,10 @@ def slug(model: str, limit: int = 40) -> str:
     return f"vllm-{s}" if s else "vllm"
 
 
-def image(vllm_version: str) -> str:
-    """The vLLM OpenAI-server image for the version (tags are `v` + the release; pre/dev builds use theirs)."""
-    from packaging.version import Version
-
-    return f"vllm/vllm-openai:v{Version(vllm_version).base_version}"  # 0.11.0rc1.dev5+g12 -> v0.11.0
+def image(vllm_version: str, vendor: str = NVIDIA) -> str:
+    """The vLLM OpenAI-server image for the version and GPU vendor (accelerators.container_image): for NVIDIA
+    `vllm/vllm-openai:v` + the release (pre/dev builds use their release: 0.11.0rc1.dev5+g12 -> v0.11.0)."""
+    return container_image(vllm_version, vendor).ref
 
 
 def gpu_product_label(gpu_name: str) -> str:

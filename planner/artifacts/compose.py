@@ -5,6 +5,13 @@ the plan picked specific GPUs), `ipc: host` for PyTorch's shared memory, the Hug
 mounted, HF_TOKEN from the environment and a /health check. Multi-node: a `vllm-head` and a
 `vllm-worker` service (profiles `head` and `worker`) on the host network that form a Ray cluster the
 way vLLM's multi-node-serving.sh does; run the head on one node and the worker on the others.
+
+GPU access follows the vendor (accelerators.py, with the sources):
+- NVIDIA: a `driver: nvidia` device reservation (Compose's spelling of `docker run --gpus`); a MIG
+  slice is reserved by its UUID (`device_ids: ["MIG-..."]`) when the capture listed it.
+- AMD: vLLM's `docker run` flags for ROCm in Compose's spelling: `devices: [/dev/kfd, /dev/dri]`,
+  `group_add: [video, render]`, `cap_add: [SYS_PTRACE]`, `security_opt: [seccomp=unconfined]` and
+  `ipc: host`, the ROCm image, and HIP_VISIBLE_DEVICES when the plan picked GPUs. No NVIDIA reservation.
 """
 
 from __future__ import annotations
@@ -12,7 +19,16 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from planner.artifacts.common import HF_CACHE_IN_CONTAINER, image, ray_head_then, ray_worker
+from planner.artifacts.accelerators import (
+    HIP_VISIBLE,
+    NVIDIA_MIG_GUIDE,
+    ROCM_CAPS,
+    ROCM_DEVICES,
+    ROCM_GROUPS,
+    ROCM_SECURITY_OPT,
+    VLLM_ROCM_DOCS,
+)
+from planner.artifacts.common import HF_CACHE_IN_CONTAINER, ray_head_then, ray_worker
 from planner.artifacts.deploy import Deploy
 from planner.artifacts.yamlout import to_yaml
 
@@ -24,26 +40,53 @@ def _health(port: int, start_s: int) -> dict[str, Any]:
 
 
 def _gpus(d: Deploy, count: int) -> dict[str, Any]:
+    """The service keys that give it the plan's GPUs."""
+    if d.amd:  # devices and groups give the container every GPU; HIP_VISIBLE_DEVICES (in _base) picks the plan's
+        return {"devices": list(ROCM_DEVICES), "group_add": list(ROCM_GROUPS), "cap_add": list(ROCM_CAPS),
+                "security_opt": list(ROCM_SECURITY_OPT)}
     dev: dict[str, Any] = {"driver": "nvidia"}
     if d.device_ids and not d.launch.multi_node:
-        dev["device_ids"] = list(d.device_ids)
+        dev["device_ids"] = list(d.device_ids)  # GPU indices, or the MIG slice's MIG-<UUID>
     else:
         dev["count"] = count
     dev["capabilities"] = ["gpu"]
-    return {"resources": {"reservations": {"devices": [dev]}}}
+    return {"deploy": {"resources": {"reservations": {"devices": [dev]}}}}
 
 
 def _base(d: Deploy) -> dict[str, Any]:
     volumes = [f"${{HF_CACHE_DIR:-~/.cache/huggingface}}:{HF_CACHE_IN_CONTAINER}"]
     if d.local_dir:
         volumes.append(_escape(f"{d.local_dir}:{d.container_model}:ro"))
+    env = {"HF_TOKEN": "${HF_TOKEN:-}"}
+    if d.amd and d.device_ids and not d.launch.multi_node:
+        env[HIP_VISIBLE] = ",".join(d.device_ids)
     return {
-        "image": image(d.stamp.vllm_version),
+        "image": d.image.ref,
         "ipc": "host",
-        "environment": {"HF_TOKEN": "${HF_TOKEN:-}"},
+        "environment": env,
         "volumes": volumes,
         "labels": d.stamp.labels(),
     }
+
+
+def _hardware_notes(d: Deploy) -> list[str]:
+    """Header comments on how the file reaches the GPUs (and where its image comes from)."""
+    notes = []
+    if d.amd:
+        notes.append(f"AMD ROCm: devices, group_add, cap_add, security_opt and ipc are vLLM's docker flags for ROCm "
+                     f"({VLLM_ROCM_DOCS})")
+        if d.device_ids and not d.launch.multi_node:
+            notes.append(f"{HIP_VISIBLE}={','.join(d.device_ids)} picks the planned GPUs")
+    if d.image.note:
+        notes.append(f"Image: {d.image.note}")
+    if d.mig_profile:
+        if d.mig_uuid:
+            notes.append(f"MIG slice {d.mig_profile}: reserved by its UUID {d.mig_uuid} ({NVIDIA_MIG_GUIDE})")
+        else:
+            notes.append(f"MIG slice {d.mig_profile}: the capture has no MIG UUID. Run `nvidia-smi -L` and replace "
+                         f'`count: 1` with `device_ids: ["MIG-<UUID>"]` of the {d.mig_profile} slice; with count the '
+                         "container gets the whole GPU, and vLLM the first slice it finds")
+    return notes
 
 
 def _escape(value: str) -> str:
@@ -56,7 +99,7 @@ def compose_yaml(d: Deploy) -> str:
     if not d.launch.multi_node:
         svc = {**_base(d), "entrypoint": ["vllm", "serve"],
                "command": [_escape(a) for a in (d.container_model, *d.args)],
-               "ports": [f"{d.port}:{d.port}"], "deploy": _gpus(d, d.launch.gpus_per_pod),
+               "ports": [f"{d.port}:{d.port}"], **_gpus(d, d.launch.gpus_per_pod),
                "healthcheck": _health(d.port, d.startup_s), "restart": "unless-stopped"}
         doc = {"services": {"vllm": svc}}
         how = ["Start: docker compose up -d   (HF_TOKEN and HF_CACHE_DIR are read from the environment)"]
@@ -66,7 +109,7 @@ def compose_yaml(d: Deploy) -> str:
         worker_cmd = ('test -n "$$VLLM_HEAD_IP" || { echo "set VLLM_HEAD_IP to the head node address" >&2; exit 2; }; '
                       + ray_worker("$$VLLM_HEAD_IP"))
         common = {**_base(d), "network_mode": "host", "entrypoint": ["/bin/bash", "-c"],
-                  "deploy": _gpus(d, d.launch.gpus_per_pod)}
+                  **_gpus(d, d.launch.gpus_per_pod)}
         common["environment"] = {**common["environment"], "VLLM_HOST_IP": "${VLLM_HOST_IP:-}"}
         doc = {"services": {
             "vllm-head": {**common, "profiles": ["head"], "command": [head_cmd],
@@ -80,4 +123,4 @@ def compose_yaml(d: Deploy) -> str:
                "  other nodes:  VLLM_HOST_IP=<this node's IP> VLLM_HEAD_IP=<head IP> "
                "docker compose --profile worker up -d",
                f"Start the workers within a few minutes of the head: it waits for {d.launch.nodes} nodes."]
-    return to_yaml(doc, comments=[d.stamp.line(), *how, *d.notes])
+    return to_yaml(doc, comments=[d.stamp.line(), *how, *_hardware_notes(d), *d.notes])

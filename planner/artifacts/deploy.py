@@ -2,7 +2,10 @@
 
 The serve arguments are taken from the plan's own serve_command, so every artifact runs exactly the
 command the plan prints; deployment knobs (port, shared memory, cache size, start-up time) are
-rule-pack params (`deploy_*`), so a site tunes them in YAML.
+rule-pack params (`deploy_*`), so a site tunes them in YAML. The GPU vendor comes from the plan's
+hardware (`hardware.vendor`, the catalog's), the MIG slice from its selected device (`mig_profile`) and
+its UUID from the plan's device pin (`hardware.visible_devices`, a `MIG-...` UUID when the capture
+listed one): accelerators.py says what each needs.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from planner.artifacts.accelerators import AMD, NVIDIA, Image, container_image
 from planner.artifacts.common import MODELS_IN_CONTAINER, Stamp
 from planner.artifacts.launch import Launch
 from planner.schemas import PlanRequest, PlanResponse
@@ -28,13 +32,29 @@ class Deploy:
     args: tuple[str, ...]  # vllm serve flags after the model
     local_dir: str | None  # the model is this directory on the host (mounted read-only into containers)
     launch: Launch
-    device_ids: tuple[str, ...]  # CUDA_VISIBLE_DEVICES of the plan, when it picked GPUs
+    device_ids: tuple[str, ...]  # CUDA_VISIBLE_DEVICES of the plan, when it picked GPUs (a MIG slice: its UUID)
     port: int
     shm_gib: int
     cache_gib: int
     startup_s: int
     bench_rounds: int
     bench_min_prompts: int
+    vendor: str = NVIDIA  # "nvidia" | "amd" (GPUs outside the catalog are probed with nvidia-smi: nvidia)
+    mig_profile: str | None = None  # the plan runs on one MIG slice of this profile, e.g. "2g.12gb"
+
+    @property
+    def amd(self) -> bool:
+        return self.vendor == AMD
+
+    @property
+    def mig_uuid(self) -> str | None:
+        """The slice's `MIG-...` UUID, when the capture listed it (`nvidia-smi -L`, `-q`)."""
+        ids = [i for i in self.device_ids if i.startswith("MIG-")]
+        return ids[0] if self.mig_profile and ids else None
+
+    @property
+    def image(self) -> Image:
+        return container_image(self.stamp.vllm_version, self.vendor)
 
     @property
     def container_model(self) -> str:
@@ -78,6 +98,8 @@ def make_deploy(plan: PlanResponse, request: PlanRequest, params: dict[str, Any]
     if local_dir:  # one API name for the script and the containers, whatever the path
         args = (*args, "--served-model-name", Path(local_dir).name)
     devices = plan.hardware.visible_devices
+    migs = [dev.mig_profile for dev in plan.hardware.devices if dev.selected and dev.mig_profile]
+    assert len(migs) <= 1, "a plan never spans MIG slices (planner/hardware/select.py)"
     weights_gib = plan.memory.weights_total_bytes / GiB
     step = int(params["deploy_cache_step_gib"])
     cache = max(step, math.ceil(weights_gib * float(params["deploy_cache_headroom"]) / step) * step)
@@ -86,4 +108,5 @@ def make_deploy(plan: PlanResponse, request: PlanRequest, params: dict[str, Any]
                   device_ids=tuple(devices.split(",")) if devices else (), port=port,
                   shm_gib=int(params["deploy_shm_gib"]), cache_gib=cache, startup_s=int(params["deploy_startup_s"]),
                   bench_rounds=int(params["deploy_bench_rounds"]),
-                  bench_min_prompts=int(params["deploy_bench_min_prompts"]))
+                  bench_min_prompts=int(params["deploy_bench_min_prompts"]),
+                  vendor=AMD if plan.hardware.vendor == AMD else NVIDIA, mig_profile=next(iter(migs), None))

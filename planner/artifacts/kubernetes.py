@@ -7,6 +7,13 @@ Multi-node: a LeaderWorkerSet whose leader starts a Ray head, waits for the grou
 multi-node-serving.sh does) and then runs `vllm serve`, whose workers join it; the Service selects
 the leaders.
 
+By vendor (accelerators.py, with the sources):
+- AMD: `amd.com/gpu` (AMD's device plugin), nodes chosen by the `amd.com/gpu.device-id` label of AMD's
+  node labeller, the ROCm image, seccomp Unconfined and SYS_PTRACE as AMD's vLLM example sets them; no
+  NVIDIA toleration.
+- A MIG slice: `nvidia.com/mig-<profile>: 1` (the device plugin's `mixed` MIG strategy); the file's
+  comments say what the `single` strategy needs instead.
+
 Kubernetes expands `$(VAR)` (and reads `$$` as `$`) in a container's command, args and env values, so every
 value from the plan goes there through `literal`; the one reference meant for Kubernetes is the LWS
 worker's `$(LWS_LEADER_ADDRESS)`.
@@ -19,7 +26,16 @@ import re
 import shlex
 from typing import Any
 
-from planner.artifacts.common import HF_CACHE_IN_CONTAINER, gpu_product_label, image, ray_head_then, ray_worker, slug
+from planner.artifacts.accelerators import (
+    AMD_DEVICE_ID_LABEL,
+    AMD_DEVICE_IDS,
+    AMD_DEVICE_PLUGIN,
+    AMD_GPU_RESOURCE,
+    NVIDIA_MIG_K8S,
+    ROCM_CAPS,
+    mig_resource,
+)
+from planner.artifacts.common import HF_CACHE_IN_CONTAINER, gpu_product_label, ray_head_then, ray_worker, slug
 from planner.artifacts.deploy import Deploy
 from planner.artifacts.yamlout import to_yaml
 
@@ -71,16 +87,59 @@ def _mounts(d: Deploy) -> list[dict[str, Any]]:
     return out
 
 
-def _gpu_resources(n: int) -> dict[str, Any]:
-    return {"limits": {"nvidia.com/gpu": n}, "requests": {"nvidia.com/gpu": n}}
+def _gpu_resources(d: Deploy, n: int) -> dict[str, Any]:
+    # a MIG slice is its own resource under the `mixed` strategy (one slice: a plan never spans slices)
+    name = AMD_GPU_RESOURCE if d.amd else mig_resource(d.mig_profile) or "nvidia.com/gpu"
+    return {"limits": {name: n}, "requests": {name: n}}
+
+
+def _security(d: Deploy) -> dict[str, Any]:
+    """AMD: what vLLM's `--security-opt seccomp=unconfined --cap-add=SYS_PTRACE` are in a pod, as AMD's vLLM example
+    (ROCm/k8s-device-plugin example/vllm-serve/deployment.yaml) writes them."""
+    if not d.amd:
+        return {}
+    return {"securityContext": {"seccompProfile": {"type": "Unconfined"}, "capabilities": {"add": list(ROCM_CAPS)}}}
 
 
 def _placement(d: Deploy) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if d.amd:  # AMD's node labeller: amd.com/gpu.device-id=<PCI device id>; no NVIDIA taint to tolerate
+        ids = AMD_DEVICE_IDS.get(d.plan.hardware.catalog_id or "")
+        if ids:
+            term = {"matchExpressions": [{"key": AMD_DEVICE_ID_LABEL, "operator": "In", "values": list(ids)}]}
+            out["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [term]}}}
+        return out
     if d.plan.hardware.catalog_id:
         out["nodeSelector"] = {"nvidia.com/gpu.product": gpu_product_label(d.gpu_name)}
     out["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     return out
+
+
+def _hardware_notes(d: Deploy) -> list[str]:
+    """Comments on the workload file: how it reaches the GPUs, and what to change for other cluster setups."""
+    notes = []
+    if d.amd:
+        notes.append(f"AMD GPUs: {AMD_GPU_RESOURCE} comes from AMD's device plugin, the {AMD_DEVICE_ID_LABEL} node "
+                     f"label from its node labeller (k8s-ds-amdgpu-labeller.yaml): {AMD_DEVICE_PLUGIN}")
+        if not AMD_DEVICE_IDS.get(d.plan.hardware.catalog_id or ""):
+            notes.append(f"No node selection for {d.gpu_name}: add a nodeSelector on amd.com/gpu.product-name "
+                         "(kubectl get nodes -L amd.com/gpu.product-name shows the values)")
+    if d.image.note:
+        notes.append(f"Image: {d.image.note}")
+    if d.mig_profile:
+        p = d.mig_profile
+        if mig_resource(p):
+            single = gpu_product_label(f"{d.gpu_name}-MIG-{p}")
+            notes += [f"MIG slice {p}: requests {mig_resource(p)}: 1, the device plugin's MIG strategy 'mixed' "
+                      f"({NVIDIA_MIG_K8S}).",
+                      "With MIG strategy 'single' the plugin advertises the slices as nvidia.com/gpu: request "
+                      f"nvidia.com/gpu: 1 instead, and select nodes labelled nvidia.com/mig.strategy=single and "
+                      f"nvidia.com/gpu.product={single}"]
+        else:
+            notes.append(f"MIG slice {p}: replace nvidia.com/gpu with the nvidia.com/mig-<profile> resource the "
+                         f"device plugin advertises for this slice (kubectl describe node) ({NVIDIA_MIG_K8S})")
+    return notes
 
 
 def pvc(d: Deploy) -> dict[str, Any]:
@@ -90,10 +149,11 @@ def pvc(d: Deploy) -> dict[str, Any]:
 
 
 def deployment(d: Deploy) -> dict[str, Any]:
-    container = {"name": "vllm", "image": image(d.stamp.vllm_version), "command": ["vllm", "serve"],
+    container = {"name": "vllm", "image": d.image.ref, "command": ["vllm", "serve"],
                  "args": [literal(a) for a in (d.container_model, *d.args)], "env": _env(),
                  "ports": [{"name": "http", "containerPort": d.port, "protocol": "TCP"}],
-                 "resources": _gpu_resources(d.launch.gpus_per_pod), **_probes(d), "volumeMounts": _mounts(d)}
+                 "resources": _gpu_resources(d, d.launch.gpus_per_pod), **_security(d), **_probes(d),
+                 "volumeMounts": _mounts(d)}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(d, slug(d.model)),
             "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": _selector(d)},
                      "template": {"metadata": {"labels": _selector(d)},
@@ -104,13 +164,13 @@ def leader_worker_set(d: Deploy) -> dict[str, Any]:
     serve = shlex.join(["vllm", "serve", d.container_model, *d.args])
     leader_cmd = literal(ray_head_then(serve, d.launch.nodes))
     worker_cmd = ray_worker("$(LWS_LEADER_ADDRESS)")  # Kubernetes substitutes the variable LWS sets
-    gpus = _gpu_resources(d.launch.gpus_per_pod)
-    leader = {"name": "vllm-leader", "image": image(d.stamp.vllm_version), "command": ["/bin/sh", "-c"],
+    gpus = _gpu_resources(d, d.launch.gpus_per_pod)
+    leader = {"name": "vllm-leader", "image": d.image.ref, "command": ["/bin/sh", "-c"],
               "args": [leader_cmd], "env": _env(),
               "ports": [{"name": "http", "containerPort": d.port, "protocol": "TCP"}],
-              "resources": gpus, **_probes(d), "volumeMounts": _mounts(d)}
-    worker = {"name": "vllm-worker", "image": image(d.stamp.vllm_version), "command": ["/bin/sh", "-c"],
-              "args": [worker_cmd], "env": _env(), "resources": gpus, "volumeMounts": _mounts(d)}
+              "resources": gpus, **_security(d), **_probes(d), "volumeMounts": _mounts(d)}
+    worker = {"name": "vllm-worker", "image": d.image.ref, "command": ["/bin/sh", "-c"],
+              "args": [worker_cmd], "env": _env(), "resources": gpus, **_security(d), "volumeMounts": _mounts(d)}
     pod = {**_placement(d), "volumes": _volumes(d)}
     return {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "metadata": _meta(d, slug(d.model)),
             "spec": {"replicas": d.launch.groups, "leaderWorkerTemplate": {
@@ -141,7 +201,7 @@ def manifests(d: Deploy) -> dict[str, str]:
                              if d.launch.multi_node else []),
                            *([f"The model is the node directory {d.local_dir} (hostPath): it must exist on every GPU "
                               "node, or replace that volume with a PVC holding the model."] if d.local_dir else []),
-                           *d.notes],
+                           *_hardware_notes(d), *d.notes],
              "service.yaml": [f"Reach the server at http://{slug(d.model)}:{d.port}/v1 inside the cluster."]}
     docs = {"pvc.yaml": pvc(d), workload[0]: workload[1], "service.yaml": service(d)}
     return {name: to_yaml(doc, comments=[*head, *notes[name]]) for name, doc in docs.items()}

@@ -12,19 +12,30 @@ import shlex
 
 from planner.artifacts.common import ray_head_then, ray_worker
 from planner.artifacts.deploy import Deploy
+from planner.artifacts.serve import device_env
 
 
 def _header(d: Deploy, purpose: str) -> list[str]:
     return ["#!/usr/bin/env bash", f"# {d.stamp.line()}", f"# {purpose}", "set -euo pipefail", ""]
 
 
+def _mig_guard(d: Deploy) -> list[str]:
+    """A MIG plan whose capture had no slice UUID: the script refuses to start until CUDA_VISIBLE_DEVICES names it
+    (without it CUDA takes whichever slice it enumerates first; NVIDIA MIG User Guide, "CUDA Device Enumeration")."""
+    if not d.mig_profile or d.mig_uuid:
+        return []
+    return [f"# MIG slice {d.mig_profile}: the capture has no MIG UUID; `nvidia-smi -L` lists it (MIG-...)",
+            f': "${{CUDA_VISIBLE_DEVICES:?set CUDA_VISIBLE_DEVICES=MIG-<UUID> of the {d.mig_profile} slice '
+            '(nvidia-smi -L lists it)}"']
+
+
 def serve_script(d: Deploy) -> str:
     """serve_command.sh: the plan's `vllm serve` (with the Ray cluster steps on multi-node shapes)."""
-    env = ["CUDA_DEVICE_ORDER=PCI_BUS_ID", f"CUDA_VISIBLE_DEVICES={','.join(d.device_ids)}"] \
-        if d.device_ids and not d.launch.multi_node else []
+    env = device_env(",".join(d.device_ids), d.vendor) if d.device_ids and not d.launch.multi_node else []
     serve = shlex.join(["vllm", "serve", d.model, *d.args])
     if not d.launch.multi_node:
         lines = _header(d, "Starts the planned vLLM server on this machine (vllm must be installed).")
+        lines += _mig_guard(d)
         lines.append(f"exec {'env ' + ' '.join(env) + ' ' if env else ''}{serve} \"$@\"")
         return "\n".join(lines) + "\n"
     nodes = d.launch.nodes

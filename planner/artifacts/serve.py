@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from planner.artifacts.accelerators import AMD, HIP_VISIBLE
 from planner.artifacts.flags import check_flag, flag_table
 from planner.artifacts.launch import Launch
 from planner.schemas import Pinned
@@ -62,11 +63,21 @@ def serve_args(config: dict[str, Any], params: dict[str, Any], *, pinned: Pinned
     return args
 
 
-def serve_command(model: str, args: list[str], *, visible_devices: str | None = None) -> str:
-    """One shell-safe line: `[CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=...] vllm serve MODEL --flag ...`.
+def device_env(visible_devices: str | None, vendor: str | None) -> list[str]:
+    """`VAR=value` words that pin a process to the plan's devices (none when the plan uses every device).
 
-    CUDA numbers GPUs fastest-first unless told otherwise; PCI_BUS_ID order is nvidia-smi's, which is the
-    numbering the plan's device indices use."""
-    env = ["CUDA_DEVICE_ORDER=PCI_BUS_ID", f"CUDA_VISIBLE_DEVICES={shlex.quote(visible_devices)}"] \
-        if visible_devices else []
-    return " ".join([*env, shlex.join(["vllm", "serve", model, *args])])
+    NVIDIA: `CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=...` (CUDA numbers GPUs fastest-first unless told
+    otherwise; PCI_BUS_ID order is nvidia-smi's, which is the numbering the plan's device indices use; a MIG
+    slice is pinned by its `MIG-<UUID>`, NVIDIA MIG User Guide, "CUDA Device Enumeration").
+    AMD: `HIP_VISIBLE_DEVICES=...`, which vLLM's ROCm platform copies into CUDA_VISIBLE_DEVICES
+    (vllm/platforms/rocm.py; accelerators.py has the sources)."""
+    if not visible_devices:
+        return []
+    if vendor == AMD:
+        return [f"{HIP_VISIBLE}={shlex.quote(visible_devices)}"]
+    return ["CUDA_DEVICE_ORDER=PCI_BUS_ID", f"CUDA_VISIBLE_DEVICES={shlex.quote(visible_devices)}"]
+
+
+def serve_command(model: str, args: list[str], *, visible_devices: str | None = None, vendor: str | None = None) -> str:
+    """One shell-safe line: `[DEVICE PIN] vllm serve MODEL --flag ...` (the pin: device_env)."""
+    return " ".join([*device_env(visible_devices, vendor), shlex.join(["vllm", "serve", model, *args])])

@@ -108,7 +108,8 @@ def assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Candi
                   "params": total_params(arch), "active_params": active_params(arch), "dtype": ctx.dtype,
                   "quantization": ctx.quant, "max_position_embeddings": arch.max_position_embeddings,
                   "model_max_len": ctx.model_max_len, "attention": arch.attention_kind},
-        "hardware": {"gpu": hw.name, "catalog_id": hw.spec.id if hw.spec else None, "gpu_count": hw.count,
+        "hardware": {"gpu": hw.name, "catalog_id": hw.spec.id if hw.spec else None,
+                     "vendor": hw.spec.vendor if hw.spec else None, "gpu_count": hw.count,
                      "nodes": hw.nodes, "gpus_per_node": hw.gpus_per_node, "memory_bytes_per_gpu": hw.memory_bytes,
                      "interconnect": hw.interconnect, "probed": hw.probed, **devices_json(hw, layout, tp_group)},
         "config": config,
@@ -142,7 +143,7 @@ def assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Candi
     if feasible:
         body["serve_command"] = serve_command(
             arch.name, serve_args(config, ctx.run.params, pinned=req.pinned, launch=launch, version=ctx.version),
-            visible_devices=body["hardware"].get("visible_devices"))
+            visible_devices=body["hardware"].get("visible_devices"), vendor=body["hardware"]["vendor"])
     else:  # a command that cannot start is not printed as if it could: say what is missing (the fixes say how)
         body["serve_command"] = f"# nothing to run: {reason}; see fixes"
     return PlanResponse.model_validate(body)
