@@ -38,11 +38,17 @@ class Device:
     fraction: float = 1.0  # share of the GPU's bandwidth and compute (MIG slices)
     processes: tuple[str, ...] = ()
     health_problems: tuple[str, ...] = ()  # why the probe shows the GPU failing (ERR!, lost, pages pending)
+    unusable: str | None = None  # why CUDA would not see it although it is healthy (MIG on, no instance)
 
     @property
     def healthy(self) -> bool:
         """False when the probe shows the GPU in an error state: plans never use it."""
         return not self.health_problems
+
+    @property
+    def left_out(self) -> tuple[str, ...]:
+        """Why a plan cannot use this device (empty when it can)."""
+        return (*self.health_problems, *((self.unusable,) if self.unusable else ()))
 
     @property
     def free_bytes(self) -> int | None:
@@ -117,6 +123,13 @@ def devices_from_probe(smi: SmiProbe, match: dict[int, GpuSpec | None], ignore_u
     for g in smi.gpus:
         spec = match.get(g.index)
         migs = [m for m in smi.mig_devices if m.gpu_index == g.index]
+        if not migs and g.mig_mode == "Enabled":  # CUDA enumerates MIG instances only, and this GPU shows none
+            out.append(Device(index=g.index, name=g.name, spec=spec, memory_bytes=g.memory_total_bytes or 0,
+                              used_bytes=None, visible_id=None, health_problems=g.health_problems,
+                              unusable="MIG is enabled but the capture lists no MIG instance; CUDA sees only "
+                                       "instances (create them with `nvidia-smi mig -cgi ... -C`, list them with "
+                                       "`nvidia-smi -L`)"))
+            continue
         if migs:
             for m in migs:
                 mslice = mig_slice(m, spec, g.memory_total_bytes)
@@ -137,8 +150,8 @@ def devices_from_probe(smi: SmiProbe, match: dict[int, GpuSpec | None], ignore_u
 
 
 def sick_list(devices: list[Device]) -> str:
-    """'GPU 2 NVIDIA A100 80GB PCIe: fan, power read ERR!; GPU 3 ...' (one entry per physical GPU)."""
-    seen = dict.fromkeys(f"GPU {d.index} {d.name}: {'; '.join(d.health_problems)}" for d in devices)
+    """'GPU 2 NVIDIA A100 80GB PCIe: fan read ERR!; GPU 3 ...' (one entry per physical GPU)."""
+    seen = dict.fromkeys(f"GPU {d.index} {d.name}: {'; '.join(d.left_out)}" for d in devices)
     return "; ".join(seen)
 
 
@@ -151,14 +164,15 @@ def choose(devices: list[Device], *, want: int | None) -> Selection:
     if not devices:
         raise GpuError("the probe shows no usable GPU (no memory figures and not in the catalog)")
     all_devs = tuple(devices)
-    sick = [d for d in devices if not d.healthy]
-    devices = [d for d in devices if d.healthy]
+    sick = [d for d in devices if d.left_out]
+    devices = [d for d in devices if not d.left_out]
     if not devices:
-        raise GpuError(f"every GPU the probe shows is in an error state ({sick_list(sick)}); vLLM cannot use them")
+        raise GpuError(f"no GPU the probe shows can be used: {sick_list(sick)}")
     if sick:
         picked = choose(devices, want=want)
-        note = (f"left out, in an error state: {sick_list(sick)} (a tensor-parallel group over a failing GPU fails "
-                "at start-up or mid-run)")
+        note = f"left out: {sick_list(sick)}"
+        if any(not d.healthy for d in sick):
+            note += " (a tensor-parallel group over a failing GPU fails at start-up or mid-run)"
         return replace(picked, all_devices=all_devs, notes=(note, *picked.notes))
     migs = [d for d in devices if d.mig_profile]
     if migs:

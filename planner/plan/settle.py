@@ -266,9 +266,9 @@ def settle(ctx: PlanContext, base_facts: list[dict[str, Any]]
         reason = (tp_is_valid(arch, pin_tp) if pin_tp else None) or (pp_is_valid(arch, pin_pp) if pin_pp else None)
         if pin_tp and (pin_tp * (pin_pp or 1) > hw.count):
             reason = f"--tp {pin_tp} x --pp {pin_pp or 1} needs more than the {hw.count} GPU(s) planned for"
-            sick = [d for d in (hw.selection.all_devices if hw.selection else ()) if not d.healthy]
+            sick = [d for d in (hw.selection.all_devices if hw.selection else ()) if d.left_out]
             if sick:
-                reason += f" (left out, in an error state: {sick_list(sick)})"
+                reason += f" (left out: {sick_list(sick)})"
         raise InputError(f"no parallel layout vLLM can run: {reason or 'tensor parallel does not divide the heads'}")
     kv_opts = kv_options(req.pinned.kv_cache_dtype, bool(hw.spec and hw.spec.fp8_supported))
     scales = baseline_scales(ctx)

@@ -77,7 +77,8 @@ def test_pending_row_remap_is_a_fault(tmp_path: Path) -> None:
     (gpu,) = detect(capture)["gpus"]
     assert gpu["healthy"] is False and gpu["health_problems"] == ["memory row remapping pending (reset the GPU)"]
     rc, _out, err = run("plan", "--model", "meta-llama/Llama-3.2-1B-Instruct", "--from-file", str(capture), "--json")
-    assert rc == 2 and "error state" in one_error_line(err) and "row remapping pending" in err
+    assert rc == 2 and "no GPU the probe shows can be used" in one_error_line(err)
+    assert "row remapping pending" in err
 
 
 def test_pending_retirement_in_a_csv_query(tmp_path: Path) -> None:
@@ -104,7 +105,8 @@ def test_a_lost_gpu_is_never_planned_on(tmp_path: Path) -> None:
     plan = json.loads(out)
     used = [d["index"] for d in plan["hardware"]["devices"] if d["selected"]]
     assert rc == 0 and 0 not in used and used
-    assert any("left out, in an error state: GPU 0" in w["message"] for w in plan["warnings"])
+    note = "left out: GPU 0 NVIDIA H100 80GB HBM3: nvidia-smi: GPU is lost"
+    assert any(note in w["message"] for w in plan["warnings"])
 
 
 def test_console_shows_health_and_mig() -> None:

@@ -145,7 +145,15 @@ def test_process_captures_account_for_memory_in_use(name: str) -> None:
         assert "vLLM will refuse to start" in p["infeasible_reason"] or "GiB" in p["infeasible_reason"]
 
 
-@pytest.mark.parametrize("name", MIG_CAPTURES)
+def test_mig_enabled_without_instances_is_not_planned_as_whole_gpus() -> None:
+    """The A100 capture shows MIG M. `Enabled` on both GPUs and no MIG devices box: CUDA enumerates only MIG
+    instances on such a GPU (NVIDIA MIG user guide, "CUDA device enumeration"), so there is nothing to run on."""
+    rc, p, err = _plan_capture("NxA100-SXM-80GB_smi_495_MIGenabled_partial.txt")
+    assert rc == 2 and p == {}
+    assert "no GPU the probe shows can be used" in err and "MIG is enabled but the capture lists no MIG instance" in err
+
+
+@pytest.mark.parametrize("name", [n for n in MIG_CAPTURES if "MIGenabled_partial" not in n])
 def test_mig_captures(name: str) -> None:
     """MIG on: the plan uses exactly one slice; MIG off or broken (Colab ERR!): whole GPUs, no slice."""
     rc, p, err = _plan_capture(name)
