@@ -160,6 +160,8 @@ class DeviceOut(_Model):
     free_bytes: int | None
     processes: list[str] = Field(default_factory=list)
     selected: bool
+    healthy: bool = True  # False when the probe shows the GPU failing (ERR!, lost, memory repair pending)
+    left_out: list[str] = Field(default_factory=list)  # why the plan cannot use it (health, MIG without instances)
 
 
 class HardwareSummary(_Model):

@@ -193,7 +193,8 @@ def devices_json(hw: Hardware, layout: Layout, tp_group: list[int]) -> dict[str,
         return {}
     chosen = {id(d) for d in sel.devices}
     devices = [{"index": d.index, "name": d.name, "mig_profile": d.mig_profile, "memory_total_bytes": d.memory_bytes,
-                "free_bytes": d.free_bytes, "processes": list(d.processes), "selected": id(d) in chosen}
+                "free_bytes": d.free_bytes, "processes": list(d.processes), "selected": id(d) in chosen,
+                "healthy": d.healthy, "left_out": list(d.left_out)}
                for d in sel.all_devices]
     visible = sel.visible_devices
     if layout.dp == 1 and layout.pp == 1 and tp_group and len(tp_group) < len(sel.devices):

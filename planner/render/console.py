@@ -86,7 +86,7 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
         for d in hw.devices:
             _row(dt, d.index, d.name + (f" (MIG {d.mig_profile})" if d.mig_profile else ""),
                  _g(d.memory_total_bytes), _g(d.free_bytes), "; ".join(d.processes) or "-",
-                 "yes" if d.selected else "no")
+                 "yes" if d.selected else ("no: " + "; ".join(d.left_out) if d.left_out else "no"))
         c.print(dt)
         for note in hw.notes:
             c.print(f"  [dim]{safe(note)}[/]")

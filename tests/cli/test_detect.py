@@ -112,3 +112,14 @@ def test_a_lost_gpu_is_never_planned_on(tmp_path: Path) -> None:
 def test_console_shows_health_and_mig() -> None:
     rc, out, _ = run("detect", "--from-file", str(SMI / "4xA100-80GB-PCIe_smi_595_two-GPUs-ERR.txt"))
     assert rc == 0 and "FAILING: fan read ERR!" in out and "disabled" in out
+
+
+def test_plan_json_marks_the_gpus_it_left_out() -> None:
+    """INDEX.md: GPUs 2 and 3 of the 4 x A100 node print ERR!; the plan uses GPUs 0 and 1 and says why not 2, 3."""
+    rc, out, _ = run("plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--from-file",
+                     str(SMI / "4xA100-80GB-PCIe_smi_595_two-GPUs-ERR.txt"), "--json")
+    devices = json.loads(out)["hardware"]["devices"]
+    assert rc == 0
+    assert [(d["index"], d["selected"], d["healthy"]) for d in devices] == [
+        (0, True, True), (1, True, True), (2, False, False), (3, False, False)]
+    assert devices[2]["left_out"] == ["fan read ERR!"] and devices[0]["left_out"] == []
