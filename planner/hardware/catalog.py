@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from planner.errors import GpuError
 from planner.suggest import closest, did_you_mean
 
-Dtype = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4", "int4"]
+Dtype = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp6", "fp4", "int4"]
 
 
 class _Strict(BaseModel):
@@ -52,7 +52,12 @@ class GpuSpec(_Strict):
     names: list[str] = Field(min_length=1, description="Names exactly as nvidia-smi (or rocm-smi) prints them.")
     aliases: list[str] = Field(default_factory=list, description="Short names users type (--gpu H100).")
     family: str = Field(description="Architecture family: volta, turing, ampere, ada, hopper, blackwell, cdna3, ...")
-    compute_capability: str | None = Field(default=None, description="CUDA compute capability, e.g. '9.0'.")
+    compute_capability: str | None = Field(
+        default=None,
+        description="CUDA compute capability, e.g. '9.0'; on ROCm the (major, minor) torch and vLLM report for the "
+                    "gfx target (gfx90a -> '9.0', gfx942 -> '9.4', gfx950 -> '9.5').")
+    gfx_arch: str | None = Field(
+        default=None, description="AMD only: the LLVM gfx target (gcnArchName without features), e.g. 'gfx942'.")
     memory_bytes: int = Field(gt=0, description="Total memory CUDA reports (torch.cuda.mem_get_info()[1]).")
     memory_bytes_measured: bool = Field(description="True when memory_bytes was measured, not derived.")
     nvidia_smi_total_mib: int | None = Field(default=None, gt=0, description="'Total' memory as nvidia-smi prints it.")
@@ -73,6 +78,13 @@ class GpuSpec(_Strict):
     def _cc(cls, v: str | None) -> str | None:
         if v is not None and not re.fullmatch(r"\d+\.\d+", v):
             raise ValueError(f"compute_capability must look like '9.0', got {v!r}")
+        return v
+
+    @field_validator("gfx_arch")
+    @classmethod
+    def _gfx(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"gfx[0-9a-f]{3,4}", v):
+            raise ValueError(f"gfx_arch must look like 'gfx942', got {v!r}")
         return v
 
 

@@ -94,6 +94,7 @@ def gpu_fact(hw: Hardware, params: dict[str, Any] | None = None) -> dict[str, An
         "family": s.family if s else "unknown", "memory_bytes": hw.memory_bytes,
         "memory_gib": round(hw.memory_bytes / GiB, 4), "count": hw.count, "compute_capability": hw.compute_capability,
         "fp8_supported": s.fp8_supported if s else False, "fp4_supported": s.fp4_supported if s else False,
+        "gfx_arch": s.gfx_arch if s else None,
         "interconnect": hw.interconnect, "hbm_bandwidth_gbps": s.hbm_bandwidth_bytes_per_s / 1e9 if s else None,
         "form_factor": s.form_factor if s else None,
     })

@@ -29,7 +29,8 @@ FACT_SCHEMA: dict[str, dict[str, str]] = {
         "memory_bytes": "int",  # CUDA-visible total per GPU
         "memory_gib": "float",
         "count": "int",  # GPUs of this model available to the plan
-        "compute_capability": "float",  # 9.0
+        "compute_capability": "float",  # 9.0 (AMD: the gfx target's major.minor as ROCm reports it, gfx942 -> 9.4)
+        "gfx_arch": "str",  # AMD only: LLVM gfx target, e.g. gfx942 (vLLM's ROCm checks match on it); absent otherwise
         "fp8_supported": "bool",
         "fp4_supported": "bool",
         "interconnect": "str",  # nvlink | pcie | ...

@@ -199,6 +199,65 @@ def test_datasheet_spot_checks(catalog: dict[str, GpuSpec]) -> None:
     # AMD Instinct MI300X data sheet: 5.3 TB/s, FP16 1307.4 TFLOPS dense
     assert catalog["mi300x"].hbm_bandwidth_bytes_per_s == pytest.approx(5.3e12)
     assert catalog["mi300x"].peak_tflops["fp16"] == pytest.approx(1307.4)
+    # AMD Instinct MI355X (product page / data sheet): 288 GB HBM3E at 8 TB/s; dense FP16/BF16 2.5 PF, FP8 5.0 PF,
+    # MXFP6/MXFP4 10 PF (256 CUs x 8192 FP8 FLOP/clock x 2.4 GHz = 5033.2 TF), FP64 78.6, FP32 157.3; 7 Infinity Fabric
+    # links x 153.6 GB/s; 1400 W; gfx950 (ROCm GFXIP 9.5)
+    mi355x = catalog["mi355x"]
+    assert mi355x.vendor == "amd" and mi355x.family == "cdna4" and mi355x.form_factor == "oam"
+    assert mi355x.hbm_bandwidth_bytes_per_s == pytest.approx(8.0e12)
+    assert mi355x.peak_tflops["bf16"] == pytest.approx(2516.6)
+    assert mi355x.peak_tflops["fp16"] == pytest.approx(2516.6)
+    assert mi355x.peak_tflops["fp8"] == pytest.approx(5033.2)
+    assert mi355x.peak_tflops["fp6"] == pytest.approx(10066.3)
+    assert mi355x.peak_tflops["fp4"] == pytest.approx(10066.3)
+    assert mi355x.peak_tflops["fp64"] == pytest.approx(78.6)
+    assert mi355x.peak_tflops["fp32"] == pytest.approx(157.3)
+    assert mi355x.interconnect.type == "infinity-fabric"
+    assert mi355x.interconnect.bandwidth_bytes_per_s == pytest.approx(7 * 153.6e9)
+    assert mi355x.interconnect.pcie_gen == 5
+    assert mi355x.tdp_watts == 1400
+    assert mi355x.fp8_supported and mi355x.fp4_supported
+    assert (mi355x.gfx_arch, mi355x.compute_capability) == ("gfx950", "9.5")
+    assert round(mi355x.memory_bytes / 2**30, 2) == 287.98  # HIP: "total capacity of 287.98 GiB" (gfx950)
     # HGX B200 spec (per GPU): FP4 supported, NVLink 5 1.8 TB/s
     assert catalog["b200-180gb"].fp4_supported
     assert catalog["b200-180gb"].interconnect.bandwidth_bytes_per_s == pytest.approx(1.8e12)
+
+
+def test_amd_entries_carry_rocm_capability_and_memory() -> None:
+    """AMD entries: the gfx target and the (major, minor) ROCm reports for it (vllm/platforms/rocm.py
+    _capability_from_gcn_arch: gfx90a -> (9, 0), gfx942 -> (9, 4), gfx950 -> (9, 5)); memory as ROCm reports it,
+    nominal minus the 16 MiB the driver keeps (MI300X: rocm-smi 'VRAM Total Memory (B): 206141652992', rocminfo
+    pool 201310208 KB)."""
+    catalog = load_catalog(CATALOG_DIR)
+    want = {"mi250x-gcd": ("gfx90a", "9.0", 64), "mi300x": ("gfx942", "9.4", 192), "mi325x": ("gfx942", "9.4", 256),
+            "mi355x": ("gfx950", "9.5", 288)}
+    for gid, (gfx, cc, gib) in want.items():
+        spec = catalog[gid]
+        assert (spec.gfx_arch, spec.compute_capability) == (gfx, cc), gid
+        assert spec.memory_bytes == gib * 2**30 - 16 * 2**20, gid
+    assert catalog["mi300x"].memory_bytes == 206_141_652_992 and catalog["mi300x"].memory_bytes_measured
+    for spec in catalog.values():
+        assert (spec.vendor == "amd") == (spec.gfx_arch is not None), spec.id
+        if spec.vendor == "amd":
+            assert spec.compute_capability is not None, spec.id
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("AMD Instinct MI300X", "mi300x"),
+    ("AMD Instinct MI300X OAM", "mi300x"),  # rocm-smi -a / --showproductname "Card series"
+    ("MI300X", "mi300x"),  # amd-smi static MARKET_NAME
+    ("MI300X-O", "mi300x"),  # amd-smi static MARKET_NAME on other drivers
+    ("AMD Instinct MI325X", "mi325x"),
+    ("AMD Instinct MI355X", "mi355x"),  # rocminfo Marketing Name, amd-smi MARKET_NAME
+    ("AMD Instinct MI250X/MI250", "mi250x-gcd"),  # rocminfo Marketing Name (gfx90a)
+    ("AMD INSTINCT MI200 (MCM) OAM LC MBA HPE C2", "mi250x-gcd"),  # rocm-smi Card series, HPE MI250X (0x7408)
+])
+def test_rocm_smi_names_match(name: str, expected: str) -> None:
+    spec = match_smi_name(name, load_catalog(CATALOG_DIR))
+    assert spec is not None and spec.id == expected
+
+
+@pytest.mark.parametrize(("query", "expected"), [("MI355X", "mi355x"), ("mi355", "mi355x"), ("MI325X", "mi325x")])
+def test_resolve_amd_aliases(query: str, expected: str) -> None:
+    assert resolve_gpu(query, load_catalog(CATALOG_DIR)).id == expected
