@@ -185,6 +185,20 @@ CASES: list[Case] = [
     ("smi-xml-entities", lambda r: ["detect", "--from-file", text_file(
         r, "s.xml", '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
                     "<nvidia_smi_log><gpu><product_name>&e;</product_name></gpu></nvidia_smi_log>")], 2, "s.xml"),
+    # --- AMD captures (rocm-smi, amd-smi); a GPU block whose values are all unusable is still a GPU (rc 0)
+    ("rocm-smi-banner-only", lambda r: ["detect", "--from-file", text_file(
+        r, "r.txt", "==== ROCm System Management Interface ====\n==== End of ROCm SMI Log ====\n")], 2, "r.txt"),
+    ("rocm-smi-driver-missing", lambda r: ["plan", *QWEN, "--from-file", text_file(
+        r, "r.txt", "ERROR:root:Driver not initialized (amdgpu not found in modules)\n")], 2,
+     'rocm-smi failed: "ERROR:root:Driver not initialized'),
+    ("rocm-smi-json-wrong-types", lambda r: ["detect", "--from-file", text_file(
+        r, "r.json", '{"card0": {"VRAM Total Memory (B)": [1, 2], "Card Series": {"x": null}}}')], 0, ""),
+    ("rocm-smi-json-truncated", lambda r: ["detect", "--from-file", text_file(
+        r, "r.json", '{"card0": {"Card Series": "AMD Instinct MI300X", "VRAM Total Memory (B)": "2061')], 2, "r.json"),
+    ("amd-smi-no-gpus", lambda r: ["detect", "--from-file", text_file(
+        r, "a.txt", "GPU: 0\n    ASIC:\n        MARKET_NAME: N/A\n")], 0, ""),
+    ("amd-smi-negative-vram", lambda r: ["detect", "--from-file", text_file(
+        r, "a.txt", "GPU: 0\n    VRAM:\n        SIZE: -5 MB\n")], 0, ""),
     # --- vLLM logs
     ("log-binary", lambda r: ["check-log", text_file(r, "v.log", bytes(range(256)) * 10)], 2, "v.log"),
     ("log-empty", lambda r: ["check-log", text_file(r, "v.log", "")], 2, "v.log"),
