@@ -94,7 +94,7 @@ def probed_hardware(req: PlanRequest, vram: int | None = None) -> list[Hardware]
     if not smi.gpus:
         raise GpuError(f"{source}: no GPUs found" + (" (a topology capture alone needs --vram-gib)"
                                                      if smi.topology is not None else ""))
-    match = {g.index: match_smi_name(g.name) for g in smi.gpus}
+    match = {g.index: match_smi_name(g.name, pci_device_id=g.pci_device_id) for g in smi.gpus}
     devices = devices_from_probe(smi, match, ignore_used=req.ignore_used, fallback_memory=vram)
     if not devices:
         raise GpuError(f"{source}: {smi.gpus[0].name!r} reports no memory total and is not in the catalog; "
@@ -137,14 +137,15 @@ def detect(paths: list[Path] | tuple[Path, ...] | None) -> dict[str, Any]:
         raise GpuError(f"{', '.join(map(str, files)) or 'the probe'}: {what}")
     gpus = []
     for g in smi.gpus:
-        spec = match_smi_name(g.name)
+        spec = match_smi_name(g.name, pci_device_id=g.pci_device_id)
         gpus.append({"index": g.index, "name": g.name, "memory_total_bytes": g.memory_total_bytes,
                      "memory_used_bytes": g.memory_used_bytes,
                      "compute_capability": g.compute_capability or (spec.compute_capability if spec else None),
                      "catalog_id": spec.id if spec else None, "vendor": g.vendor, "healthy": g.healthy,
                      "health_problems": list(g.health_problems), "mig": _mig_view(smi, g, spec),
                      **({"compute_partition": g.compute_partition, "memory_partition": g.memory_partition,
-                         "gfx_version": g.gfx_version} if g.vendor == "amd" else {})})
+                         "gfx_version": g.gfx_version or (spec.gfx_arch if spec else None),
+                         "pci_device_id": g.pci_device_id} if g.vendor == "amd" else {})})
     return {"gpus": gpus, "driver_version": smi.driver_version, "cuda_version": smi.cuda_version,
             "rocm_version": smi.rocm_version, "interconnect": smi.interconnect, "warnings": list(smi.warnings)}
 

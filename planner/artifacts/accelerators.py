@@ -97,16 +97,14 @@ HIP_VISIBLE = "HIP_VISIBLE_DEVICES"
 AMD_GPU_RESOURCE = "amd.com/gpu"
 AMD_DEVICE_ID_LABEL = "amd.com/gpu.device-id"
 
-# PCI device ids (lower-case hex, as the node labeller writes them) per catalog GPU: the AMD device
-# table the node labeller ships (ROCm/k8s-device-plugin cmd/k8s-node-labeller/amdgpu.ids: 7408 MI250X,
-# 740C MI250X / MI250, 74A1 MI300X, 74A9/74BD MI300X HF, 74B5 MI300X VF, 74A5 MI325X, 75A3 MI355X) and
-# vLLM's (vllm/platforms/rocm.py _ROCM_DEVICE_ID_NAME_MAP, which adds 74b9 MI325X VF).
-AMD_DEVICE_IDS: dict[str, tuple[str, ...]] = {
-    "mi250x-gcd": ("7408", "740c"),
-    "mi300x": ("74a1", "74a9", "74b5", "74bd"),
-    "mi325x": ("74a5", "74b9"),
-    "mi355x": ("75a3",),
-}
+def amd_device_ids(catalog_id: str | None) -> tuple[str, ...]:
+    """The node labeller's amd.com/gpu.device-id values for a catalog GPU: its PCI device ids without "0x"
+    (gpu_catalog/*.yaml pci_device_ids, from the labeller's amdgpu.ids table and vLLM's device map)."""
+    from planner.hardware.catalog import shipped_catalog
+
+    spec = shipped_catalog().get(catalog_id or "")
+    return tuple(did.removeprefix("0x") for did in spec.pci_device_ids) if spec else ()
+
 
 _MIG_RESOURCE_PROFILE = re.compile(r"\d+g\.\d+gb")  # what a MIG device type is called (MIG User Guide)
 

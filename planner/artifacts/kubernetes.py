@@ -28,11 +28,11 @@ from typing import Any
 
 from planner.artifacts.accelerators import (
     AMD_DEVICE_ID_LABEL,
-    AMD_DEVICE_IDS,
     AMD_DEVICE_PLUGIN,
     AMD_GPU_RESOURCE,
     NVIDIA_MIG_K8S,
     ROCM_CAPS,
+    amd_device_ids,
     mig_resource,
 )
 from planner.artifacts.common import HF_CACHE_IN_CONTAINER, gpu_product_label, ray_head_then, ray_worker, slug
@@ -104,7 +104,7 @@ def _security(d: Deploy) -> dict[str, Any]:
 def _placement(d: Deploy) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if d.amd:  # AMD's node labeller: amd.com/gpu.device-id=<PCI device id>; no NVIDIA taint to tolerate
-        ids = AMD_DEVICE_IDS.get(d.plan.hardware.catalog_id or "")
+        ids = amd_device_ids(d.plan.hardware.catalog_id)
         if ids:
             term = {"matchExpressions": [{"key": AMD_DEVICE_ID_LABEL, "operator": "In", "values": list(ids)}]}
             out["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
@@ -122,7 +122,7 @@ def _hardware_notes(d: Deploy) -> list[str]:
     if d.amd:
         notes.append(f"AMD GPUs: {AMD_GPU_RESOURCE} comes from AMD's device plugin, the {AMD_DEVICE_ID_LABEL} node "
                      f"label from its node labeller (k8s-ds-amdgpu-labeller.yaml): {AMD_DEVICE_PLUGIN}")
-        if not AMD_DEVICE_IDS.get(d.plan.hardware.catalog_id or ""):
+        if not amd_device_ids(d.plan.hardware.catalog_id):
             notes.append(f"No node selection for {d.gpu_name}: add a nodeSelector on amd.com/gpu.product-name "
                          "(kubectl get nodes -L amd.com/gpu.product-name shows the values)")
     if d.image.note:

@@ -58,6 +58,13 @@ class GpuSpec(_Strict):
                     "gfx target (gfx90a -> '9.0', gfx942 -> '9.4', gfx950 -> '9.5').")
     gfx_arch: str | None = Field(
         default=None, description="AMD only: the LLVM gfx target (gcnArchName without features), e.g. 'gfx942'.")
+    pci_device_ids: list[str] = Field(
+        default_factory=list,
+        description="AMD only: PCI device ids ('0x74a1', lower case) rocm-smi/amd-smi print where they print no name, "
+                    "and AMD's Kubernetes node labeller writes as amd.com/gpu.device-id.")
+    xcds: int | None = Field(
+        default=None, ge=1, le=16,
+        description="AMD only: accelerator complex dies; a CPX compute partition is one of them (MI300X: 8).")
     memory_bytes: int = Field(gt=0, description="Total memory CUDA reports (torch.cuda.mem_get_info()[1]).")
     memory_bytes_measured: bool = Field(description="True when memory_bytes was measured, not derived.")
     nvidia_smi_total_mib: int | None = Field(default=None, gt=0, description="'Total' memory as nvidia-smi prints it.")
@@ -80,6 +87,14 @@ class GpuSpec(_Strict):
             raise ValueError(f"compute_capability must look like '9.0', got {v!r}")
         return v
 
+    @field_validator("pci_device_ids")
+    @classmethod
+    def _dids(cls, v: list[str]) -> list[str]:
+        for did in v:
+            if not re.fullmatch(r"0x[0-9a-f]{4}", did):
+                raise ValueError(f"pci_device_ids must look like '0x74a1' (lower case), got {did!r}")
+        return v
+
     @field_validator("gfx_arch")
     @classmethod
     def _gfx(cls, v: str | None) -> str | None:
@@ -99,6 +114,7 @@ class _Entry:
     id: str
     names: tuple[str, ...]
     aliases: tuple[str, ...]
+    pci_device_ids: tuple[str, ...] = ()
 
     @property
     def keys(self) -> set[str]:
@@ -159,8 +175,10 @@ def shipped_catalog() -> dict[str, GpuSpec]:
 
 def _entries(catalog: dict[str, GpuSpec] | None) -> list[_Entry]:
     if catalog is not None:
-        return [_Entry(id=s.id, names=tuple(s.names), aliases=tuple(s.aliases)) for s in catalog.values()]
-    return [_Entry(id=gid, names=tuple(raw.get("names") or ()), aliases=tuple(raw.get("aliases") or ()))
+        return [_Entry(id=s.id, names=tuple(s.names), aliases=tuple(s.aliases), pci_device_ids=tuple(s.pci_device_ids))
+                for s in catalog.values()]
+    return [_Entry(id=gid, names=tuple(raw.get("names") or ()), aliases=tuple(raw.get("aliases") or ()),
+                   pci_device_ids=tuple(str(d) for d in raw.get("pci_device_ids") or ()))
             for gid, (_, raw) in _shipped_raw().items()]
 
 
@@ -200,10 +218,19 @@ def closest_gpus(query: str, entries: list[_Entry]) -> list[str]:
     return closest(_norm(query), choices)
 
 
-def match_smi_name(name: str, catalog: dict[str, GpuSpec] | None = None) -> GpuSpec | None:
-    """Catalog entry whose nvidia-smi name equals `name` (normalised), or None."""
+def match_smi_name(name: str, catalog: dict[str, GpuSpec] | None = None, *,
+                   pci_device_id: str | None = None) -> GpuSpec | None:
+    """Catalog entry whose probe-tool name equals `name` (normalised); else, for AMD tools that print only a PCI
+    device id ("0x74a1"), the entry listing that id; else None."""
     q = _norm(name)
-    for e in _entries(catalog):
-        if any(_norm(n) == q for n in e.names):
-            return _spec(catalog, e.id)
+    entries = _entries(catalog)
+    if q:
+        for e in entries:
+            if any(_norm(n) == q for n in e.names):
+                return _spec(catalog, e.id)
+    if pci_device_id:
+        did = pci_device_id.lower()
+        for e in entries:
+            if did in e.pci_device_ids:
+                return _spec(catalog, e.id)
     return None

@@ -18,7 +18,7 @@ from planner.errors import GpuError
 from planner.units import GiB
 
 if TYPE_CHECKING:  # keep the nvidia-smi parser off the import path of plans for named GPUs
-    from planner.hardware.captures import MigDevice, SmiProbe
+    from planner.hardware.captures import MigDevice, SmiGpu, SmiProbe
     from planner.hardware.catalog import GpuSpec
 
 _MIG_PROFILE = re.compile(r"(\d+)g\.(\d+)gb")
@@ -35,6 +35,7 @@ class Device:
     used_bytes: int | None  # held by other processes now (None: not shown)
     visible_id: str | None  # the CUDA_VISIBLE_DEVICES value that selects it
     mig_profile: str | None = None  # e.g. "2g.12gb"
+    partition: str | None = None  # AMD compute partition, e.g. "CPX partition" (a HIP device of its own)
     fraction: float = 1.0  # share of the GPU's bandwidth and compute (MIG slices)
     processes: tuple[str, ...] = ()
     health_problems: tuple[str, ...] = ()  # why the probe shows the GPU failing (ERR!, lost, pages pending)
@@ -56,7 +57,8 @@ class Device:
 
     @property
     def label(self) -> str:
-        return f"GPU {self.index} {self.name}" + (f" MIG {self.mig_profile}" if self.mig_profile else "")
+        return (f"GPU {self.index} {self.name}" + (f" MIG {self.mig_profile}" if self.mig_profile else "")
+                + (f" ({self.partition})" if self.partition else ""))
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,27 @@ def mig_slice(m: MigDevice, spec: GpuSpec | None, gpu_total: int | None) -> MigS
     return MigSlice(memory_bytes=memory, profile=profile, fraction=fraction)
 
 
+_PARTITIONS = {"SPX": 1, "DPX": 2, "TPX": 3, "QPX": 4}  # AMD's modes: single, dual, triple, quad; CPX: one per XCD
+
+
+def amd_partition(g: SmiGpu, spec: GpuSpec | None, card_bytes: int) -> tuple[int, float, str | None]:
+    """(memory, share of the card, partition label) of one logical AMD GPU.
+
+    A compute partition (DPX/QPX/CPX, AMD SMI partitioning guide) is a HIP device of its own holding its share of
+    the card: KFD sizes a CPX partition of an MI300X at 206,141,652,992 / 8 bytes. rocm-smi and amd-smi may print
+    the whole card's memory for every partition (AMD: "a known issue ... on partitioned GPUs", ROCm/amdsmi#97), so
+    the printed figure is trusted only when it is smaller (an SR-IOV VF, or a tool that prints the share).
+    """
+    mode = g.compute_partition
+    count = _PARTITIONS.get(mode or "") or (spec.xcds if mode == "CPX" and spec and spec.xcds else None)
+    memory = card_bytes // count if count else card_bytes
+    if g.memory_total_bytes and g.memory_total_bytes < memory:
+        memory = g.memory_total_bytes
+    fraction = 1 / count if count else min(1.0, memory / card_bytes)
+    label = f"{mode} partition" if count and count > 1 else None
+    return memory, fraction, label
+
+
 def devices_from_probe(smi: SmiProbe, match: dict[int, GpuSpec | None], ignore_used: bool = False,
                        fallback_memory: int | None = None) -> list[Device]:
     """Whole GPUs, or their MIG instances where MIG is on. `match` maps GPU index -> catalog entry;
@@ -122,6 +145,8 @@ def devices_from_probe(smi: SmiProbe, match: dict[int, GpuSpec | None], ignore_u
     out: list[Device] = []
     for g in smi.gpus:
         spec = match.get(g.index)
+        if not g.name and spec is not None:  # AMD tools may print only the PCI device id the catalog matched
+            g = replace(g, name=spec.names[0])
         migs = [m for m in smi.mig_devices if m.gpu_index == g.index]
         if not migs and g.mig_mode == "Enabled":  # CUDA enumerates MIG instances only, and this GPU shows none
             out.append(Device(index=g.index, name=g.name, spec=spec, memory_bytes=g.memory_total_bytes or 0,
@@ -143,9 +168,13 @@ def devices_from_probe(smi: SmiProbe, match: dict[int, GpuSpec | None], ignore_u
         memory = spec.memory_bytes if spec else (g.memory_total_bytes or fallback_memory)
         if memory is None:
             continue
+        fraction, partition = 1.0, None
+        if g.vendor == "amd":
+            memory, fraction, partition = amd_partition(g, spec, memory)
         out.append(Device(index=g.index, name=g.name, spec=spec, memory_bytes=memory,
                           used_bytes=None if ignore_used else g.memory_used_bytes, visible_id=str(g.index),
-                          processes=_processes(smi, g.index), health_problems=g.health_problems))
+                          processes=_processes(smi, g.index), health_problems=g.health_problems,
+                          fraction=fraction, partition=partition))
     return out
 
 
