@@ -10,7 +10,6 @@ market name; such a name is left empty.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from itertools import pairwise
 from typing import Any
 
 from planner.hardware.captures.model import MIB, SmiGpu, SmiProbe
-from planner.hardware.captures.values import BUS_ID_RE, FailurePatterns, na, to_float
+from planner.hardware.captures.values import BUS_ID_RE, FailurePatterns, json_document, na, to_float
 
 FAILURES: FailurePatterns = tuple(
     ("amd-smi", re.compile(pattern))
@@ -40,7 +39,6 @@ _COMPUTE_MODES = frozenset({"SPX", "DPX", "TPX", "QPX", "CPX"})
 _MONITOR_COLUMNS = frozenset(
     {"POWER", "GPU_TEMP", "MEM_TEMP", "GFX_UTIL", "GFX_CLOCK", "MEM_UTIL", "MEM_CLOCK", "VRAM_USED", "VRAM_TOTAL"}
 )
-_MAX_JSON = 4_000_000
 _MAX_JSON_TRIES = 8
 
 
@@ -278,14 +276,6 @@ def _read_monitor(state: _State, lines: Sequence[str], start: int, columns: list
 # ------------------------------------------------------------------------------------------- json
 
 
-def _json_document(lines: Sequence[str], start: int) -> tuple[Any, int] | None:
-    text = "\n".join(lines[start:])[:_MAX_JSON]
-    try:
-        value, end = json.JSONDecoder().raw_decode(text.lstrip())
-    except (ValueError, RecursionError):
-        return None
-    offset = len(text) - len(text.lstrip())
-    return value, text[: offset + end].count("\n") + 1
 
 
 def _json_text(value: Any) -> str | None:
@@ -354,7 +344,7 @@ def parse(lines: Sequence[str], claimed: set[int]) -> SmiProbe | None:
             continue
         elif (text == "[" or text.startswith("[{")) and json_tries < _MAX_JSON_TRIES:
             json_tries += 1
-            found = _json_document(lines, i)
+            found = json_document(lines, i)
             if found is not None and _read_json(state, found[0]):
                 claimed.update(range(i, i + found[1]))
                 i += found[1]

@@ -18,14 +18,13 @@ HIP sees a share of it); see tests/data/amd-smi/INDEX.md.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from planner.hardware.captures.model import SmiGpu, SmiProbe
-from planner.hardware.captures.values import BUS_ID_RE, FailurePatterns, na, to_float
+from planner.hardware.captures.values import BUS_ID_RE, FailurePatterns, json_document, na, to_float
 
 FAILURES: FailurePatterns = tuple(
     ("rocm-smi", re.compile(pattern))
@@ -45,7 +44,6 @@ _HEX_ID_RE = re.compile(r"0x[0-9A-Fa-f]+")
 _TEMP_RE = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*(?:°C|c|C)")
 _DRIVER_VERSION_RE = re.compile(r"\d+(?:\.\d+)+[\w.+~-]*")
 _COMPUTE_MODES = frozenset({"SPX", "DPX", "TPX", "QPX", "CPX"})
-_MAX_JSON = 4_000_000  # characters of one --json document; more is not a rocm-smi capture
 _MAX_JSON_TRIES = 8
 
 
@@ -319,15 +317,6 @@ def _read_csv(state: _State, lines: Sequence[str], start: int, claimed: set[int]
     return i
 
 
-def _json_document(lines: Sequence[str], start: int) -> tuple[Any, int] | None:
-    """The JSON value starting at line ``start`` and the number of lines it spans, or None."""
-    text = "\n".join(lines[start:])[:_MAX_JSON]
-    try:
-        value, end = json.JSONDecoder().raw_decode(text.lstrip())
-    except (ValueError, RecursionError):
-        return None
-    offset = len(text) - len(text.lstrip())
-    return value, text[: offset + end].count("\n") + 1
 
 
 def _read_json(state: _State, doc: dict[str, Any]) -> bool:
@@ -389,7 +378,7 @@ def parse(lines: Sequence[str], claimed: set[int]) -> SmiProbe | None:
             continue
         elif (text == "{" or text.startswith('{"')) and json_tries < _MAX_JSON_TRIES:
             json_tries += 1
-            found = _json_document(lines, i)
+            found = json_document(lines, i)
             if found is not None and isinstance(found[0], dict) and _read_json(state, found[0]):
                 claimed.update(range(i, i + found[1]))
                 i += found[1]

@@ -4,9 +4,10 @@ the tool-failure messages, and the line clean-up done once per text.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from planner.hardware.captures.model import MIB
 
@@ -115,3 +116,17 @@ def clean_lines(text: str) -> list[str]:
     return [line if len(line) <= MAX_LINE else "" for line in text.split("\n")]
 
 
+
+
+MAX_JSON = 4_000_000  # characters of one --json document; more is no probe tool's output
+
+
+def json_document(lines: Sequence[str], start: int) -> tuple[Any, int] | None:
+    """The JSON value starting at line ``start`` (rocm-smi/amd-smi ``--json``) and the lines it spans, or None."""
+    text = "\n".join(lines[start:])[:MAX_JSON]
+    try:
+        value, end = json.JSONDecoder().raw_decode(text.lstrip())
+    except (ValueError, RecursionError):
+        return None
+    offset = len(text) - len(text.lstrip())
+    return value, text[: offset + end].count("\n") + 1
