@@ -45,6 +45,15 @@ class CatalogEntry:
     notes: str
     published_params: int | None  # a parameter count a source states, when there is one
     published_params_note: str  # that count as written, with its source and caveats
+    alias_of: str | None = None  # an id bundled under another id with the same geometry (instruct/base pairs)
+    # computed by scripts/refresh_catalog.py the way a plan computes them, so listings never parse configs
+    params_total: int | None = None
+    params_active: int | None = None
+    attention: str | None = None
+    context: int | None = None
+    quantization: str | None = None
+    is_moe: bool = False
+    multimodal: bool = False
 
     @property
     def directory(self) -> Path:
@@ -162,15 +171,19 @@ def _unknown(err: ModelConfigError, ref: str) -> ModelConfigError:
     return ModelConfigError(f"{err}{hint}") if hint else err
 
 
-def _load_catalog(entry: CatalogEntry, name: str) -> ModelArch:
-    directory = entry.directory
-    label = f"catalog:{entry.id}"
-    arch = parse_config(
-        _read_json(directory / CONFIG_FILE, f"{label}/{CONFIG_FILE}"), name=name, source=label,
+def load_catalog_dir(model_id: str, name: str | None = None) -> ModelArch:
+    """Parse a bundled model's directory (config.json and its companions), without the catalog index."""
+    directory = CATALOG_DIR / model_id
+    label = f"catalog:{model_id}"
+    return parse_config(
+        _read_json(directory / CONFIG_FILE, f"{label}/{CONFIG_FILE}"), name=name or model_id, source=label,
         hf_quant_config=_optional_json(directory / QUANT_FILE, f"{label}/{QUANT_FILE}"),
         safetensors_index=_optional_json(directory / INDEX_FILE, f"{label}/{INDEX_FILE}"),
     )
-    return dataclasses.replace(arch, provenance=entry.provenance)
+
+
+def _load_catalog(entry: CatalogEntry, name: str) -> ModelArch:
+    return dataclasses.replace(load_catalog_dir(entry.id, name), provenance=entry.provenance)
 
 
 # --------------------------------------------------------------------------- Hugging Face hub

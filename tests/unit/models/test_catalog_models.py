@@ -19,11 +19,23 @@ def test_index_lists_every_packaged_config() -> None:
     """index.json and the <org>/<name>/config.json directories name the same models."""
     on_disk = {str(p.parent.relative_to(CATALOG_DIR)) for p in CATALOG_DIR.glob("*/*/config.json")}
 
-    assert on_disk == set(IDS)
+    assert on_disk == {row["id"] for row in INDEX if not row["alias_of"]}
+
+
+def test_index_is_what_the_provenance_records_give() -> None:
+    """scripts/refresh_catalog.py --check: every record's files exist with the recorded sha256, every
+    directory has a record, and index.json is the one the records build (stale index -> rc 1)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[3] / "scripts" / "refresh_catalog.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
 
 
 def test_index_rows_have_the_documented_fields() -> None:
-    """Each row carries id, provenance, source, architecture, notes and the published count."""
+    """Each row carries id, provenance, source, architecture, notes and the published count, plus the
+    columns `vllm-planner models` shows (computed by scripts/refresh_catalog.py)."""
     keys = {
         "id",
         "provenance",
@@ -32,6 +44,14 @@ def test_index_rows_have_the_documented_fields() -> None:
         "notes",
         "published_params",
         "published_params_note",
+        "alias_of",
+        "params_total",
+        "params_active",
+        "attention",
+        "context",
+        "quantization",
+        "is_moe",
+        "multimodal",
     }
 
     for row in INDEX:
