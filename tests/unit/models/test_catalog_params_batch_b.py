@@ -21,6 +21,7 @@ KERAS = "keras-team/keras-hub@71453d08f59edc90d276e999319fc51e61cbf82c:keras_hub
 # What the published figure counts, and how to make ours comparable.
 TOTAL = "total"  # the safetensors total: every stored tensor once (tied embeddings once)
 TIED_TWICE = "tied lm_head counted twice"  # KerasHub Llama-3.2 presets count the tied lm_head as its own matrix
+NO_EMBEDDINGS = "without embeddings"  # a card's count without the input embedding and (untied) lm_head
 ROUNDED_B = "rounded to the billion"  # a card's "17B": ours must round to it (the total still within 1%)
 
 
@@ -59,7 +60,17 @@ CASES = [
     ),
     # "Phi-4-mini-instruct has 3.8B parameters" (rounded); tied embeddings counted once, as in the card.
     Case("microsoft/Phi-4-mini-instruct", 3_800_000_000, None, "microsoft/Phi-4-mini-instruct model card"),
-    Case("microsoft/Phi-4-mini-reasoning", 3_800_000_000, None, "microsoft/Phi-4-mini-reasoning model card"),
+    # ----------------------------------------------------------------------------- Mistral
+    Case("mistralai/Mistral-7B-v0.1", 7_241_732_096, None, f"{KERAS}/mistral/mistral_presets.py mistral_7b_en"),
+    # ----------------------------------------------------------------------------- others
+    # The card gives the count without embeddings: "Number of Parameters (without embeddings): 30.95B".
+    Case(
+        "LGAI-EXAONE/EXAONE-4.0-32B",
+        30_950_000_000,
+        None,
+        "LGAI-EXAONE/EXAONE-4.0-32B model card (public GitHub copy, file ref 61400376964)",
+        NO_EMBEDDINGS,
+    ),
 ]
 
 
@@ -69,6 +80,8 @@ def comparable_total(arch: ModelArch, counts: str) -> int:
     if counts == TIED_TWICE:
         assert arch.tie_word_embeddings, "only a tied model has a lm_head the source can count twice"
         n += arch.vocab_size * arch.hidden_size
+    if counts == NO_EMBEDDINGS:
+        n -= arch.vocab_size * arch.hidden_size * (1 if arch.tie_word_embeddings else 2)
     return n
 
 
