@@ -49,8 +49,12 @@ CASES = [
         "Llama 4 model card (public GitHub copy, file ref 71108093765)",
         ROUNDED_B,
     ),
+    Case("meta-llama/Llama-2-7b-chat-hf", 6_738_415_616, None, f"{KERAS}/llama/llama_presets.py llama2_instruct_7b_en"),
     # ----------------------------------------------------------------------------- Google
     Case("google/gemma-2-2b", 2_614_341_888, None, f"{KERAS}/gemma/gemma_presets.py gemma2_2b_en"),
+    Case("google/gemma-3-1b-it", 999_885_952, None, f"{KERAS}/gemma3/gemma3_presets.py gemma3_instruct_1b"),
+    Case("google/gemma-7b", 8_537_680_896, None, f"{KERAS}/gemma/gemma_presets.py gemma_7b_en"),
+    Case("google/gemma-7b-it", 8_537_680_896, None, f"{KERAS}/gemma/gemma_presets.py gemma_instruct_7b_en"),
     # ----------------------------------------------------------------------------- Microsoft
     Case(
         "microsoft/Phi-3-mini-128k-instruct",
@@ -62,6 +66,12 @@ CASES = [
     Case("microsoft/Phi-4-mini-instruct", 3_800_000_000, None, "microsoft/Phi-4-mini-instruct model card"),
     # ----------------------------------------------------------------------------- Mistral
     Case("mistralai/Mistral-7B-v0.1", 7_241_732_096, None, f"{KERAS}/mistral/mistral_presets.py mistral_7b_en"),
+    Case(
+        "mistralai/Mistral-7B-Instruct-v0.1",
+        7_241_732_096,
+        None,
+        f"{KERAS}/mistral/mistral_presets.py mistral_instruct_7b_en",
+    ),
     # ----------------------------------------------------------------------------- others
     # The card gives the count without embeddings: "Number of Parameters (without embeddings): 30.95B".
     Case(
