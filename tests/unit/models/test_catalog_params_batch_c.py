@@ -32,6 +32,9 @@ CASES = [
     Case("google/gemma-2-2b-it", 2_614_341_888, f"{KERAS}/gemma/gemma_presets.py gemma2_instruct_2b_en"),
     # The preset does not say base or -it; gemma_2b_en and gemma_instruct_2b_en carry the same count.
     Case("google/gemma-2b", 2_506_172_416, f"{KERAS}/gemma/gemma_presets.py gemma_2b_en"),
+    # A quantized checkpoint counts the logical weights it was made from: AWQ packs 8 4-bit weights per int32, so the
+    # stored element count is smaller, but the model is Llama-2-7B (KerasHub's count of the unquantized model).
+    Case("TheBloke/Llama-2-7B-AWQ", 6_738_415_616, f"{KERAS}/llama/llama_presets.py llama2_7b_en"),
 ]
 
 
