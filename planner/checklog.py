@@ -1,7 +1,8 @@
 """check-log: read a real vLLM startup log, re-plan the same configuration, and compare.
 
 parse_vllm_log() is pure (text in, ReportedLaunch out) and never raises anything but InputError.
-check_log() is the use case: it reads the file, loads the model and plans through planner.app.
+check_log() is the use case: it reads the file, loads the model and plans through planner.app; when the
+log's model cannot be loaded it reports what the log says alone (`predicted` all null, with a note).
 
 Log formats handled (shared/spec/vllm-accounting.md sections 1.2, 1.3, 1.7, 3, 4.1):
 
@@ -582,12 +583,16 @@ def _version(r: ReportedLaunch) -> tuple[str | None, list[str]]:
 
 def check_log(path: Path, *, model: str | None = None, gpu: str | None = None,
               vram_gib: float | None = None) -> dict[str, Any]:
-    """Parse a vLLM startup log, plan the same configuration, and compare the two."""
+    """Parse a vLLM startup log, plan the same configuration, and compare the two.
+
+    When the log's model cannot be loaded (not bundled, not a directory here, the hub unreachable) or the log
+    names none, the answer still carries everything the log says, with `predicted` all null and a `note`;
+    a `--model` that cannot be loaded is an InputError."""
     from pydantic import ValidationError
 
     from planner.app import ONLINE_QUANTIZATIONS, plan
     from planner.memory import KV_DTYPES
-    from planner.models.sources import load_model
+    from planner.models.sources import load_model, model_notes
     from planner.schemas import Pinned, PlanRequest
 
     r = parse_vllm_log(read_log(path), str(path))
@@ -595,12 +600,14 @@ def check_log(path: Path, *, model: str | None = None, gpu: str | None = None,
     notes = list(r.notes) + notes
     ref = model or r.model
     if not ref:
-        raise InputError(f"{path}: the log does not name the model; pass --model DIR_OR_ID")
+        return reported_only(r, path, reported, notes, "the log does not name the model")
     try:
         arch = load_model(ref)
     except InputError as e:
-        raise InputError(f"cannot load the model {ref!r} named in the log: {e}; pass --model DIR (a directory "
-                         "with its config.json)") from None
+        if model:  # the user named it: their input is wrong, not the log
+            raise InputError(f"--model {model!r}: {e}") from None
+        return reported_only(r, path, reported, notes, f"cannot load the model {ref!r} named in the log: {e}")
+    notes += model_notes(arch)
     tp, pp, dp = r.tensor_parallel_size or 1, r.pipeline_parallel_size or 1, r.data_parallel_size or 1
     if r.tensor_parallel_size is None:
         notes.append("the log does not print tensor_parallel_size; assuming 1")
@@ -639,5 +646,32 @@ def check_log(path: Path, *, model: str | None = None, gpu: str | None = None,
     out["hardware"] = {"gpu": hw.name, "memory_gib_per_gpu": round(hw.memory_bytes / GiB, 2), "gpu_count": hw.count}
     out["feasible"] = resp.feasible
     out["per_rank"] = r.per_rank
-    out["warnings"] = notes + [w.message for w in resp.warnings]
+    out["settings"] = settings_view(r)
+    out["note"] = None
+    out["warnings"] = list(dict.fromkeys(notes + [w.message for w in resp.warnings]))  # a note the plan repeats once
     return out
+
+
+SETTING_KEYS = ("engine", "data_parallel_size", "dtype", "quantization", "kv_cache_dtype", "enforce_eager",
+                "enable_prefix_caching", "enable_expert_parallel", "max_num_seqs", "max_num_batched_tokens",
+                "block_size", "sampler", "gpu_name", "total_gpu_memory_gib", "gpu_blocks", "cpu_blocks")
+
+
+def settings_view(r: ReportedLaunch) -> dict[str, Any]:
+    """What else the log states (settings and GPU), beyond the contract keys; None where it is silent."""
+    return {k: getattr(r, k) for k in SETTING_KEYS}
+
+
+def reported_only(r: ReportedLaunch, path: Path, reported: dict[str, Any], notes: list[str],
+                  why: str) -> dict[str, Any]:
+    """check-log without a model config: everything the log says, the contract's `predicted` keys all null,
+    and a note saying why and that --model DIR adds the prediction."""
+    note = f"no prediction: {why}. --model DIR (a directory with the model's config.json) adds the prediction"
+    count = (r.tensor_parallel_size or 1) * (r.pipeline_parallel_size or 1) * (r.data_parallel_size or 1)
+    return {
+        "reported": reported, "predicted": dict.fromkeys(CONTRACT_KEYS), "differences": dict.fromkeys(CONTRACT_KEYS),
+        "source": str(path),
+        "hardware": {"gpu": r.gpu_name, "memory_gib_per_gpu": r.total_gpu_memory_gib, "gpu_count": count},
+        "feasible": None, "per_rank": r.per_rank, "settings": settings_view(r), "note": note,
+        "warnings": [*notes, note],
+    }

@@ -579,21 +579,36 @@ def gpus(as_json: bool) -> int:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True)
-def models(as_json: bool) -> int:
-    """List the bundled offline model catalog."""
-    from planner.models.sources import list_catalog
+@click.argument("query", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print {models: [...]} as JSON.")
+def models(query: tuple[str, ...], as_json: bool) -> int:
+    """List the bundled offline model catalog, or search it.
 
-    entries = list_catalog()
+    QUERY words must all match: a substring of the id or architecture (qwen3, llama-3.1, Mixtral), or one of
+    moe, dense, vision, quantized, fp8, fp4, mxfp4, mla, hybrid, sliding, ssm, alias.
+    """
+    import dataclasses
+
+    from planner.models.sources import entry_tags, list_catalog, search_catalog, search_suggestions
+
+    text = " ".join(query).strip()
+    entries = search_catalog(text)
+    rows = [{**dataclasses.asdict(e), "tags": entry_tags(e)} for e in entries]
+    suggestions = search_suggestions(text) if text and not entries else []
     if as_json:
         from planner.render.json import render_json
 
-        click.echo(render_json({"models": [e.__dict__ if hasattr(e, "__dict__") else dict(e) for e in entries]}))
+        body: dict[str, Any] = {"models": rows}
+        if text:
+            body.update(query=text, did_you_mean=suggestions)
+        click.echo(render_json(body))
         return 0
-    from planner.render.console import render_rows
+    from planner.render.console import render_models, render_no_models
 
-    render_rows(f"{len(entries)} bundled models", ["id", "architecture", "provenance"],
-                [[getattr(e, "id", ""), getattr(e, "architecture", ""), getattr(e, "provenance", "")] for e in entries])
+    if not entries:
+        render_no_models(text, suggestions)
+        return 0
+    render_models(rows, len(list_catalog()), text)
     return 0
 
 
@@ -751,7 +766,8 @@ def rules_test(paths: tuple[str, ...], evaluator: str, coverage: bool, fmt: str)
 
 @cli.command("check-log")
 @click.argument("log", type=click.Path())
-@click.option("--model", help="Model directory or id (default: the model the log names).")
+@click.option("--model", help="Model directory or id (default: the model the log names; without a loadable one "
+                               "check-log shows what the log says, with no prediction).")
 @click.option("--gpu", help="GPU name, alias or catalog id (for speeds; memory comes from the log when printed).")
 @click.option("--vram-gib", type=float, help="GPU memory in GiB when the log does not print it.")
 @click.option("--json", "as_json", is_flag=True, help="Print {reported, predicted, differences} as JSON.")
@@ -789,6 +805,19 @@ def check_log(log: str, model: str | None, gpu: str | None, vram_gib: float | No
 
     rep, pred, dif = result["reported"], result["predicted"], result["differences"]
     hw = result["hardware"]
+    if result["note"]:  # no model config: what the log says, alone
+        gpu = f"{hw['gpu_count']} x {hw['gpu'] or 'GPU'}" + (
+            f" ({hw['memory_gib_per_gpu']} GiB per GPU)" if hw["memory_gib_per_gpu"] else "")
+        render_rows(f"{result['source']}: {gpu}, as the log reports it", ["quantity", "reported"],
+                    [[k, fmt(rep[k])] for k in CONTRACT_KEYS])
+        settings = {k: v for k, v in result["settings"].items() if v is not None}
+        if settings:
+            render_rows("settings the log shows", ["setting", "value"], [[k, fmt(v)] for k, v in settings.items()])
+        render_warnings(w for w in result["warnings"] if w != result["note"])
+        from planner.render.text import plain
+
+        click.echo(f"note: {plain(result['note'])}")
+        return 0
     render_rows(f"{result['source']}: {hw['gpu_count']} x {hw['gpu']} ({hw['memory_gib_per_gpu']} GiB per GPU)",
                 ["quantity", "reported", "predicted", "difference"],
                 [[k, fmt(rep[k]), fmt(pred[k]), diff(dif[k])] for k in CONTRACT_KEYS])

@@ -8,10 +8,16 @@ Resolution order for `load_model(ref)`:
   1. `ref` is an existing directory (or a config.json file) -> read config.json, plus
      hf_quant_config.json and model.safetensors.index.json when present;
   2. `ref` looks like a filesystem path but does not exist -> ModelConfigError;
-  3. `ref` is a bundled catalog id (case-insensitive) -> the packaged copy;
+  3. `ref` is a bundled catalog id (case-insensitive) -> the packaged copy; an alias (an instruct/base
+     twin bundled without files, `alias_of` in its record) -> its target's copy, under the alias's id
+     (alias_note() is the note that says so);
   4. `ref` is a valid hub id -> config.json (and the two companions) through `hf_hub_download`
      into the user's Hugging Face cache (atomic writes; never weights), plus per-dtype parameter
-     counts from the safetensors headers when the hub can give them.
+     counts from the safetensors headers when the hub can give them. When the hub cannot give it
+     (not found, unreachable, offline), the error ends with the near misses in the catalog.
+
+The catalog is read from index.json only (scripts/refresh_catalog.py builds it); search_catalog() and
+near_misses() never parse configs.
 """
 
 from __future__ import annotations
@@ -20,12 +26,14 @@ import dataclasses
 import functools
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from planner.errors import ModelConfigError
 from planner.models.arch import ModelArch, parse_config
+from planner.suggest import NearMiss
 
 CONFIG_FILE = "config.json"
 QUANT_FILE = "hf_quant_config.json"  # ModelOpt (nvidia/*-FP8, *-NVFP4)
@@ -150,25 +158,98 @@ def catalog_entry(model_id: str) -> CatalogEntry | None:
     return next((e for e in _catalog() if e.id.lower() == wanted), None)
 
 
-def closest_catalog_ids(ref: str) -> list[str]:
-    """Bundled model ids closest to `ref` (case-insensitive), matched on the whole id and on the
-    name after the organisation, so `Llama-3.1-8B-Instrcut` finds `meta-llama/Llama-3.1-8B-Instruct`."""
-    from planner.suggest import closest
+def near_misses(ref: str) -> list[NearMiss]:
+    """The bundled ids closest to the model id `ref`, best first, each with how it relates: "same architecture"
+    for an instruct/base pair (`meta-llama/Llama-3.1-405B-Instruct-FP8` -> `meta-llama/Llama-3.1-405B-Instruct`),
+    "same family and size", "same family", or nothing when only the spelling is close (a typo). An alias and its
+    target share one config and are suggested once."""
+    from planner.suggest import rank_model_ids
 
-    query = ref.strip().lower()
-    choices = [(key, e.id, e.id) for e in _catalog()
-               for key in {e.id.lower(), e.id.lower().rsplit("/", 1)[-1]}]
-    if "/" in query:  # an org/name query is matched against whole ids only
-        choices = [c for c in choices if "/" in c[0]]
-    return closest(query, choices)
+    return rank_model_ids(ref, [(e.id, e.alias_of or e.id, e.quantization) for e in list_catalog()])
+
+
+def closest_catalog_ids(ref: str) -> list[str]:
+    """Bundled model ids closest to `ref` (case-insensitive), best first: the same network (an instruct/base
+    pair), then the same family and size, then the same family, then close spellings, so that
+    `Llama-3.1-8B-Instrcut` finds `meta-llama/Llama-3.1-8B-Instruct`."""
+    return [m.id for m in near_misses(ref)]
 
 
 def _unknown(err: ModelConfigError, ref: str) -> ModelConfigError:
-    """`err` ending with the closest bundled ids, for a model the hub could not give."""
+    """`err` ending with the closest bundled ids, for a model the hub could not give: `did you mean:
+    meta-llama/Llama-3.1-405B (same architecture), ...?`."""
     from planner.suggest import did_you_mean
 
-    hint = did_you_mean(closest_catalog_ids(ref))
+    hint = did_you_mean([str(m) for m in near_misses(ref)])
     return ModelConfigError(f"{err}{hint}") if hint else err
+
+
+# --------------------------------------------------------------------------- aliases and search
+
+
+def alias_note(arch: ModelArch) -> str | None:
+    """The note a plan of an alias carries: which bundled config it was planned with, and why that is right."""
+    if not arch.source.startswith("catalog:"):
+        return None
+    entry = catalog_entry(arch.source.removeprefix("catalog:"))
+    if entry is None or not entry.alias_of:
+        return None
+    return (f"{entry.id} is planned with the bundled {entry.alias_of} config (same geometry: "
+            f"{entry.notes.rstrip('.')})")
+
+
+def model_notes(arch: ModelArch) -> list[str]:
+    """Notes about where a loaded model's config came from, for the plan's warnings (an alias's target)."""
+    note = alias_note(arch)
+    return [note] if note else []
+
+
+# words a search may use besides id substrings; quantization methods as vLLM names them
+_QUANT_WORDS = {"fp8": ("fp8",), "modelopt": ("fp8", "modelopt"), "modelopt_fp4": ("fp4", "nvfp4", "modelopt"),
+                "mxfp4": ("fp4", "mxfp4"), "awq": ("awq", "int4"), "gptq": ("gptq",),
+                "bitsandbytes": ("bnb", "bitsandbytes")}
+
+
+def entry_tags(entry: CatalogEntry) -> list[str]:
+    """The words `vllm-planner models QUERY` matches besides the id and the architecture: moe | dense,
+    vision / multimodal, quantized and the method's words (fp8, fp4, ...), the attention kind, alias."""
+    tags = ["moe" if entry.is_moe else "dense"]
+    if entry.multimodal:
+        tags += ["vision", "multimodal"]
+    if entry.quantization:
+        tags += ["quantized", entry.quantization,
+                 *(w for w in _QUANT_WORDS.get(entry.quantization, ()) if w != entry.quantization)]
+    if entry.attention:
+        tags.append(entry.attention)
+    if entry.alias_of:
+        tags.append("alias")
+    return tags
+
+
+def search_catalog(query: str) -> list[CatalogEntry]:
+    """Bundled models matching every word of `query` (case-insensitive): a substring of the id or the
+    architecture class, or one of entry_tags. An empty query lists everything. Reads index.json only."""
+    words = query.lower().split()
+    return [e for e in list_catalog()
+            if all(w in e.id.lower() or w in e.architecture.lower() or w in entry_tags(e) for w in words)]
+
+
+def search_suggestions(query: str) -> list[str]:
+    """Did-you-mean for a search that matched nothing: for each word that matches no model on its own, the
+    closest search words (id words such as qwen3, and entry_tags); for a one-word query (an org/name id) with
+    no close word, the closest bundled ids."""
+    from planner.suggest import closest
+
+    words = query.lower().split()
+    lost = [w for w in words if not search_catalog(w)]
+    if not lost:
+        return []  # each word matches some model, only not together
+    entries = list_catalog()
+    vocabulary = {t for e in entries for t in entry_tags(e)}
+    vocabulary |= {w for e in entries for w in re.split(r"[-_/\s]+", e.id.lower()) if len(w) > 1}
+    choices = [(v, v, v) for v in sorted(vocabulary)]
+    found = [] if "/" in query else [m for w in lost for m in closest(w, choices)]
+    return found[:3] or ([m.id for m in near_misses(query)] if len(words) == 1 else [])
 
 
 def load_catalog_dir(model_id: str, name: str | None = None) -> ModelArch:
@@ -183,7 +264,15 @@ def load_catalog_dir(model_id: str, name: str | None = None) -> ModelArch:
 
 
 def _load_catalog(entry: CatalogEntry, name: str) -> ModelArch:
-    return dataclasses.replace(load_catalog_dir(entry.id, name), provenance=entry.provenance)
+    """A bundled model; an alias (an id bundled without files, `alias_of` a model with the same geometry) is
+    its target's config under the alias's id, source and provenance (alias_note says so in the plan)."""
+    if not entry.alias_of:
+        return dataclasses.replace(load_catalog_dir(entry.id, name), provenance=entry.provenance)
+    target = catalog_entry(entry.alias_of)
+    if target is None or target.alias_of:  # refresh_catalog.py refuses these: a broken install
+        raise ModelConfigError(f"catalog:{entry.id}: alias of {entry.alias_of!r}, which is not a bundled config")
+    return dataclasses.replace(load_catalog_dir(target.id, name), source=f"catalog:{entry.id}",
+                               provenance=entry.provenance)
 
 
 # --------------------------------------------------------------------------- Hugging Face hub

@@ -239,6 +239,33 @@ def render_rows(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
     c.print(t)
 
 
+def _params(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e12:.2f}T" if n >= 1e12 else f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+
+
+def render_models(rows: Sequence[dict[str, Any]], total: int, query: str = "",
+                  console: Console | None = None) -> None:
+    """`models [QUERY]`: one row per bundled model (the index.json columns: parameters, total and active for
+    MoE, architecture, attention, context, quantization method, alias target)."""
+    title = f"{len(rows)} of {total} bundled models match '{query}'" if query else f"{total} bundled models"
+    render_rows(title, ["id", "params", "architecture", "attention", "context", "quantized", "notes"], [
+        [r["id"],
+         _params(r["params_total"]) + (f" ({_params(r['params_active'])} active)" if r["is_moe"] else ""),
+         r["architecture"], r["attention"] or "-", f"{r['context']:,}" if r["context"] else "-",
+         r["quantization"] or "-",
+         ", ".join([*(["MoE"] if r["is_moe"] else []), *(["vision"] if r["multimodal"] else []),
+                    *([f"alias of {r['alias_of']}"] if r["alias_of"] else [])])]
+        for r in rows], console)
+
+
+def render_no_models(query: str, suggestions: Sequence[str]) -> None:
+    """`models QUERY` that matched nothing: one line, with the closest ids or search words."""
+    hint = f"; did you mean: {', '.join(plain(x) for x in suggestions)}?" if suggestions else ""
+    echo(f"no bundled model matches '{plain(query)}'{hint}")
+
+
 # --- plain-text reports (click-style lines, no rich): every value through plain() -----------------------
 
 

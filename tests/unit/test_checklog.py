@@ -9,6 +9,10 @@ the log file outside the excerpt), the parser must stay silent (None), and EXCEP
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = json.loads((ROOT / "tests" / "data" / "calibration" / "vllm_launches.json").read_text())
 ROWS = {row["id"]: row for row in DATA["launches"]}
 LOGS = ROOT / "examples" / "logs"
+CATALOG = ROOT / "planner" / "models" / "catalog"
 
 # parser field -> the row's top-level field
 TOP = {k: k for k in ("vllm_version", "engine", "model", "tensor_parallel_size", "pipeline_parallel_size",
@@ -314,13 +319,119 @@ def test_check_log_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_check_log_unloadable_model_says_pass_model(tmp_path: Path) -> None:
+    """A log naming a model directory that is not here: what the log says, exit 0, and the --model DIR note."""
     log = tmp_path / "v.log"
     log.write_text("(APIServer pid=1) INFO non-default args: {'model': '/nonexistent/dir/model', "
                    "'max_model_len': 4096}\n"
                    "(EngineCore pid=2) INFO Free memory on device (78.68/79.19 GiB) on startup.\n")
-    rc, _out, err = run("check-log", str(log))
-    assert rc == 2
-    assert "--model DIR" in one_error_line(err)
+    rc, out, err = run("check-log", str(log))
+    assert rc == 0, err
+    assert "4,096" in out and "/nonexistent/dir/model" in out
+    note = [x for x in out.splitlines() if x.startswith("note: ")]
+    assert len(note) == 1 and "--model DIR" in note[0] and "no such model directory: /nonexistent/dir/model" in note[0]
+
+
+# ------------------------------------------------------------------------------ check-log without a config (issue 21)
+
+NO_CONFIG_ID = "acme/Llama-3.1-8B-Finetune"  # neither bundled nor a directory; the hub is offline in these runs
+
+
+def _renamed_example(tmp_path: Path, name: str, model: str) -> Path:
+    """A tmp copy of a real example log whose model id is `model`."""
+    text = (LOGS / name).read_text()
+    original = EXAMPLES[name][1]["model"]
+    assert original and original in text
+    log = tmp_path / name
+    log.write_text(text.replace(original, model))
+    return log
+
+
+def _offline(*args: str, tmp_path: Path) -> tuple[int, str, str]:
+    """`vllm-planner ARGS` in a subprocess with the hub offline (HF_HUB_OFFLINE=1, an endpoint nothing listens
+    on): huggingface_hub reads both at import time, so an in-process run could not set them."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))},
+           "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path / "hf")}
+    r = subprocess.run([sys.executable, "-m", "planner.cli", *args], capture_output=True, text=True, env=env,
+                       timeout=120, cwd=ROOT)
+    return r.returncode, r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("name", ["v1-0.19-h100-tp4-llama-3.1-8b.log", "v1-0.19-h100-llama-3.1-8b-debug.log"])
+def test_check_log_without_config_json(name: str, tmp_path: Path) -> None:
+    """Everything the log read, `predicted` keys all null (the contract's keys, in order), a note, exit 0."""
+    log = _renamed_example(tmp_path, name, NO_CONFIG_ID)
+    rc, out, err = _offline("check-log", str(log), "--json", tmp_path=tmp_path)
+    assert rc == 0, err
+    data = json.loads(out)
+    assert list(data["reported"]) == list(CONTRACT_KEYS) and list(data["predicted"]) == list(CONTRACT_KEYS)
+    assert data["reported"] == {**EXAMPLES[name][1], "model": NO_CONFIG_ID}  # every number the log printed
+    assert all(v is None for v in data["predicted"].values())
+    assert all(v is None for v in data["differences"].values())
+    assert data["feasible"] is None
+    assert data["note"].startswith(f"no prediction: cannot load the model {NO_CONFIG_ID!r} named in the log: ")
+    assert "--model DIR" in data["note"] and "adds the prediction" in data["note"]
+    assert data["note"] in data["warnings"]
+    assert data["settings"]["dtype"] == "bfloat16" and data["settings"]["engine"] == "V1"
+    assert data["hardware"]["memory_gib_per_gpu"] == 79.19
+
+
+def test_check_log_without_config_console(tmp_path: Path) -> None:
+    log = _renamed_example(tmp_path, "v1-0.19-h100-tp4-llama-3.1-8b.log", NO_CONFIG_ID)
+    rc, out, err = _offline("check-log", str(log), tmp_path=tmp_path)
+    assert rc == 0, err
+    for word in ("reported", "weights_gib", "3.77", "kv_cache_gib", "67.44", "kv_cache_tokens", "2,209,792",
+                 "max_concurrency", "269.75", "tensor_parallel_size", "gpu_memory_utilization", "0.95", "8,192",
+                 "settings the log shows", "bfloat16"):
+        assert word in out, word
+    assert "predicted" not in out.split("note: ")[0]  # no empty prediction column
+    assert out.rstrip().splitlines()[-1].startswith("note: no prediction: ")
+    assert "--model DIR" in out.rstrip().splitlines()[-1]
+
+
+def test_check_log_without_config_then_with_model(tmp_path: Path) -> None:
+    """--model DIR adds the prediction to the same log."""
+    log = _renamed_example(tmp_path, "v1-0.19-h100-tp4-llama-3.1-8b.log", "/models/llama-3.1-8b-finetune")
+    rc, out, err = run("check-log", str(log), "--json")
+    assert rc == 0, err
+    assert json.loads(out)["predicted"]["kv_cache_gib"] is None
+    model_dir = tmp_path / "llama"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_bytes((CATALOG / "meta-llama/Llama-3.1-8B-Instruct/config.json").read_bytes())
+    rc, out, err = run("check-log", str(log), "--model", str(model_dir), "--json")
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["note"] is None and isinstance(data["predicted"]["kv_cache_gib"], float)
+
+
+def test_check_log_unnamed_model_without_config(tmp_path: Path) -> None:
+    """The V0 example names no model: without --model it still reports (it needed --model before)."""
+    rc, out, err = run("check-log", str(LOGS / "v0-rtx3090-llama-3.1-8b.log"), "--json")
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["reported"] == EXAMPLES["v0-rtx3090-llama-3.1-8b.log"][1]
+    assert data["note"].startswith("no prediction: the log does not name the model")
+
+
+def test_check_log_explicit_model_that_cannot_load_is_an_error(tmp_path: Path) -> None:
+    rc, _out, err = run("check-log", str(LOGS / "v1-0.19-h100-tp4-llama-3.1-8b.log"), "--model",
+                        str(tmp_path / "missing"))
+    assert rc == 2  # the user named it: their input is wrong, not the log
+    assert one_error_line(err) == f"error: --model {str(tmp_path / 'missing')!r}: no such model directory: " \
+                                  f"{tmp_path / 'missing'}"
+
+
+def test_check_log_alias_is_planned_on_its_target(tmp_path: Path) -> None:
+    """A log serving an alias id (no config of its own) is re-planned on the bundled target, and says so."""
+    log = _renamed_example(tmp_path, "v1-0.19-h100-tp4-llama-3.1-8b.log", "mistralai/Mixtral-8x7B-Instruct-v0.1")
+    rc, out, err = run("check-log", str(log), "--json")
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["note"] is None and data["predicted"]["weights_gib"] > 20
+    assert any(w.startswith("mistralai/Mixtral-8x7B-Instruct-v0.1 is planned with the bundled "
+                            "mistralai/Mixtral-8x7B-v0.1 config (same geometry: ") for w in data["warnings"])
 
 
 def test_check_log_needs_memory_when_log_is_silent(tmp_path: Path) -> None:
