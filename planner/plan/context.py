@@ -14,6 +14,7 @@ from planner.machine import Hardware, resolve_hardware
 from planner.memory import DTYPE_BYTES, MemoryInputs, MemoryResult, account
 from planner.models.arch import ModelArch
 from planner.models.params import active_params, total_params
+from planner.models.sources import model_notes
 from planner.plan.layouts import Layout
 from planner.policy import PolicyRun
 from planner.policy.facts import normalise_fact
@@ -231,6 +232,7 @@ def plan_context(req: PlanRequest, packset: PackSet | None = None, *, arch: Mode
                       quant=quant, target_len=req.pinned.max_model_len or model_max_len, model_max_len=model_max_len)
     run.notices.extend(vwarn)
     run.notices.extend(hw.warnings)
+    run.notices.extend(model_notes(arch))  # an alias: planned with its target's bundled config
     run.run_stage("baseline", [gpu_fact(hw), model_fact(arch, quant, dtype), request_fact(req, version, model_max_len),
                                cluster_fact(hw)])
     if quant is not None and run.param_set_by.get("linear_bytes_per_param") == "default":

@@ -287,6 +287,14 @@ class TestAliases:
         assert "126 layers" in note and note.endswith(")")
         assert model_notes(load_model(ALIAS)) == [note]
 
+    def test_the_plan_warns_that_it_used_the_target_config(self) -> None:
+        from planner.app import plan
+        from planner.schemas import PlanRequest
+
+        p = plan(PlanRequest(model=ALIAS, gpu="H200", gpus=8))
+        assert any(w.message.startswith(f"{ALIAS} is planned with the bundled {TARGET} config") for w in p.warnings)
+        assert p.serve_command.startswith(f"vllm serve {ALIAS} ")
+
     def test_no_note_for_a_bundled_config(self) -> None:
         assert alias_note(load_model(TARGET)) is None
         assert model_notes(load_model("Qwen/Qwen3-8B")) == []
