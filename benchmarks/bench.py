@@ -11,6 +11,8 @@ Figures (median of N runs; whole-process runs use `python -m planner.cli` from t
   capacity 3 GPUs    vllm-planner capacity --model meta-llama/Llama-3.1-8B-Instruct --rate 20 --input-len 1000
                        --output-len 200 --slo-ttft-ms 1000 --slo-itl-ms 50 --gpu H100 --gpu L40S --gpu A100 --json
   capacity catalog   the same over every catalog GPU (no --gpu)
+  models list        vllm-planner models --json (the whole offline catalog, read from its index)
+  models search      vllm-planner models qwen3 moe
   pack load          load + validate the vendor packs (fresh process, modules already imported)
   pack compile       compile the three stages (in-process)
   rule evaluation    one sizing-stage evaluation of 500 candidate facts through durable-rules, per candidate
@@ -91,7 +93,9 @@ def main() -> int:
     w = whole({"deps": [PY, "-c", DEPS],
                "plan8": [*cli, "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100"],
                "plan671": [*cli, "--model", "deepseek-ai/DeepSeek-R1", "--gpu", "H200", "--gpus", "8"],
-               "cap3": [*cap, "--gpu", "H100", "--gpu", "L40S", "--gpu", "A100"]}, args.runs)
+               "cap3": [*cap, "--gpu", "H100", "--gpu", "L40S", "--gpu", "A100"],
+               "models": [PY, "-m", "planner.cli", "models", "--json"],
+               "models_search": [PY, "-m", "planner.cli", "models", "qwen3", "moe"]}, args.runs)
     catalog = whole({"cap_all": cap}, max(1, args.runs // 4))["cap_all"]
     deps, plan8, plan671 = w["deps"], w["plan8"], w["plan671"]
     inner = json.loads(subprocess.run([PY, "-c", IN_PROCESS], capture_output=True, cwd=ROOT, check=True,
@@ -102,9 +106,11 @@ def main() -> int:
         "rule_eval_per_candidate_s": inner["rule_eval_per_candidate_s"],
         f"sweep_{inner['sweep_rows']}_s": inner["sweep_s"],
         "capacity_3_gpus_s": w["cap3"], "capacity_catalog_s": catalog,
+        "models_list_s": w["models"], "models_search_s": w["models_search"],
     }
     targets = {"cold_plan_8b_s": 0.5, "cold_plan_671b_s": 0.5, "rule_eval_per_candidate_s": 0.005,
-               f"sweep_{inner['sweep_rows']}_s": 2.0, "capacity_3_gpus_s": 4 * plan8, "capacity_catalog_s": 6.0}
+               f"sweep_{inner['sweep_rows']}_s": 2.0, "capacity_3_gpus_s": 4 * plan8, "capacity_catalog_s": 6.0,
+               "models_list_s": plan8, "models_search_s": plan8}  # listing the catalog: no dearer than one plan
     if args.json:
         print(json.dumps({"figures": figures, "ratio_to_deps_import": {k: v / deps for k, v in figures.items()}}))
         return 0
