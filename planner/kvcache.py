@@ -14,7 +14,12 @@ Pure: no I/O. Mirrors vllm/v1/kv_cache_interface.py and vllm/v1/core/kv_cache_ut
   printed tokens = num_blocks // num_groups x block_size.
 
 Sliding-window and chunked layers are billed as full attention when the hybrid KV manager is off
-(vLLM turns it off for chunked local attention, e.g. Llama-4).
+(vLLM turns it off for chunked local attention, e.g. Llama-4). Layers without a token mixer ("mlp": Nemotron-H's
+MLP and MoE layers) hold no cache at all.
+
+Recurrent states are kept in the model dtype, not the KV-cache dtype (CacheConfig.mamba_cache_dtype "auto" ->
+model dtype, vllm/model_executor/layers/mamba/mamba_utils.py MambaStateDtypeCalculator), except a temporal
+(SSM) state the model keeps in another dtype: NemotronH's mamba_ssm_cache_dtype, float32 by default.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from planner.units import cdiv
 
 ATTENTION_KINDS = ("full_attention", "sliding_attention", "chunked_attention")
 STATE_KINDS = ("mamba", "linear_attention")
+NO_CACHE_KINDS = ("mlp",)
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 @dataclass(frozen=True)
@@ -60,17 +67,35 @@ class KvLayout:
 
 def attention_bytes_per_token_per_layer(arch: ModelArch, tp: int, kv_bytes: int) -> int:
     if arch.mla is not None:
-        return (arch.mla.kv_lora_rank + arch.mla.qk_rope_head_dim) * kv_bytes
+        return (arch.mla.kv_lora_rank + arch.mla.qk_rope_head_dim) * kv_bytes + dsa_indexer_bytes_per_token(arch)
     nkv_gpu = max(1, arch.num_kv_heads // tp)
     return nkv_gpu * (arch.head_dim + arch.v_head_dim) * kv_bytes
 
 
+def dsa_indexer_bytes_per_token(arch: ModelArch) -> int:
+    """DeepSeek-V3.2 / GLM-5 sparse-attention indexer keys cached next to each MLA layer: index_head_dim FP8
+    bytes plus a float32 scale per 128 (vllm deepseek_v2.py Indexer: DeepseekV32IndexerCache(head_dim=
+    index_head_dim + index_head_dim // 128 * 4, dtype=uint8)), whatever the KV-cache dtype; 0 without one."""
+    dim = arch.raw.get("index_head_dim") if isinstance(arch.raw, dict) else None
+    nested = arch.raw.get("text_config") if isinstance(arch.raw, dict) else None
+    if dim is None and isinstance(nested, dict):
+        dim = nested.get("index_head_dim")
+    if arch.mla is None or not isinstance(dim, int) or dim <= 0:
+        return 0
+    return dim + dim // 128 * 4
+
+
 def state_bytes_per_layer(arch: ModelArch, tp: int, state_bytes: int) -> int:
-    """Recurrent state of one Mamba / linear-attention layer per request on one GPU (spec 2.3 table)."""
+    """Recurrent state of one Mamba / linear-attention layer per request on one GPU (spec 2.3 table), with
+    `state_bytes` the bytes of the state dtype (the model dtype; a temporal state held in another dtype, such
+    as NemotronH's float32 SSM state, takes that dtype's size)."""
     s = arch.ssm
     if s is None:
         return 0
     k = s.conv_kernel - 1
+    ssm_bytes = _DTYPE_BYTES[s.ssm_state_dtype] if s.ssm_state_dtype else state_bytes
+    if s.kind == "lightning":  # MiniMax linear attention: (heads/TP, head_dim, head_dim), no conv state
+        return (s.num_heads // tp) * s.head_dim * s.head_dim * ssm_bytes
     if s.kind == "gdn":
         conv = k * (2 * s.num_k_heads * s.k_head_dim + s.num_v_heads * s.v_head_dim) // tp
         ssm = (s.num_v_heads // tp) * s.v_head_dim * s.k_head_dim
@@ -80,7 +105,7 @@ def state_bytes_per_layer(arch: ModelArch, tp: int, state_bytes: int) -> int:
         groups = s.n_groups + (tp - s.n_groups if s.n_groups % tp else 0)
         conv = k * (d_inner + 2 * groups * s.state_size) // tp
         ssm = (s.num_heads // tp) * s.head_dim * s.state_size
-        return (conv + ssm) * state_bytes
+        return conv * state_bytes + ssm * ssm_bytes
     return (k * d_inner // tp + (d_inner // tp) * s.state_size) * state_bytes
 
 
@@ -93,14 +118,18 @@ def _group_sizes(buckets: dict[tuple[str, int | None], int]) -> int:
 
 
 def kv_layout(arch: ModelArch, layers: range, *, tp: int, kv_bytes: int, block_size: int, hybrid_manager: bool,
-              align: int = 16) -> KvLayout:
-    """The KV layout of the layers one GPU holds (one PP stage)."""
+              align: int = 16, state_bytes: int | None = None) -> KvLayout:
+    """The KV layout of the layers one GPU holds (one PP stage). `state_bytes`: bytes of the dtype recurrent
+    states are kept in (the model dtype; None: the KV dtype, the planner's older approximation)."""
+    state_b = kv_bytes if state_bytes is None else state_bytes
     counts = layer_kind_counts(arch, layers)  # per kind, not per layer: 100,000-layer configs stay fast
     if arch.attention_chunk_size and counts.get("chunked_attention"):
         hybrid_manager = False  # vLLM auto-disables it for chunked local attention
     per_token = attention_bytes_per_token_per_layer(arch, tp, kv_bytes)
     buckets: dict[tuple[str, int | None], int] = {}
     for kind, n in counts.items():
+        if kind in NO_CACHE_KINDS:
+            continue
         if kind in STATE_KINDS:
             key: tuple[str, int | None] = ("state", None)
         elif not hybrid_manager or kind == "full_attention":
@@ -114,9 +143,9 @@ def kv_layout(arch: ModelArch, layers: range, *, tp: int, kv_bytes: int, block_s
     n_attn = sum(n for k, n in buckets.items() if k[0] != "state")
     bs = block_size
     if n_state and n_attn and per_token:
-        state = state_bytes_per_layer(arch, tp, kv_bytes)
+        state = state_bytes_per_layer(arch, tp, state_b)
         bs = max(bs, align * cdiv(state, align * per_token))  # one attention page must hold the state
-    page = bs * per_token if per_token else state_bytes_per_layer(arch, tp, kv_bytes)
+    page = bs * per_token if per_token else state_bytes_per_layer(arch, tp, state_b)
     g = _group_sizes(buckets)
     groups: list[KvGroup] = []
     for (kind, window), n in sorted(buckets.items(), key=lambda kv: kv[0][0]):

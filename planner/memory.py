@@ -30,7 +30,7 @@ from typing import Any
 
 from planner.kvcache import blocks_per_request, capacity, kv_layout
 from planner.models.arch import ModelArch
-from planner.models.params import pp_layer_split, rank_weights
+from planner.models.params import Mxfp4Storage, pp_layer_split, rank_weights
 from planner.units import GiB
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}  # element sizes (physical constants)
@@ -103,8 +103,8 @@ def rope_cache_bytes(arch: ModelArch, act_bytes: int) -> int:
     (vllm/model_executor/layers/rotary_embedding: LinearScalingRotaryEmbedding); gemma-3 keeps a
     second, unscaled cache for its local (sliding) layers.
     """
-    if arch.max_position_embeddings is None:
-        return 0
+    if arch.max_position_embeddings is None or not arch.rope:
+        return 0  # Nemotron-H attention has no rotary embedding (vllm nemotron_h.py builds no get_rope)
     rot = arch.mla.qk_rope_head_dim if arch.mla is not None else int(arch.head_dim * arch.partial_rotary_factor)
     scaling = arch.rope_scaling or {}
     factor = float(scaling.get("factor", 1.0)) if scaling.get("rope_type") in ("linear", "dynamic") else 1.0
@@ -162,18 +162,27 @@ def cuda_graph_bytes(layers: int, inp: MemoryInputs, params: dict[str, Any]) -> 
 _RW_CACHE: dict[tuple[Any, ...], tuple[ModelArch, Any]] = {}
 
 
-def _rank_weights_cached(arch: ModelArch, inp: MemoryInputs, stage: int, act: int, rope: int) -> Any:
+def mxfp4_storage(params: dict[str, Any]) -> Mxfp4Storage:
+    """How vLLM's MXFP4 MoE backend stores gpt-oss experts (planner/models/params.py Mxfp4Storage): the Hopper
+    Triton layout, plus the swizzled-value pre-pad of vLLM 0.19 - 0.20 when the rule pack sets
+    `mxfp4_value_pad_bytes` (64 for those versions; 0 or absent otherwise)."""
+    return Mxfp4Storage(value_pad_bytes=int(params.get("mxfp4_value_pad_bytes", 0) or 0))
+
+
+def _rank_weights_cached(arch: ModelArch, inp: MemoryInputs, stage: int, act: int, rope: int,
+                         mxfp4: Mxfp4Storage | None = None) -> Any:
     """rank_weights, memoized: one plan asks for the same (layout, stage) for every KV dtype and settle pass.
     Keyed on the arch object's identity (ModelArch holds dicts, so it is not hashable); the entry keeps the
     object alive and is checked, so a reused id can never return another model's weights."""
-    key = (id(arch), inp.tp, inp.pp, stage, act, inp.linear_bytes_per_param, rope, inp.dp, inp.ep)
+    key = (id(arch), inp.tp, inp.pp, stage, act, inp.linear_bytes_per_param, rope, inp.dp, inp.ep, mxfp4)
     hit = _RW_CACHE.get(key)
     if hit is not None and hit[0] is arch:
         return hit[1]
     if len(_RW_CACHE) > 4096:
         _RW_CACHE.clear()
     rw = rank_weights(arch, tp=inp.tp, pp=inp.pp, stage=stage, act_bytes=act,
-                      linear_bytes_per_param=inp.linear_bytes_per_param, rope_cache_bytes=rope, dp=inp.dp, ep=inp.ep)
+                      linear_bytes_per_param=inp.linear_bytes_per_param, rope_cache_bytes=rope, dp=inp.dp, ep=inp.ep,
+                      mxfp4=mxfp4)
     _RW_CACHE[key] = (arch, rw)
     return rw
 
@@ -191,6 +200,7 @@ def account(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any]) -> Memor
     budget = budget_bytes(inp.total_bytes, inp.gpu_memory_utilization, bool(params["budget_ceil"]))
     in_budget = bool(params["cuda_graph_in_budget"])
     rope = rope_cache_bytes(arch, act)
+    mxfp4 = mxfp4_storage(params) if arch.quant is not None and arch.quant.method.lower() == "mxfp4" else None
     stages = []
     weights_total = 0
     hybrid = bool(params["hybrid_kv_manager"])
@@ -198,7 +208,7 @@ def account(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any]) -> Memor
                                                                                   inp.max_model_len)
     inp_profile = replace(inp, max_num_batched_tokens=t_profile)
     for stage in range(inp.pp):
-        rw = _rank_weights_cached(arch, inp, stage, act, rope)
+        rw = _rank_weights_cached(arch, inp, stage, act, rope, mxfp4)
         weights = int(rw.total_bytes * inp.scales.get("weights_bytes", 1.0))
         weights_total += weights * inp.tp * inp.dp
         activation = activation_peak_bytes(arch, inp_profile, params, last_stage=stage == inp.pp - 1)
@@ -206,7 +216,7 @@ def account(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any]) -> Memor
         cg = cuda_graph_bytes(rw.layers, inp, params)
         kv = budget - weights - activation - nt - (cg if in_budget else 0)
         layout = kv_layout(arch, pp_layer_split(arch.num_layers, inp.pp)[stage], tp=inp.tp, kv_bytes=kv_b,
-                           block_size=inp.block_size, hybrid_manager=hybrid)
+                           block_size=inp.block_size, hybrid_manager=hybrid, state_bytes=act)
         bytes_per_block = max(1, layout.bytes_per_block)
         blocks = max(0, kv) // bytes_per_block
         stages.append((blocks, weights, activation, nt, cg, kv, bytes_per_block, layout))

@@ -8,8 +8,11 @@ Layer kinds (ModelArch.layer_types) use vLLM's vocabulary:
   "full_attention"     ordinary causal attention over the whole context
   "sliding_attention"  attention limited to `sliding_window` tokens
   "chunked_attention"  chunked local attention (Llama-4, `attention_chunk_size`)
-  "linear_attention"   gated-delta-net / linear attention with a recurrent state (Qwen3-Next)
+  "linear_attention"   linear attention with a constant-size recurrent state: gated delta net (Qwen3-Next) or
+                       MiniMax lightning attention (MiniMax-Text-01 / M1)
   "mamba"              Mamba/Mamba2 SSM layer (state, no KV)
+  "mlp"                no token mixer at all: the layer is only an MLP or MoE block (Nemotron-H '-' and 'E'
+                       layers); it holds neither KV cache nor state
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 from planner.errors import ModelConfigError
 
-LAYER_KINDS = ("full_attention", "sliding_attention", "chunked_attention", "linear_attention", "mamba")
+LAYER_KINDS = ("full_attention", "sliding_attention", "chunked_attention", "linear_attention", "mamba", "mlp")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +54,11 @@ class MoEInfo:
     num_shared_experts: int = 0
     shared_expert_intermediate_size: int = 0  # total over the shared experts
     moe_layers: tuple[int, ...] = ()  # indices of layers whose MLP is MoE (others are dense)
+    # Nemotron-3 latent MoE (`moe_latent_size`): routed experts work in a smaller latent width, reached through
+    # replicated fc1/fc2 latent projections (vllm nemotron_h.py NemotronHMoE); 0 = experts work at hidden_size.
+    latent_size: int = 0
+    router_bias: bool = False  # the gate's e_score_correction_bias (float32), noaux_tc-style routing
+    router_fp32: bool = False  # the router gate weight is held in float32 (GateLinear params_dtype=float32)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +76,7 @@ class MLAInfo:
 class SSMInfo:
     """Mamba / linear-attention recurrent state geometry (per layer of that kind)."""
 
-    kind: str  # "mamba1" | "mamba2" | "gdn"
+    kind: str  # "mamba1" | "mamba2" | "gdn" | "lightning" (MiniMax linear attention: heads x head_dim^2 state)
     state_size: int = 0  # N (d_state)
     conv_kernel: int = 4
     expand: int = 2
@@ -81,6 +89,11 @@ class SSMInfo:
     k_head_dim: int = 0
     num_v_heads: int = 0
     v_head_dim: int = 0
+    conv_bias: bool = True  # Mamba conv1d carries a bias (use_conv_bias)
+    # dtype of the temporal (SSM) state when vLLM does not keep it in the model dtype: NemotronH's
+    # mamba_ssm_cache_dtype, "float32" unless the config says otherwise (vllm/model_executor/models/config.py
+    # NemotronHForCausalLMConfig). None = the model dtype (mamba_ssm_cache_dtype "auto").
+    ssm_state_dtype: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,7 +124,10 @@ class ModelArch:
     attention_bias: bool = False  # q/k/v (and o for some) carry biases
     norm_has_bias: bool = False  # LayerNorm (weight+bias) vs RMSNorm (weight only)
     norms_per_layer: int = 2
-    qk_norm: bool = False  # per-head q/k RMSNorm (Qwen3, gemma-3)
+    qk_norm: bool = False  # per-head q/k RMSNorm (Qwen3, gemma-3, GLM-4.5 use_qk_norm)
+    # each layer holds ONE block, a token mixer or an MLP/MoE, never both (Nemotron-H hybrid_override_pattern)
+    mixer_xor_mlp: bool = False
+    rope: bool = True  # False: the attention layers apply no rotary embedding (Nemotron-H), so no cos/sin cache
     # every length key found (vLLM takes the min)
     max_length_keys: dict[str, int] = field(default_factory=dict)
     moe: MoEInfo | None = None
@@ -133,7 +149,7 @@ class ModelArch:
     @property
     def attention_kind(self) -> str:
         """A one-word summary for facts and reports: mla | hybrid | sliding | chunked | ssm | full."""
-        kinds = set(self.layer_types)
+        kinds = set(self.layer_types) - {"mlp"}
         if self.mla is not None:
             return "mla"
         if kinds <= {"mamba", "linear_attention"}:
@@ -195,11 +211,13 @@ _CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
 _UNTIED_BY_DEFAULT = frozenset({
     "llama", "llama4_text", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
     "qwen3_next", "deepseek_v2", "deepseek_v3", "phi3", "jamba", "gpt_oss", "mamba2", "granite",
+    "nemotron_h", "glm4_moe", "glm_moe_dsa", "kimi_k2", "minimax_m2", "minimax_m1", "minimax_text_01",
 })
 
 # Model types with a plain 2-matrix MLP (fc_in/up + fc_out/down) rather than gate+up+down.
 _NON_GATED_MLP = frozenset({
     "falcon", "gpt2", "gpt_bigcode", "gpt_neox", "gptj", "opt", "bloom", "mpt", "phi", "starcoder2",
+    "nemotron_h",  # relu2 up/down MLPs and experts (vllm nemotron_h.py NemotronHMLP, is_non_gated_moe)
 })
 # Model types whose norms are LayerNorm (weight + bias) rather than RMSNorm.
 _LAYERNORM_BIAS = frozenset({
@@ -207,6 +225,15 @@ _LAYERNORM_BIAS = frozenset({
 })
 # Model types with per-head q/k RMSNorm weights (Llama-4's use_qk_norm is a weightless L2 norm).
 _QK_NORM = frozenset({"qwen3", "qwen3_moe", "qwen3_next", "gemma3", "gemma3_text", "olmo2", "olmoe"})
+# Model types whose q/k norms exist only when the config's use_qk_norm says so (GLM-4.5: per head; MiniMax-M2:
+# over all heads, qk_norm_type "per_layer").
+_QK_NORM_OPTIONAL = frozenset({"glm4_moe", "minimax_m2"})
+# MiniMax-Text-01 / M1 lightning-attention hybrids (vllm minimax_text_01.py, registered for MiniMaxForCausalLM,
+# MiniMaxText01ForCausalLM and MiniMaxM1ForCausalLM up to vLLM 0.23).
+_MINIMAX_LINEAR = frozenset({"minimax", "minimax_text_01", "minimax_m1", "MiniMaxM1", "MiniMaxText01"})
+# Model types that apply DeepSeek's first_k_dense_replace / moe_layer_freq MoE placement
+# (vllm deepseek_v2.py DeepseekV2DecoderLayer, glm4_moe.py Glm4MoeDecoderLayer).
+_FIRST_K_DENSE = frozenset({"kimi_k2", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "kimi_linear"})
 # Qwen2-family attention: q/k/v projections always carry a bias (HF Qwen2Attention, bias=True).
 _QKV_BIAS = frozenset({"qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl"})
 _SLIDING_OFF_BY_DEFAULT = frozenset({"qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "qwen3_next"})
@@ -225,6 +252,7 @@ _LAYER_TYPE_ALIASES = {
     "sliding_attention": "sliding_attention", "sliding": "sliding_attention",
     "chunked_attention": "chunked_attention", "linear_attention": "linear_attention",
     "mamba": "mamba",
+    "mlp": "mlp", "moe": "mlp",  # Nemotron-H layers_block_type: a layer that is only an MLP / MoE block
 }
 
 
@@ -420,6 +448,23 @@ def _head_dim(text: _Cfg, hidden: int, num_heads: int) -> int:
     return hidden // num_heads
 
 
+def _num_layers(text: _Cfg, model_type: str) -> int:
+    """num_hidden_layers; a NemotronH config may give only its per-layer block list (NemotronHConfig derives
+    num_hidden_layers from len(layers_block_type) or len(hybrid_override_pattern))."""
+    if model_type == "nemotron_h" and text.first_key(_LAYER_KEYS) is None:
+        for key in ("layers_block_type", "hybrid_override_pattern"):
+            value = text.get(key)
+            if isinstance(value, (list, str)) and 0 < len(value) <= _MAX_LAYERS:
+                return len(value)
+    return text.req_int(_LAYER_KEYS, hi=_MAX_LAYERS)
+
+
+def _nemotron_h_head_dim(text: _Cfg) -> int:
+    """NemotronHAttention's head size: config.head_dim, which the NemotronH config class defaults to 128 (the
+    56B's config.json spells it attention_head_dim, which that class does not read)."""
+    return text.get_int("head_dim") or text.get_int("attention_head_dim") or 128
+
+
 def _is_pure_ssm(text: _Cfg, model_type: str) -> bool:
     if model_type in _PURE_SSM:
         return True
@@ -477,11 +522,43 @@ def _jamba_layers(text: _Cfg, n: int) -> tuple[str, ...]:
     return tuple("full_attention" if i % period == offset else "mamba" for i in range(n))
 
 
+_NEMOTRON_H_BLOCKS = {"M": "mamba", "*": "full_attention", "-": "mlp", "E": "mlp"}
+
+
+def _nemotron_h_pattern(text: _Cfg, n: int) -> str | None:
+    """NemotronHConfig.hybrid_override_pattern: one character per layer, M (Mamba2), * (attention), - (MLP),
+    E (MoE); vllm nemotron_h.py builds layer i from pattern[i]. None when the config has no pattern."""
+    value = text.get("hybrid_override_pattern")
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != n or set(value) - set(_NEMOTRON_H_BLOCKS):
+        raise text.fail("hybrid_override_pattern", f"{n} characters among M, *, - and E (one per layer)", value)
+    return value
+
+
+def _minimax_attn_types(text: _Cfg, n: int) -> tuple[str, ...] | None:
+    """MiniMax attn_type_list: 0 = lightning (linear) attention, 1 = softmax attention, per layer
+    (vllm minimax_text_01.py MiniMaxText01Model.decoder_attention_types; MiniMax-M2 lists all 1)."""
+    flags = text.int_list("attn_type_list", lo=0, hi=1)
+    if flags is None:
+        return None
+    if len(flags) < n:
+        raise text.fail("attn_type_list", f"a list of {n} zeros and ones", text.get("attn_type_list"))
+    return tuple("full_attention" if f else "linear_attention" for f in flags[:n])
+
+
 def _layer_types(text: _Cfg, model_type: str, n: int, pure_ssm: bool,
                  window: int | None) -> tuple[str, ...]:
+    if model_type == "nemotron_h":
+        pattern = _nemotron_h_pattern(text, n)
+        if pattern is not None:
+            return tuple(_NEMOTRON_H_BLOCKS[c] for c in pattern)
     explicit = _explicit_layer_types(text, n)
     if explicit is not None:
         return explicit
+    minimax = _minimax_attn_types(text, n)
+    if minimax is not None:
+        return minimax
     if pure_ssm:
         return ("mamba",) * n
     if model_type == "gemma2":  # Gemma2Config: even layers sliding, odd layers full
@@ -511,7 +588,13 @@ def _layer_types(text: _Cfg, model_type: str, n: int, pure_ssm: bool,
 
 
 def _moe_layers(text: _Cfg, model_type: str, n: int) -> tuple[int, ...]:
-    if model_type.startswith("deepseek"):
+    if model_type == "nemotron_h":  # the E layers of the pattern (or "moe" in layers_block_type)
+        pattern = _nemotron_h_pattern(text, n)
+        if pattern is not None:
+            return tuple(i for i, c in enumerate(pattern) if c == "E")
+        blocks = text.get("layers_block_type")
+        return tuple(i for i, b in enumerate(blocks[:n]) if b == "moe") if isinstance(blocks, list) else ()
+    if model_type.startswith("deepseek") or model_type in _FIRST_K_DENSE:
         first = text.get_int("first_k_dense_replace", default=0, lo=0, hi=_MAX_LAYERS) or 0
         freq = text.get_int("moe_layer_freq", default=1) or 1
         return tuple(i for i in range(n) if i >= first and i % freq == 0)
@@ -544,7 +627,10 @@ def _moe(text: _Cfg, model_type: str, n: int) -> MoEInfo | None:
     else:
         inter = text.req_int(("moe_intermediate_size", *_INTERMEDIATE_KEYS))
     shared_n, shared_size = 0, 0
-    if text.has("n_shared_experts"):  # DeepSeek: n shared experts of moe_intermediate_size each
+    if model_type == "nemotron_h":  # NemotronHMoE: n_shared_experts x moe_shared_expert_intermediate_size
+        shared_n = text.get_int("n_shared_experts", default=0, lo=0, hi=_MAX_COUNT) or 0
+        shared_size = shared_n * (text.get_int("moe_shared_expert_intermediate_size", lo=0) or 0)
+    elif text.has("n_shared_experts"):  # DeepSeek: n shared experts of moe_intermediate_size each
         shared_n = text.get_int("n_shared_experts", lo=0, hi=_MAX_COUNT) or 0
         shared_size = shared_n * inter
     elif text.has("shared_expert_intermediate_size"):  # Qwen2-MoE / Qwen3-Next: one shared expert
@@ -552,9 +638,30 @@ def _moe(text: _Cfg, model_type: str, n: int) -> MoEInfo | None:
         shared_n = 1 if shared_size else 0
     elif llama4:
         shared_n, shared_size = 1, inter
+    moe_layers = _moe_layers(text, model_type, n)
+    if model_type == "nemotron_h" and not moe_layers:
+        return None  # no E layer: the config's expert keys are class defaults, no MoE is built
     return MoEInfo(num_experts=experts, experts_per_token=top_k, moe_intermediate_size=inter,
                    num_shared_experts=shared_n, shared_expert_intermediate_size=shared_size,
-                   moe_layers=_moe_layers(text, model_type, n))
+                   moe_layers=moe_layers,
+                   latent_size=(text.get_int("moe_latent_size", default=0, lo=0) or 0) if model_type == "nemotron_h"
+                   else 0,
+                   router_bias=_router_bias(text, model_type), router_fp32=model_type in _ROUTER_FP32)
+
+
+# Routers held in float32: GateLinear(params_dtype=torch.float32) in vllm glm4_moe.py and minimax_m2.py,
+# ReplicatedLinear(params_dtype=torch.float32) in minimax_text_01.py.
+_ROUTER_FP32 = frozenset({"glm4_moe", "minimax_m2", *_MINIMAX_LINEAR})
+
+
+def _router_bias(text: _Cfg, model_type: str) -> bool:
+    """Whether the gate carries e_score_correction_bias: DeepSeek-V3-style noaux_tc routing, always in GLM-4.5
+    (Glm4MoE) and NemotronHMoE, and in MiniMax-M2 when use_routing_bias."""
+    if model_type in ("glm4_moe", "nemotron_h"):
+        return True
+    if model_type == "minimax_m2":
+        return text.get_bool("use_routing_bias", False)
+    return text.get("topk_method") == "noaux_tc"
 
 
 def _mla(text: _Cfg) -> MLAInfo | None:
@@ -571,6 +678,12 @@ def _mla(text: _Cfg) -> MLAInfo | None:
 
 def _ssm(text: _Cfg, model_type: str, hidden: int, kinds: tuple[str, ...]) -> SSMInfo | None:
     """Recurrent-state geometry; defaults are the transformers config-class defaults."""
+    if "linear_attention" in kinds and model_type in _MINIMAX_LINEAR:
+        # MiniMaxText01LinearAttention: state (heads/TP, head_dim, head_dim) per request (mamba_utils.py
+        # linear_attention_state_shape), in the model dtype (linear_attention_state_dtype)
+        heads = text.req_int(_HEAD_KEYS, hi=_MAX_COUNT)
+        head_dim = text.get_int("head_dim") or hidden // heads
+        return SSMInfo(kind="lightning", num_heads=heads, head_dim=head_dim, conv_kernel=1, expand=1)
     if "linear_attention" in kinds:  # Qwen3-Next Gated DeltaNet
         nk = text.req_int(("linear_num_key_heads",), hi=_MAX_COUNT)
         kd = text.req_int(("linear_key_head_dim",))
@@ -581,6 +694,19 @@ def _ssm(text: _Cfg, model_type: str, hidden: int, kinds: tuple[str, ...]) -> SS
                        v_head_dim=vd)
     if "mamba" not in kinds:
         return None
+    if model_type == "nemotron_h":  # NemotronHMambaDecoderLayer -> MambaMixer2
+        heads = text.req_int(("mamba_num_heads",), hi=_MAX_COUNT)
+        head_dim = text.req_int(("mamba_head_dim",))
+        groups = text.get_int("n_groups", default=None) or text.get_int("mamba_n_groups", default=8) or 8
+        conv = text.get_int("conv_kernel", default=None) or text.get_int("mamba_d_conv", default=4) or 4
+        ssm_dtype = text.get("mamba_ssm_cache_dtype", "float32")
+        if not isinstance(ssm_dtype, str) or ssm_dtype.lower() not in ("auto", *_DTYPES):
+            raise text.fail("mamba_ssm_cache_dtype", "auto, float32, bfloat16 or float16", ssm_dtype)
+        return SSMInfo(kind="mamba2", state_size=text.get_int("ssm_state_size", default=128) or 128,
+                       conv_kernel=conv, expand=text.get_int("expand", default=2) or 2,
+                       intermediate_size=heads * head_dim, num_heads=heads, head_dim=head_dim, n_groups=groups,
+                       conv_bias=text.get_bool("use_conv_bias", True),
+                       ssm_state_dtype=None if ssm_dtype.lower() == "auto" else _DTYPES[ssm_dtype.lower()])
     if model_type == "jamba":  # JambaConfig: mamba_d_state 16, mamba_d_conv 4, mamba_expand 2
         expand = text.get_int("mamba_expand", default=2) or 2
         return SSMInfo(kind="mamba1", state_size=text.get_int("mamba_d_state", default=16) or 16,
@@ -728,8 +854,8 @@ def _attention_bias(text: _Cfg, model_type: str) -> bool:
 
 
 def _norms_per_layer(text: _Cfg, model_type: str, pure_ssm: bool) -> int:
-    if pure_ssm:
-        return 1  # one RMSNorm before each mixer
+    if pure_ssm or model_type == "nemotron_h":
+        return 1  # one RMSNorm before each mixer (Nemotron-H: before each layer's single block)
     if model_type.startswith("gemma2") or model_type.startswith("gemma3"):
         return 4  # pre/post attention and pre/post feed-forward
     if model_type == "falcon" and text.get_bool("parallel_attn", True) \
@@ -762,7 +888,7 @@ def _attention_shape(text: _Cfg, model_type: str, hidden: int, pure_ssm: bool,
         raise text.fail("num_key_value_heads", f"a divisor of num_attention_heads {heads}", kv)
     if mla is not None:
         return heads, kv, mla.qk_nope_head_dim + mla.qk_rope_head_dim, mla.v_head_dim
-    head_dim = _head_dim(text, hidden, heads)
+    head_dim = _nemotron_h_head_dim(text) if model_type == "nemotron_h" else _head_dim(text, hidden, heads)
     if head_dim <= 0:
         raise text.fail("head_dim", "a positive head size (hidden_size / num_attention_heads)", head_dim)
     return heads, kv, head_dim, head_dim
@@ -786,6 +912,15 @@ def _check_unconverted(quant: QuantInfo | None, layers: int, where: str) -> None
         raise ModelConfigError(f"{where}: quantization config has {wild:,} wildcard or regex module patterns "
                                f"over {layers:,} layers; the planner matches at most {MAX_PATTERN_LAYER_PAIRS:,} "
                                "pattern-layer pairs")
+
+
+def _partial_rotary(text: _Cfg, head_dim: int, from_params: float | None) -> float:
+    """partial_rotary_factor, or rotary_dim / head_dim where the config gives rotary_dim (MiniMax: vllm
+    minimax_text_01.py / minimax_m2.py set partial_rotary_factor = rotary_dim / head_dim)."""
+    rotary_dim = text.get_int("rotary_dim")
+    if rotary_dim and head_dim and not text.has("partial_rotary_factor") and from_params is None:
+        return rotary_dim / head_dim
+    return text.get_float("partial_rotary_factor", from_params or 1.0) or 1.0
 
 
 def parse_config(config: dict[str, Any], *, name: str, source: str = "",
@@ -812,7 +947,7 @@ def parse_config(config: dict[str, Any], *, name: str, source: str = "",
     _apply_defaults(text, model_type)
     pure_ssm = _is_pure_ssm(text, model_type)
     hidden = text.req_int(_HIDDEN_KEYS)
-    layers = text.req_int(_LAYER_KEYS, hi=_MAX_LAYERS)
+    layers = _num_layers(text, model_type)
     mla = _mla(text)
     heads, kv_heads, head_dim, v_head_dim = _attention_shape(text, model_type, hidden, pure_ssm, mla)
     window = _sliding_window(text, model_type)
@@ -837,12 +972,13 @@ def parse_config(config: dict[str, Any], *, name: str, source: str = "",
         if "chunked_attention" in kinds else None,
         rope_scaling=rope,
         rope_theta=text.get_float("rope_theta", theta_from_params),
-        partial_rotary_factor=text.get_float("partial_rotary_factor", partial_from_params or 1.0) or 1.0,
+        partial_rotary_factor=_partial_rotary(text, head_dim, partial_from_params),
         gated_mlp=model_type not in _NON_GATED_MLP,
         attention_bias=False if pure_ssm else _attention_bias(text, model_type),
         norm_has_bias=model_type in _LAYERNORM_BIAS,
         norms_per_layer=_norms_per_layer(text, model_type, pure_ssm),
-        qk_norm=model_type in _QK_NORM,
+        qk_norm=model_type in _QK_NORM or (model_type in _QK_NORM_OPTIONAL and text.get_bool("use_qk_norm", False)),
+        mixer_xor_mlp=model_type == "nemotron_h", rope=model_type != "nemotron_h",
         max_length_keys=length_keys,
         moe=_moe(text, model_type, layers), mla=mla, ssm=_ssm(text, model_type, hidden, kinds),
         quant=quant, is_multimodal=multimodal,

@@ -63,6 +63,7 @@ from planner.units import cdiv, round_up
 
 VOCAB_PADDING = 64  # vllm/model_executor/layers/vocab_parallel_embedding.py DEFAULT_VOCAB_PADDING_SIZE
 FP8_BLOCK = 128  # DeepSeek-style FP8 block quantization tile (weight_block_size [128, 128])
+MXFP4_BLOCK = 32  # OCP MX block: one e8m0 scale per 32 FP4 values
 
 # Module groups: how a checkpoint format decides what it quantizes.
 ATTENTION = "attention"
@@ -74,7 +75,8 @@ VISION = "vision"  # vision tower and multimodal projector
 ROUTER = "router"
 EMBEDDING = "embedding"
 LM_HEAD = "lm_head"
-NORM = "norm"  # norms, biases, sinks, SSM conv/state vectors: always the activation dtype
+NORM = "norm"  # norms, biases, sinks, SSM conv/state vectors: always the activation dtype (or float32: Tensor.fp32)
+EXPERT_BIAS = "expert_bias"  # gpt-oss routed-expert biases: never quantized; float32 under vLLM's MXFP4 MoE
 LINEAR_GROUPS = (ATTENTION, MLP, EXPERTS, SHARED_EXPERTS, SSM, VISION)
 
 # Sharding kinds.
@@ -133,7 +135,7 @@ def is_quantized(quant: QuantInfo | None, group: str, layer: int = 0) -> bool:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _is_quantized(quant: QuantInfo | None, lm_head_flag: bool, group: str, layer: int) -> bool:
-    if group in (NORM, ROUTER, EMBEDDING):
+    if group in (NORM, ROUTER, EMBEDDING, EXPERT_BIAS):
         return False
     if quant is None:
         return group in LINEAR_GROUPS
@@ -223,6 +225,7 @@ class Tensor:
     rows: int
     cols: int = 1
     count: int = 1  # e.g. number of routed experts
+    fp32: bool = False  # held in float32 whatever the model dtype (routers, Mamba A, MXFP4 expert biases)
 
     @property
     def numel(self) -> int:
@@ -252,20 +255,40 @@ def _attention(arch: ModelArch) -> list[Tensor]:
                 Tensor(NORM, REPLICATED, m.kv_lora_rank),  # kv_a_layernorm
                 Tensor(ATTENTION, TP, nh * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank),  # kv_b_proj
                 Tensor(ATTENTION, TP, h, nh * m.v_head_dim)]  # o_proj
-        return out
+        return out + _dsa_indexer(arch)
     nkv, hd, vhd = arch.num_kv_heads, arch.head_dim, arch.v_head_dim
     q_rows = nh * hd * (2 if arch.model_type == "qwen3_next" else 1)  # Qwen3-Next: q_proj also emits the output gate
     out = [Tensor(ATTENTION, TP, q_rows, h), Tensor(ATTENTION, KV, nkv * (hd + vhd), h),
            Tensor(ATTENTION, TP, h, nh * vhd)]
     if arch.attention_bias:
         out += [Tensor(NORM, TP, q_rows), Tensor(NORM, KV, nkv * (hd + vhd))]
-        if not arch.model_type.startswith("qwen2"):  # Qwen2 family: q/k/v biases only
+        if not arch.model_type.startswith("qwen2") and arch.model_type not in _QKV_BIAS_ONLY:
             out.append(Tensor(NORM, REPLICATED, h))  # o_proj bias (row-parallel: full size on every rank)
-    if arch.qk_norm:
+    if arch.qk_norm and arch.model_type == "minimax_m2":
+        # MiniMaxText01RMSNormTP over all q heads and all k heads (qk_norm_type "per_layer"), split like q and k
+        out += [Tensor(NORM, TP, nh * hd), Tensor(NORM, KV, nkv * hd)]
+    elif arch.qk_norm:
         out.append(Tensor(NORM, REPLICATED, 2 * hd))
     if arch.model_type == "gpt_oss":
         out.append(Tensor(NORM, TP, nh))  # attention sinks
     return out
+
+
+# Attention whose only biases are q/k/v (o_proj bias=False): Glm4MoeAttention (vllm glm4_moe.py).
+_QKV_BIAS_ONLY = frozenset({"glm4_moe"})
+
+
+def _dsa_indexer(arch: ModelArch) -> list[Tensor]:
+    """DeepSeek-V3.2 / GLM-5 sparse-attention indexer of each MLA layer (configs with index_n_heads):
+    wq_b (q_lora -> heads x head_dim, ReplicatedLinear), wk_weights_proj (hidden -> head_dim + heads, replicated,
+    never quantized) and a float32 LayerNorm k_norm (vllm deepseek_v2.py Indexer)."""
+    raw = _text_raw(arch)
+    heads, dim = raw.get("index_n_heads"), raw.get("index_head_dim")
+    if not isinstance(heads, int) or not isinstance(dim, int) or arch.mla is None or not arch.mla.q_lora_rank:
+        return []
+    return [Tensor(ATTENTION, REPLICATED, heads * dim, arch.mla.q_lora_rank),
+            Tensor(NORM, REPLICATED, dim + heads, arch.hidden_size),
+            Tensor(NORM, REPLICATED, 2 * dim, fp32=True)]
 
 
 def _is_moe_layer(arch: ModelArch, layer: int) -> bool:
@@ -294,15 +317,22 @@ def _mlp(arch: ModelArch, layer: int) -> list[Tensor]:
     moe = arch.moe
     if moe is not None and _is_moe_layer(arch, layer):
         e, inter = moe.num_experts, moe.moe_intermediate_size
-        out = [Tensor(EXPERTS, EXPERT, mats * inter, h, count=e), Tensor(ROUTER, REPLICATED, e, h)]
+        width = moe.latent_size or h  # Nemotron-3 latent MoE: experts map latent -> latent
+        out = [Tensor(EXPERTS, EXPERT, mats * inter, width, count=e),
+               Tensor(ROUTER, REPLICATED, e, h, fp32=moe.router_fp32)]
+        if moe.latent_size:  # fc1_latent_proj (hidden -> latent) and fc2_latent_proj (latent -> hidden), replicated
+            out.append(Tensor(MLP, REPLICATED, 2 * moe.latent_size, h))
         if moe.shared_expert_intermediate_size:
             out.append(Tensor(SHARED_EXPERTS, TP, mats * moe.shared_expert_intermediate_size, h))
             if arch.model_type in ("qwen2_moe", "qwen3_next"):
                 out.append(Tensor(ROUTER, REPLICATED, 1, h))  # shared_expert_gate
-        if arch.model_type == "gpt_oss":  # expert gate_up/down biases and the router bias
-            out += [Tensor(NORM, EXPERT, (mats - 1) * inter + h, count=e), Tensor(NORM, REPLICATED, e)]
-        if _text_raw(arch).get("topk_method") == "noaux_tc":  # DeepSeek-V3 gate.e_score_correction_bias
-            out.append(Tensor(NORM, REPLICATED, e))
+        if arch.model_type == "gpt_oss":
+            # expert gate_up biases (split like the experts), down biases (E x hidden on every rank: FusedMoE's
+            # w2_bias is not sharded) and the router bias
+            out += [Tensor(EXPERT_BIAS, EXPERT, (mats - 1) * inter, count=e),
+                    Tensor(EXPERT_BIAS, REPLICATED, h, count=e), Tensor(NORM, REPLICATED, e)]
+        if moe.router_bias:  # gate.e_score_correction_bias, a float32 Parameter
+            out.append(Tensor(NORM, REPLICATED, e, fp32=True))
         return out
     if arch.intermediate_size == 0:
         return []
@@ -315,6 +345,12 @@ def _ssm(arch: ModelArch) -> list[Tensor]:
     if s is None:
         return []
     h = arch.hidden_size
+    if s.kind == "lightning":  # vllm layers/mamba/linear_attn.py MiniMaxText01LinearAttention
+        inner = s.num_heads * s.head_dim
+        return [Tensor(SSM, TP, 3 * inner, h),  # qkv_proj
+                Tensor(SSM, TP, inner, h),  # output_gate
+                Tensor(NORM, TP, inner),  # MiniMaxText01RMSNormTP
+                Tensor(SSM, TP, h, inner)]  # out_proj
     if s.kind == "gdn":
         key, val, nv = s.num_k_heads * s.k_head_dim, s.num_v_heads * s.v_head_dim, s.num_v_heads
         return [Tensor(SSM, TP, 2 * key + 2 * val, h),  # in_proj_qkvz
@@ -326,9 +362,12 @@ def _ssm(arch: ModelArch) -> list[Tensor]:
     d_inner = s.intermediate_size or s.expand * h
     if s.kind == "mamba2":
         conv_dim = d_inner + 2 * s.n_groups * s.state_size
+        # vllm layers/mamba/mamba_mixer2.py MambaMixer2: in_proj [z, x, B, C, dt], conv1d over [x, B, C] (+ bias
+        # with use_conv_bias), A (float32), D, dt_bias, Mixer2RMSNormGated over d_inner, out_proj
         return [Tensor(SSM, TP, 2 * d_inner + 2 * s.n_groups * s.state_size + s.num_heads, h),  # in_proj
-                Tensor(NORM, TP, conv_dim, s.conv_kernel + 1),  # conv1d weight + bias
-                Tensor(NORM, TP, 3 * s.num_heads),  # dt_bias, A_log, D
+                Tensor(NORM, TP, conv_dim, s.conv_kernel + (1 if s.conv_bias else 0)),  # conv1d weight (+ bias)
+                Tensor(NORM, TP, s.num_heads, fp32=True),  # A = -exp(A_log)
+                Tensor(NORM, TP, 2 * s.num_heads),  # dt_bias, D
                 Tensor(NORM, TP, d_inner),  # gated RMSNorm
                 Tensor(SSM, TP, h, d_inner)]  # out_proj
     raw = _text_raw(arch)
@@ -348,9 +387,16 @@ def _ssm(arch: ModelArch) -> list[Tensor]:
 def layer_tensors(arch: ModelArch, layer: int) -> list[Tensor]:
     """Every weight of decoder layer `layer`, with its module group and sharding."""
     kind = arch.layer_types[layer] if layer < len(arch.layer_types) else "full_attention"
-    mixer = _ssm(arch) if kind in ("mamba", "linear_attention") else _attention(arch)
+    if kind == "mlp":  # no token mixer (Nemotron-H '-' / 'E' layers)
+        mixer: list[Tensor] = []
+    elif kind in ("mamba", "linear_attention"):
+        mixer = _ssm(arch)
+    else:
+        mixer = _attention(arch)
+    # Nemotron-H: a mixer layer has no MLP and an MLP layer no mixer (one block per layer)
+    mlp = [] if arch.mixer_xor_mlp and kind != "mlp" else _mlp(arch, layer)
     norms = arch.norms_per_layer * arch.hidden_size * (2 if arch.norm_has_bias else 1)
-    return [*mixer, *_mlp(arch, layer), Tensor(NORM, REPLICATED, norms)]
+    return [*mixer, *mlp, Tensor(NORM, REPLICATED, norms)]
 
 
 # ------------------------------------------------------------------------------ layer classes
@@ -455,7 +501,7 @@ def layer_params(arch: ModelArch, layer: int) -> LayerParams:
     by: dict[str, int] = {TP: 0, KV: 0, REPLICATED: 0, EXPERT: 0}
     small = 0
     for t in layer_tensors(arch, layer):
-        if t.group in (NORM, ROUTER):
+        if t.group in (NORM, ROUTER, EXPERT_BIAS):
             small += t.numel
         else:
             by[t.shard] += t.numel
@@ -564,7 +610,8 @@ def _active_params(arch: ModelArch) -> int:
     if moe is None:
         return total_params(arch)
     mats = 3 if arch.gated_mlp else 2
-    unused = (moe.num_experts - moe.experts_per_token) * mats * arch.hidden_size * moe.moe_intermediate_size
+    width = moe.latent_size or arch.hidden_size
+    unused = (moe.num_experts - moe.experts_per_token) * mats * width * moe.moe_intermediate_size
     n_moe_layers = sum(count for rep, count in layer_classes(arch) if _is_moe_layer(arch, rep))
     return total_params(arch) - unused * n_moe_layers
 
@@ -583,9 +630,28 @@ def mtp_params(arch: ModelArch) -> int:
     if not isinstance(n, int) or n <= 0:
         return 0
     h = arch.hidden_size
+    if arch.model_type == "nemotron_h":
+        return n * _nemotron_h_mtp_step(arch)
     last = arch.num_layers - 1
     per = sum(t.numel for t in layer_tensors(arch, last)) + 3 * h + 2 * h * h + 2 * arch.vocab_size * h
     return n * per
+
+
+def _nemotron_h_mtp_step(arch: ModelArch) -> int:
+    """One NemotronH MTP step (vllm nemotron_h_mtp.py): one block per character of mtp_hybrid_override_pattern
+    (or mtp_layers_block_type), '*' attention and 'E' MoE, each with its norm, plus enorm, hnorm, eh_proj
+    (2H -> H) and a final norm; embed_tokens and lm_head are shared with the main model."""
+    raw = _text_raw(arch)
+    blocks = raw.get("mtp_hybrid_override_pattern") or raw.get("mtp_layers_block_type") or "*E"
+    kinds = {"*": "full_attention", "attention": "full_attention", "E": "mlp", "moe": "mlp"}
+    h, n = arch.hidden_size, 0
+    for block in blocks:
+        kind = kinds.get(block)
+        rep = next((i for i, k in enumerate(arch.layer_types)
+                    if k == kind and (kind != "mlp" or _is_moe_layer(arch, i))), None)
+        if rep is not None:
+            n += sum(t.numel for t in layer_tensors(arch, rep))
+    return n + 3 * h + 2 * h * h
 
 
 def block_scale_params(arch: ModelArch, *, include_mtp: bool = False) -> int:
@@ -651,15 +717,73 @@ def _rank_share(t: Tensor, *, tp: int, kv_div: int, expert_group: int, ep: bool)
     return float(t.numel)
 
 
+@dataclass(frozen=True)
+class Mxfp4Storage:
+    """How vLLM's MXFP4 MoE backend holds gpt-oss routed experts on one GPU (default: the Triton backend vLLM
+    picks on Hopper, `oracle/mxfp4.py select_mxfp4_moe_backend`).
+
+    * The expert intermediate size per rank is I // group, rounded up to `intermediate_align`
+      (`mxfp4_round_up_hidden_size_and_intermediate_size`: Triton 64; Marlin 128 and hidden 256; TRT-LLM 256;
+      vLLM 0.14.1 `Mxfp4MoEMethod.create_weights` the same), and the weights, scales and biases are allocated
+      at the padded size: gpt-oss-20b at TP2 holds 1,472 instead of 1,440 intermediate rows per expert.
+    * `value_pad_bytes`: vLLM 0.19 - 0.20 vendor a triton_kernels whose `HopperMXValueLayout.swizzle_data`
+      pre-pads both matrix dims of the swizzled 4-bit values to 64 bytes (`third_party/triton_kernels/
+      tensor_details/layout_details/hopper_value.py`); 0.14.1, 0.25, 0.29 and 0.33 do not (0 = none).
+    * `scale_swizzle_rows`: the Triton backend keeps a swizzled copy of the e8m0 scales
+      (`_swizzle_mxfp4` -> `HopperMXScaleLayout.swizzle_data`, rows padded to 2 x num_warps x 2 x 8 = 256, the
+      scale groups to an even count); any further copy (vLLM <= 0.20 keeps the loaded w13/w2_weight_scale too,
+      0.25+ deletes it) is unpadded. 0 = no swizzled copy.
+    * `fp32_biases`: the Triton, TRT-LLM and CK paths convert the expert biases to float32
+      (`convert_to_mxfp4_moe_kernel_format`: w13_bias/w2_bias `.to(torch.float32)`).
+    The 4-bit values take 0.5 B per element; the rest of `linear_bytes_per_param` counts the scale copies
+    (1/32 B each).
+    """
+
+    intermediate_align: int = 64
+    value_pad_bytes: int = 0
+    scale_swizzle_rows: int = 256
+    fp32_biases: bool = True
+
+
+def mxfp4_intermediate_per_rank(inter: int, group: int, *, ep: bool, align: int) -> int:
+    """The expert intermediate rows one rank allocates: FusedMoE's intermediate_size_per_partition (I // group,
+    or all of I with expert parallelism) rounded up to the backend's alignment."""
+    return round_up(inter if ep else inter // group, align)
+
+
+def _mxfp4_expert_bytes(experts: int, inter: int, hidden: int, mats: int, *, group: int, ep: bool,
+                        storage: Mxfp4Storage, bytes_per_param: float) -> float:
+    """Bytes of one layer's routed experts (`mats` x `inter` rows by `hidden` each) on one rank under MXFP4."""
+    local = cdiv(experts, group) if ep else experts
+    i_rank = mxfp4_intermediate_per_rank(inter, group, ep=ep, align=storage.intermediate_align)
+    pad = storage.value_pad_bytes
+    if pad:  # w13 values (E, 2I, H/2 bytes) and w2 values (E, H, I/2 bytes), both dims padded to `pad` bytes
+        values = (round_up(hidden, 2 * pad) * round_up((mats - 1) * i_rank, pad)
+                  + round_up(i_rank, 2 * pad) * round_up(hidden, pad))
+    else:
+        values = mats * i_rank * hidden
+    plain_scales = mats * i_rank * hidden / MXFP4_BLOCK  # one e8m0 byte per 32 values
+    copies = max(0.0, bytes_per_param - 0.5) * MXFP4_BLOCK
+    rows = storage.scale_swizzle_rows
+    if rows and copies >= 1:  # one swizzled copy: w13 (2I x H/32) and w2 (H x I/32), rows padded
+        swizzled = (round_up((mats - 1) * i_rank, rows) * round_up(cdiv(hidden, MXFP4_BLOCK), 2)
+                    + round_up(hidden, rows) * round_up(cdiv(i_rank, MXFP4_BLOCK), 2))
+        scales = (copies - 1) * plain_scales + swizzled
+    else:
+        scales = copies * plain_scales
+    return local * (0.5 * values + scales)
+
+
 def rank_weights(arch: ModelArch, *, tp: int, pp: int, stage: int, act_bytes: int,
                  linear_bytes_per_param: float, rope_cache_bytes: int, dp: int = 1, ep: bool = False,
-                 include_vision: bool = True) -> RankWeights:
+                 include_vision: bool = True, mxfp4: Mxfp4Storage | None = None) -> RankWeights:
     """Bytes one GPU of PP stage `stage` holds, at TP degree `tp` (and DP degree `dp` for MoE experts).
 
     `act_bytes` is the activation dtype size (2 for bf16/fp16); `linear_bytes_per_param` the storage of
     the linear weights the checkpoint format quantizes (see `is_quantized`; equal to `act_bytes` for an
     unquantized model, the online format's size for `--quantization`). Routed experts are divided over
-    TP x DP; with `ep` each GPU holds ceil(E / (TP x DP)) whole experts (the largest rank).
+    TP x DP; with `ep` each GPU holds ceil(E / (TP x DP)) whole experts (the largest rank). `mxfp4`: how an
+    MXFP4 checkpoint's experts are padded and stored (None: plain element counts x linear_bytes_per_param).
     """
     if tp < 1 or pp < 1 or dp < 1 or not 0 <= stage < pp:
         raise ValueError(f"rank_weights: bad layout tp={tp} pp={pp} dp={dp} stage={stage}")
@@ -670,11 +794,26 @@ def rank_weights(arch: ModelArch, *, tp: int, pp: int, stage: int, act_bytes: in
     expert_group = tp * dp
     q_params = 0.0  # elements stored in the quantized format
     a_params = 0.0  # elements stored in the activation dtype
+    f_params = 0.0  # elements held in float32
     mla_copy = 0.0
+    mx = mxfp4 if quant is not None and quant.method.lower() == "mxfp4" else None
     for i, count in layer_classes(arch, layers):  # alike layers once, times their count
         for t in layer_tensors(arch, i):
+            if mx is not None and t.group == EXPERTS and arch.moe is not None and linear_bytes_per_param > 0:
+                mats = 3 if arch.gated_mlp else 2
+                expert_bytes = _mxfp4_expert_bytes(t.count, arch.moe.moe_intermediate_size, t.cols, mats,
+                                                   group=expert_group, ep=ep, storage=mx,
+                                                   bytes_per_param=linear_bytes_per_param)
+                q_params += expert_bytes / linear_bytes_per_param * count
+                continue
             share = _rank_share(t, tp=tp, kv_div=kv_div, expert_group=expert_group, ep=ep) * count
-            if is_quantized(quant, t.group, i):
+            if mx is not None and t.group == EXPERT_BIAS and t.shard == EXPERT and arch.moe is not None:
+                inter = arch.moe.moe_intermediate_size
+                i_rank = mxfp4_intermediate_per_rank(inter, expert_group, ep=ep, align=mx.intermediate_align)
+                share = share * i_rank / (inter if ep else inter / expert_group)  # biases of the padded rows
+            if t.fp32 or (mx is not None and mx.fp32_biases and t.group == EXPERT_BIAS):
+                f_params += share
+            elif is_quantized(quant, t.group, i):
                 q_params += share
             else:
                 a_params += share
@@ -703,5 +842,5 @@ def rank_weights(arch: ModelArch, *, tp: int, pp: int, stage: int, act_bytes: in
             a_params += vp
     mla_bytes = int(mla_copy * act_bytes)
     return RankWeights(linear_bytes=int(q_params * linear_bytes_per_param),
-                       other_bytes=int(a_params * act_bytes) + mla_bytes + rope_cache_bytes,
+                       other_bytes=int(a_params * act_bytes) + int(f_params * 4) + mla_bytes + rope_cache_bytes,
                        layers=len(layers), mla_copy_bytes=mla_bytes, vision_bytes=int(vision))
