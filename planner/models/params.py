@@ -518,6 +518,34 @@ def _vit_layers(n: int, h: int, inter: int, *, bias: bool, gated: bool, norm_bia
     return n * (attn + mlp + 2 * h * (2 if norm_bias else 1))
 
 
+def _qwen25_vl_tower(vc: dict, text_h: int) -> int:
+    """Qwen2.5-VL: Conv3d patch embed (no bias), `depth` blocks of RMSNorm + qkv/proj with bias + a gated SiLU MLP
+    with bias, and a PatchMerger (RMSNorm, Linear(4h, 4h), Linear(4h, out_hidden_size), both with bias)."""
+    h, inter, n = int(vc["hidden_size"]), int(vc["intermediate_size"]), int(vc.get("depth") or 0)
+    chans, patch = int(vc.get("in_chans") or vc.get("in_channels") or 3), int(vc.get("patch_size") or 14)
+    temporal = int(vc.get("temporal_patch_size") or 2)
+    merge = int(vc.get("spatial_merge_size") or 2) ** 2 * h
+    out = int(vc.get("out_hidden_size") or text_h)
+    block = 4 * h * h + 4 * h + 3 * h * inter + 2 * inter + h + 2 * h
+    return chans * temporal * patch * patch * h + n * block + h + merge * merge + merge + merge * out + out
+
+
+def _qwen3_vl_tower(vc: dict) -> int:
+    """Qwen3-VL / Qwen3.5: Conv3d patch embed with bias, learned position embedding, `depth` blocks of LayerNorm +
+    qkv/proj with bias + a GELU MLP with bias, a PatchMerger (LayerNorm(h), Linear(4h, 4h), Linear(4h, out)) and
+    one more merger per `deepstack_visual_indexes` entry (its LayerNorm over 4h)."""
+    h, inter, n = int(vc["hidden_size"]), int(vc["intermediate_size"]), int(vc.get("depth") or 0)
+    chans, patch = int(vc.get("in_channels") or vc.get("in_chans") or 3), int(vc.get("patch_size") or 16)
+    temporal = int(vc.get("temporal_patch_size") or 2)
+    merge = int(vc.get("spatial_merge_size") or 2) ** 2 * h
+    out = int(vc["out_hidden_size"])
+    block = 4 * h * h + 4 * h + 2 * h * inter + inter + h + 4 * h
+    linears = merge * merge + merge + merge * out + out
+    tower = chans * temporal * patch * patch * h + h + int(vc.get("num_position_embeddings") or 0) * h + n * block
+    deepstack = len(vc.get("deepstack_visual_indexes") or [])
+    return tower + (2 * h + linears) + deepstack * (2 * merge + linears)
+
+
 def vision_params(arch: ModelArch) -> int:
     """Vision tower + multimodal projector parameters, from the config's `vision_config` (0 if none)."""
     vc = arch.raw.get("vision_config")
@@ -546,6 +574,10 @@ def vision_params(arch: ModelArch) -> int:
         proj_in, proj_out = int(vc.get("projector_input_dim") or 4096), int(vc.get("projector_output_dim") or 4096)
         tower += inter * proj_in + proj_out * proj_out  # pixel-shuffle adapter fc1/fc2 (no bias)
         return tower + int(vc.get("vision_output_dim") or proj_out) * text_h  # multi_modal_projector.linear_1
+    if "Qwen2_5_VL" in archs:  # vllm qwen2_5_vl.py Qwen2_5_VisionTransformer (tower depth is `depth`)
+        return _qwen25_vl_tower(vc, text_h)
+    if vtype.startswith(("qwen3_vl", "qwen3_5")):  # vllm qwen3_vl.py Qwen3_VisionTransformer (also Qwen3.5's)
+        return _qwen3_vl_tower(vc)
     if "Pixtral" in archs or "Mistral3" in archs or vtype == "pixtral":  # PixtralVisionModel + Mistral3 projector
         tower = chans * patch * patch * h + h  # patch_conv (no bias), ln_pre
         tower += _vit_layers(n, h, inter, bias=False, gated=True, norm_bias=False)
