@@ -85,6 +85,10 @@ class MemoryResult:
     headroom_bytes: int  # physical memory left outside vLLM's budget and baseline usage
     oom_risk: str  # low | medium | high
     weights_total_bytes: int  # sum over all ranks of one replica
+    # What a decode step streams from the binding rank's weights: weights_bytes, less what only sits in memory
+    # (gpt-oss on the MXFP4 Triton layout: the padded shard rows, the loaded scale copy beside the swizzled one,
+    # float32 biases), which the perf model was calibrated without (benchmarks/perf_accuracy.py).
+    streamed_weights_bytes: int = 0
 
 
 def kv_dtype_bytes(kv_cache_dtype: str, dtype: str) -> int:
@@ -200,7 +204,8 @@ def account(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any]) -> Memor
     budget = budget_bytes(inp.total_bytes, inp.gpu_memory_utilization, bool(params["budget_ceil"]))
     in_budget = bool(params["cuda_graph_in_budget"])
     rope = rope_cache_bytes(arch, act)
-    mxfp4 = mxfp4_storage(params) if arch.quant is not None and arch.quant.method.lower() == "mxfp4" else None
+    mxfp4 = (mxfp4_storage(params) if arch.quant is not None and arch.quant.method.lower() == "mxfp4"
+             and params.get("mxfp4_triton_layout", True) else None)
     stages = []
     weights_total = 0
     hybrid = bool(params["hybrid_kv_manager"])
@@ -210,6 +215,8 @@ def account(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any]) -> Memor
     for stage in range(inp.pp):
         rw = _rank_weights_cached(arch, inp, stage, act, rope, mxfp4)
         weights = int(rw.total_bytes * inp.scales.get("weights_bytes", 1.0))
+        streamed = weights if mxfp4 is None else int(
+            _rank_weights_cached(arch, inp, stage, act, rope, None).total_bytes * inp.scales.get("weights_bytes", 1.0))
         weights_total += weights * inp.tp * inp.dp
         activation = activation_peak_bytes(arch, inp_profile, params, last_stage=stage == inp.pp - 1)
         nt = non_torch_bytes(inp, params)
@@ -219,9 +226,9 @@ def account(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any]) -> Memor
                            block_size=inp.block_size, hybrid_manager=hybrid, state_bytes=act)
         bytes_per_block = max(1, layout.bytes_per_block)
         blocks = max(0, kv) // bytes_per_block
-        stages.append((blocks, weights, activation, nt, cg, kv, bytes_per_block, layout))
+        stages.append((blocks, weights, activation, nt, cg, kv, bytes_per_block, layout, streamed))
     binding = min(range(inp.pp), key=lambda s: (stages[s][0], -stages[s][1]))
-    blocks, weights, activation, nt, cg, kv, bytes_per_block, layout = stages[binding]
+    blocks, weights, activation, nt, cg, kv, bytes_per_block, layout, streamed = stages[binding]
     in_flight = int(params["kv_inflight_batches"]) * inp.max_num_batched_tokens
     state_blocks = int(params["mamba_state_blocks"])
 
@@ -245,7 +252,7 @@ def account(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any]) -> Memor
         free_bytes=inp.free_bytes, bytes_per_block=bytes_per_block, num_blocks=blocks,
         kv_bytes_per_token=layout.kv_bytes_per_token, kv_cache_tokens=tokens, max_concurrency=max_conc,
         max_fitting_model_len=max_fit_len, weights_fit=weights_fit, fits=fits, headroom_bytes=headroom,
-        oom_risk=risk, weights_total_bytes=weights_total,
+        oom_risk=risk, weights_total_bytes=weights_total, streamed_weights_bytes=streamed,
     )
 
 
