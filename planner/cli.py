@@ -209,7 +209,8 @@ def _plan_options(f: Any) -> Any:
         click.option("--gpu", help="GPU name, alias or catalog id (see `vllm-planner gpus`)."),
         click.option("--vram-gib", type=float, help="GPU memory in GiB (overrides --gpu, or for an unknown GPU)."),
         click.option("--from-file", "from_file", type=click.Path(), multiple=True,
-                     help="Saved nvidia-smi output to plan for (repeat it to add a `topo -m` capture)."),
+                     help="Saved nvidia-smi, rocm-smi or amd-smi output to plan for (repeat it to add a "
+                          "`topo -m` capture)."),
         click.option("--ignore-used", is_flag=True, help="Plan for empty GPUs, ignoring memory others hold now."),
         click.option("--gpus", type=int, help="Number of GPUs (default: all probed, or 1)."),
         click.option("--nodes", type=int, default=1, show_default=True, help="Number of nodes."),

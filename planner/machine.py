@@ -39,6 +39,13 @@ class Hardware:
     fraction: float = 1.0  # share of bandwidth/compute (a MIG slice)
 
     @property
+    def vendor(self) -> str | None:
+        """nvidia | amd: the catalog's, else what the probe tool was (an AMD GPU the catalog lacks is still AMD)."""
+        if self.spec is not None:
+            return self.spec.vendor
+        return self.selection.devices[0].vendor if self.selection is not None and self.selection.devices else None
+
+    @property
     def compute_capability(self) -> float:
         cc = self.spec.compute_capability if self.spec else None
         return float(cc) if cc else 8.0
@@ -88,7 +95,7 @@ def probed_hardware(req: PlanRequest, vram: int | None = None) -> list[Hardware]
 
     files = [req.from_file] if isinstance(req.from_file, str) else list(req.from_file or [])
     smi = merge_probes(*(probe.read_capture(Path(f)) for f in files)) if files else probe.probe_local()
-    source = ", ".join(files) or "nvidia-smi"
+    source = ", ".join(files) or smi.source
     if not smi.gpus and smi.topology is not None and vram:  # a `topo -m` capture alone: GPUs from the matrix
         smi = replace(smi, gpus=tuple(SmiGpu(index=i, name="GPU (from topology)") for i in smi.topology.gpu_indices))
     if not smi.gpus:
@@ -109,8 +116,9 @@ def probed_hardware(req: PlanRequest, vram: int | None = None) -> list[Hardware]
         first = opt.devices[0]
         warnings = list(opt.notes)
         if first.spec is None:
-            warnings.append(f"{first.name!r} is not in the GPU catalog: using nvidia-smi's total memory and no "
-                            "speed model")
+            tool = "rocm-smi/amd-smi" if first.vendor == "amd" else "nvidia-smi"
+            warnings.append(f"{first.name or 'the GPU'!r} is not in the GPU catalog: using {tool}'s total memory and "
+                            "no speed model")
         frees = [None if d.used_bytes is None else max(0, (vram or d.memory_bytes) - d.used_bytes)
                  for d in opt.devices]
         count = len(opt.devices)

@@ -205,7 +205,7 @@ def account(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any]) -> Memor
     in_budget = bool(params["cuda_graph_in_budget"])
     rope = rope_cache_bytes(arch, act)
     mxfp4 = (mxfp4_storage(params) if arch.quant is not None and arch.quant.method.lower() == "mxfp4"
-             and params.get("mxfp4_triton_layout", True) else None)
+             and params["mxfp4_triton_layout"] else None)
     stages = []
     weights_total = 0
     hybrid = bool(params["hybrid_kv_manager"])

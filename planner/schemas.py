@@ -46,7 +46,8 @@ class PlanRequest(_Model):
     vram_gib: float | None = Field(default=None, gt=0, le=4096, allow_inf_nan=False,
                                    description="Override/declare GPU memory in GiB.")
     from_file: str | list[str] | None = Field(
-        default=None, description="Saved nvidia-smi capture(s) to plan for, e.g. a table plus `topo -m`.")
+        default=None,
+        description="Saved nvidia-smi, rocm-smi or amd-smi capture(s) to plan for, e.g. a table plus `topo -m`.")
     ignore_used: bool = Field(default=False, description="Plan for empty GPUs, ignoring memory others hold now.")
     gpus: int | None = Field(default=None, ge=1, le=4096, description="Number of GPUs (default: one node's worth).")
     nodes: int = Field(default=1, ge=1, le=512, description="Number of nodes.")

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 MAX_SUGGESTIONS = 3
+MAX_QUERY_CHARS = 200  # longer names get no suggestion: difflib is quadratic in the length, and no id is this long
 
 
 def closest(query: str, choices: Iterable[tuple[str, str, str]], *, n: int = MAX_SUGGESTIONS,
@@ -19,6 +20,8 @@ def closest(query: str, choices: Iterable[tuple[str, str, str]], *, n: int = MAX
     (its names and aliases) and is suggested once, as the display of its closest key. Keys are
     compared as given; callers lower-case or normalise the query and the keys alike.
     """
+    if len(query) > MAX_QUERY_CHARS:
+        return []
     by_key: dict[str, list[tuple[str, str]]] = {}
     for key, entry, display in choices:
         by_key.setdefault(key, []).append((entry, display))
@@ -110,6 +113,8 @@ def rank_model_ids(query: str, candidates: Iterable[tuple[str, str, str | None]]
     words but the variant ones: "same architecture"), then the same family and size, then the same family (the
     closest size first), then ids whose spelling is close (difflib ratio >= `cutoff`); ties by spelling.
     """
+    if len(query) > MAX_QUERY_CHARS:
+        return []
     q_text = query.strip().lower()
     q = parse_model_name(q_text)
     scored: list[tuple[tuple[float, ...], NearMiss, str]] = []

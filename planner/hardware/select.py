@@ -39,6 +39,7 @@ class Device:
     fraction: float = 1.0  # share of the GPU's bandwidth and compute (MIG slices)
     processes: tuple[str, ...] = ()
     health_problems: tuple[str, ...] = ()  # why the probe shows the GPU failing (ERR!, lost, pages pending)
+    vendor: str = "nvidia"  # as the probe tool says (nvidia-smi or rocm-smi/amd-smi), catalog entry or not
     unusable: str | None = None  # why CUDA would not see it although it is healthy (MIG on, no instance)
 
     @property
@@ -130,6 +131,8 @@ def amd_partition(g: SmiGpu, spec: GpuSpec | None, card_bytes: int) -> tuple[int
     """
     mode = g.compute_partition
     count = _PARTITIONS.get(mode or "") or (spec.xcds if mode == "CPX" and spec and spec.xcds else None)
+    if spec is None:  # no catalog card size: the printed figure (whole card or share, the tool does not say)
+        return card_bytes, 1 / count if count else 1.0, f"{mode} partition" if count and count > 1 else None
     memory = card_bytes // count if count else card_bytes
     if g.memory_total_bytes and g.memory_total_bytes < memory:
         memory = g.memory_total_bytes
@@ -174,7 +177,7 @@ def devices_from_probe(smi: SmiProbe, match: dict[int, GpuSpec | None], ignore_u
         out.append(Device(index=g.index, name=g.name, spec=spec, memory_bytes=memory,
                           used_bytes=None if ignore_used else g.memory_used_bytes, visible_id=str(g.index),
                           processes=_processes(smi, g.index), health_problems=g.health_problems,
-                          fraction=fraction, partition=partition))
+                          fraction=fraction, partition=partition, vendor=g.vendor))
     return out
 
 

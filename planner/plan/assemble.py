@@ -109,7 +109,7 @@ def assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Candi
                   "quantization": ctx.quant, "max_position_embeddings": arch.max_position_embeddings,
                   "model_max_len": ctx.model_max_len, "attention": arch.attention_kind},
         "hardware": {"gpu": hw.name, "catalog_id": hw.spec.id if hw.spec else None,
-                     "vendor": hw.spec.vendor if hw.spec else None, "gpu_count": hw.count,
+                     "vendor": hw.vendor, "gpu_count": hw.count,
                      "nodes": hw.nodes, "gpus_per_node": hw.gpus_per_node, "memory_bytes_per_gpu": hw.memory_bytes,
                      "interconnect": hw.interconnect, "probed": hw.probed, **devices_json(hw, layout, tp_group)},
         "config": config,

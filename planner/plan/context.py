@@ -91,7 +91,7 @@ def free_memory_fields(hw: Hardware, params: dict[str, Any] | None) -> dict[str,
 def gpu_fact(hw: Hardware, params: dict[str, Any] | None = None) -> dict[str, Any]:
     s = hw.spec
     return normalise_fact("gpu", "0", {**free_memory_fields(hw, params),
-        "name": hw.name, "catalog_id": s.id if s else "unknown", "vendor": s.vendor if s else "unknown",
+        "name": hw.name, "catalog_id": s.id if s else "unknown", "vendor": hw.vendor or "unknown",
         "family": s.family if s else "unknown", "memory_bytes": hw.memory_bytes,
         "memory_gib": round(hw.memory_bytes / GiB, 4), "count": hw.count, "compute_capability": hw.compute_capability,
         "fp8_supported": s.fp8_supported if s else False, "fp4_supported": s.fp4_supported if s else False,

@@ -92,3 +92,39 @@ def test_generate_for_an_amd_capture_pins_with_hip_visible_devices(capture: str,
     assert 'HIP_VISIBLE_DEVICES: "0,1"' in compose and '"/dev/kfd"' in compose and "nvidia" not in compose
     assert "HIP_VISIBLE_DEVICES=0,1 vllm serve" in (out_dir / "serve_command.sh").read_text()
     assert "amd.com/gpu: 2" in (out_dir / "kubernetes" / "deployment.yaml").read_text()
+
+
+def test_an_uncatalogued_amd_gpu_keeps_its_printed_partition_memory_and_its_vendor(tmp_path: Path) -> None:
+    """MI300A (not in the catalog) in TPX: rocm-smi prints each partition's share, 33,580,773,376 B (INDEX.md:
+    100,742,320,128 / 3), so it must not be divided again; and it is still an AMD GPU: ROCm pinning, ROCm image."""
+    capture = "rocm-smi+showmeminfo_3xMI300A-TPX_memory-split.txt"
+    rc, out, err = run("plan", *LLAMA_8B, "--from-file", str(AMD / capture), "--json")
+    hw = json.loads(out)["hardware"]
+    assert rc in (0, 3), err
+    assert {d["memory_total_bytes"] for d in hw["devices"]} == {33_580_773_376}
+    assert hw["vendor"] == "amd"
+    out_dir = tmp_path / "d"
+    rc, _, err = run("generate", *LLAMA_8B, "--from-file", str(AMD / capture), "--gpus", "1", "-o", str(out_dir))
+    assert rc == 0, err
+    script = (out_dir / "serve_command.sh").read_text()
+    assert "HIP_VISIBLE_DEVICES=0 vllm serve" in script and "CUDA_VISIBLE_DEVICES" not in script
+
+
+@pytest.mark.parametrize("value", ["²", "9" * 330, "0"])
+def test_implausible_memory_figures_are_ignored_not_fatal(tmp_path: Path, value: str) -> None:
+    """A superscript digit (str.isdigit() accepts it, int() does not), a 330-digit number, a zero: the figure is
+    dropped (with a warning for the last two); detect never fails with a traceback."""
+    capture = tmp_path / "r.txt"
+    capture.write_text("GPU[0]\t\t: Card Series: \t\tAMD Instinct MI300X\n"
+                       f"GPU[0]\t\t: VRAM Total Memory (B): {value}\n")
+    rc, out, err = run("detect", "--from-file", str(capture), "--json")
+    assert rc == 0, err
+    (gpu,) = json.loads(out)["gpus"]
+    assert gpu["memory_total_bytes"] is None and gpu["name"] == "AMD Instinct MI300X"
+
+
+def test_a_json_boolean_is_not_a_gpu_index(tmp_path: Path) -> None:
+    capture = tmp_path / "a.json"
+    capture.write_text('[{"gpu": true, "asic": {"market_name": "MI300X"}}]')
+    rc, _, err = run("detect", "--from-file", str(capture), "--json")
+    assert rc == 2 and "no GPUs recognised" in err

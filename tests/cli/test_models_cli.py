@@ -133,3 +133,10 @@ def test_query_is_shown_as_text() -> None:
     rc, out, _ = run("models", "[bold]x\x1b[31m")
 
     assert rc == 0 and "\x1b" not in out and "no bundled model matches '[bold]x" in out
+
+
+def test_a_very_long_query_is_answered_at_once_without_suggestions() -> None:
+    """difflib is quadratic in the query length: a 100,000-character query used to take 36 s. Past 200
+    characters (longer than any id) there is no suggestion to make."""
+    rc, out, _ = run("models", "a" * 100_000)
+    assert rc == 0 and "no bundled model matches" in out and "did you mean" not in out

@@ -227,18 +227,18 @@ def _view_gpu(state: _State, first: str, second: str) -> None:
     state.put(index, "memory_partition", _partition_value(mode[-1], "memory") if len(mode) > 1 else None)
     if len(bottom) > 1:
         used, total = _slash_pair(bottom[1], "MB")
-        if total is not None and total.isdigit():
+        if total is not None and total.isdecimal():
             state.put(index, "memory_total_bytes", int(total) * MIB)
-            state.put(index, "memory_used_bytes", int(used) * MIB if used and used.isdigit() else None)
+            state.put(index, "memory_used_bytes", int(used) * MIB if used and used.isdecimal() else None)
         util = bottom[1].split()
-        if len(util) > 1 and util[0].isdigit() and util[1] == "%":
+        if len(util) > 1 and util[0].isdecimal() and util[1] == "%":
             state.put(index, "utilization_percent", int(util[0]))
     if len(top) > 1:
         draw, cap = _slash_pair(top[1], "W")
         state.put(index, "power_draw_w", to_float(draw))
         state.put(index, "power_limit_w", to_float(cap))
         tokens = top[1].split()
-        temp = next((t for t, u in pairwise(tokens) if u == "°C" and t.isdigit()), None)
+        temp = next((t for t, u in pairwise(tokens) if u == "°C" and t.isdecimal()), None)
         state.put(index, "temperature_c", int(temp) if temp else None)
 
 
@@ -261,7 +261,7 @@ def _read_monitor(state: _State, lines: Sequence[str], start: int, columns: list
     i = start + 1
     while i < len(lines):
         cells = re.split(r"\s{2,}", lines[i].strip())
-        if len(cells) != len(columns) or not cells[0].isdigit():
+        if len(cells) != len(columns) or not cells[0].isdecimal():
             break
         claimed.add(i)
         index = int(cells[0])
@@ -288,11 +288,17 @@ def _json_text(value: Any) -> str | None:
     return None
 
 
+def _gpu_index(value: Any) -> int | None:
+    """A JSON entry's "gpu": a non-negative int (not a bool, which Python counts as an int)."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 100_000
+    return value if ok else None
+
+
 def _read_json(state: _State, doc: Any) -> bool:
     """``amd-smi <command> --json``: a list of {"gpu": n, "asic": {...}, "vram": {...}, ...}."""
     if not isinstance(doc, list) or not doc:
         return False
-    entries = [e for e in doc if isinstance(e, dict) and isinstance(e.get("gpu"), int) and e["gpu"] >= 0]
+    entries = [e for e in doc if isinstance(e, dict) and _gpu_index(e.get("gpu")) is not None]
     if len(entries) != len(doc):
         return False
     state.fmt("amd-smi-json")

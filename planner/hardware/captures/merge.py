@@ -74,6 +74,22 @@ def _mark_lost(gpus: dict[int, SmiGpu], lost: tuple[tuple[str, str], ...], warni
     return out
 
 
+MAX_GPU_BYTES = 1 << 50  # 1 PiB: no GPU has more; a larger figure is a damaged capture, not a GPU
+
+
+def _plausible(gpu: SmiGpu, warnings: list[str]) -> SmiGpu:
+    """Memory figures outside (0, 1 PiB] are dropped with a warning (a zero total or a 300-digit number)."""
+    fixes = {}
+    for name in ("memory_total_bytes", "memory_used_bytes"):
+        value = getattr(gpu, name)
+        low_ok = value is None or value > 0 or name == "memory_used_bytes"
+        if value is not None and (not low_ok or value < 0 or value > MAX_GPU_BYTES):
+            fixes[name] = None
+            shown = str(value) if len(str(value)) <= 20 else f"a {len(str(value))}-digit number"
+            warnings.append(f"GPU {gpu.index}: {name.replace('_', ' ')} {shown} is not a plausible GPU figure; ignored")
+    return replace(gpu, **fixes) if fixes else gpu
+
+
 def merge_probes(*probes: SmiProbe) -> SmiProbe:
     """Combine captures of one machine (e.g. a table, ``-L`` and ``topo -m``); earlier ones win conflicts."""
     warnings: list[str] = [w for p in probes for w in p.warnings]
@@ -84,6 +100,7 @@ def merge_probes(*probes: SmiProbe) -> SmiProbe:
     topology = next((p.topology for p in probes if p.topology is not None), None)
     if topology is not None and gpus and len(topology.gpu_labels) != len(gpus):
         warnings.append(f"the topology shows {len(topology.gpu_labels)} GPUs, the GPU list {len(gpus)}")
+    gpus = {i: _plausible(g, warnings) for i, g in gpus.items()}
     lost = tuple(dict.fromkeys(entry for p in probes for entry in p.lost_devices))
     gpus = _mark_lost(gpus, lost, warnings)
     processes = dict.fromkeys(proc for p in probes for proc in p.processes)

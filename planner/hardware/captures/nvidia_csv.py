@@ -82,7 +82,7 @@ def _guess_fields(cells: Sequence[str]) -> list[str] | None:
             names.append("driver_version")
         elif "name" not in names and _NAME_LIKE_RE.fullmatch(cell):
             names.append("name")
-        elif n == 0 and cell.isdigit() and len(cells) > 1 and _NAME_LIKE_RE.fullmatch(cells[1]):
+        elif n == 0 and cell.isdecimal() and len(cells) > 1 and _NAME_LIKE_RE.fullmatch(cells[1]):
             names.append("index")
         else:
             names.append(f"?{n}")
@@ -92,7 +92,7 @@ def _guess_fields(cells: Sequence[str]) -> list[str] | None:
 def _looks_like_probe_row(cells: Sequence[str]) -> bool:
     index, name, uuid, bus, driver = cells[0], cells[1], cells[5], cells[6], cells[7]
     return (
-        index.isdigit()
+        index.isdecimal()
         and bool(name)
         and (na(uuid) is None or bool(UUID_RE.fullmatch(uuid)))
         and (na(bus) is None or bool(BUS_ID_RE.fullmatch(bus)))

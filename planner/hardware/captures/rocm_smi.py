@@ -86,7 +86,7 @@ def _driver_version(value: str | None) -> str | None:
 
 def _int(value: str | None) -> int | None:
     value = na(value)
-    return int(value) if value is not None and value.isdigit() else None
+    return int(value) if value is not None and value.isdecimal() else None
 
 
 def _percent(value: str | None) -> int | None:
@@ -94,7 +94,7 @@ def _percent(value: str | None) -> int | None:
     if value is None:
         return None
     value = value.rstrip("%").strip()
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isdecimal() else None
 
 
 def _temperature(value: str | None) -> int | None:
@@ -272,7 +272,7 @@ def _read_table(state: _State, lines: Sequence[str], start: int, columns: list[s
         claimed.add(i)
         tokens = text.split()
         # a row has one or two tokens per column ("0x74a1,  4403", "NPS1, SPX, 0"); skip others unread
-        fits = bool(tokens) and tokens[0].isdigit() and len(tokens) <= 3 * len(columns)
+        fits = bool(tokens) and tokens[0].isdecimal() and len(tokens) <= 3 * len(columns)
         values = _row_values(text) if fits else []
         if values and len(values) == len(columns):
             last = _table_row(state, columns, values)
