@@ -350,7 +350,9 @@ def _text_config(config: dict[str, Any], where: str) -> tuple[_Cfg, bool]:
         if "model_type" not in data and config.get("model_type") == "gemma3":
             data["model_type"] = "gemma3_text"  # Gemma3Config.sub_configs["text_config"] is Gemma3TextConfig
         return _Cfg(data, where, f"{key}."), True
-    return _Cfg(dict(config), where), any(k in config for k in ("vision_config", "audio_config"))
+    # Phi-3-vision / Phi-3.5-vision describe their CLIP encoder under img_processor / embd_layer, not vision_config
+    multimodal = any(k in config for k in ("vision_config", "audio_config", "img_processor", "embd_layer"))
+    return _Cfg(dict(config), where), multimodal
 
 
 def _apply_defaults(text: _Cfg, model_type: str) -> None:

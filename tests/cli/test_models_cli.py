@@ -140,3 +140,10 @@ def test_a_very_long_query_is_answered_at_once_without_suggestions() -> None:
     characters (longer than any id) there is no suggestion to make."""
     rc, out, _ = run("models", "a" * 100_000)
     assert rc == 0 and "no bundled model matches" in out and "did you mean" not in out
+
+
+def test_phi3_vision_counts_as_multimodal() -> None:
+    """Phi-3.5-vision describes its CLIP encoder under `img_processor` / `embd_layer` (no vision_config)."""
+    rc, out, _ = run("models", "multimodal", "--json")
+    assert rc == 0
+    assert "microsoft/Phi-3.5-vision-instruct" in {m["id"] for m in json.loads(out)["models"]}

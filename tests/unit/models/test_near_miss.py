@@ -263,9 +263,7 @@ class TestAliases:
         assert {ALIAS, "mistralai/Mixtral-8x7B-Instruct-v0.1"} <= {e.id for e in aliases}
         for e in aliases:
             target = catalog_entry(e.alias_of)
-            assert target is not None and target.alias_of is None, e.id
-            assert e.architecture == target.architecture
-            assert (e.params_total, e.context, e.attention) == (target.params_total, target.context, target.attention)
+            assert target is not None and target.alias_of is None, e.id  # no alias of an alias, no dangling one
             assert e.alias_of in e.provenance and e.source and e.notes  # each says where the geometry comes from
 
     def test_alias_plans_on_the_target_config(self) -> None:
