@@ -160,6 +160,15 @@ def test_watchdog_ends_the_worker_without_a_parent_death_signal(strays: list[int
     assert _gone_within(worker_pid, 5), "the worker outlived its parent with no parent-death signal"
 
 
+def _open_fds(pid: int) -> dict[int, str]:
+    """fd -> what it points at, for a process that may be closing descriptors while it is read (it starts up)."""
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):  # closed between the listing and the readlink
+            out[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+    return out
+
+
 @needs_engine
 @linux_only
 def test_worker_holds_neither_the_callers_streams_nor_the_parents_socket() -> None:
@@ -170,7 +179,7 @@ def test_worker_holds_neither_the_callers_streams_nor_the_parents_socket() -> No
         fds = {}
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:  # the child redirects its streams as it starts
-            fds = {int(fd): os.readlink(f"/proc/{w.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{w.pid}/fd")}
+            fds = _open_fds(w.pid)
             if all(fds.get(n) == os.devnull for n in (0, 1, 2)):
                 break
             time.sleep(0.01)
