@@ -61,13 +61,13 @@ def test_float_flush_keeps_engine_happy() -> None:
 
 
 def test_many_evaluations_with_unhandled_facts_do_not_leak_sids() -> None:
-    """3000 evaluations (past the 1024 live-sid limit) where no fact is accepted, then where some are."""
+    """1100 evaluations (past the 1024 live-sid limit) where no fact is accepted, then 1100 where some are."""
     from planner.policy.compiler import compile_rules
 
     rules = compile_rules(PACKSET.rules, "sizing", PACKSET.param_values())
     stray = normalise_fact("cluster", "0", {"gpus": 1})  # no sizing rule looks at clusters
-    for _ in range(3000):
+    for _ in range(1100):
         assert engine.evaluate(rules, [stray]) == []
     heavy = normalise_fact("candidate", "c", {"weights_fraction": 0.99})
-    for _ in range(1500):
+    for _ in range(1100):
         assert len(engine.evaluate(rules, [stray, heavy])) == 1
