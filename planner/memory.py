@@ -88,7 +88,7 @@ class MemoryResult:
     # What a decode step streams from the binding rank's weights: weights_bytes, less what only sits in memory
     # (gpt-oss on the MXFP4 Triton layout: the padded shard rows, the loaded scale copy beside the swizzled one,
     # float32 biases), which the perf model was calibrated without (benchmarks/perf_accuracy.py).
-    streamed_weights_bytes: int = 0
+    streamed_weights_bytes: int
 
 
 def kv_dtype_bytes(kv_cache_dtype: str, dtype: str) -> int:

@@ -100,9 +100,13 @@ AMD_DEVICE_ID_LABEL = "amd.com/gpu.device-id"
 def amd_device_ids(catalog_id: str | None) -> tuple[str, ...]:
     """The node labeller's amd.com/gpu.device-id values for a catalog GPU: its PCI device ids without "0x"
     (gpu_catalog/*.yaml pci_device_ids, from the labeller's amdgpu.ids table and vLLM's device map)."""
-    from planner.hardware.catalog import shipped_catalog
+    from planner.errors import GpuError
+    from planner.hardware.catalog import resolve_gpu
 
-    spec = shipped_catalog().get(catalog_id or "")
+    try:
+        spec = resolve_gpu(catalog_id) if catalog_id else None
+    except GpuError:  # not a catalog GPU: no node label to select on
+        return ()
     return tuple(did.removeprefix("0x") for did in spec.pci_device_ids) if spec else ()
 
 

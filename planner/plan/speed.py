@@ -44,7 +44,7 @@ def perf_inputs(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: S
     link = (spec.interconnect.bandwidth_bytes_per_s
             if spec is not None and ctx.hw.interconnect == spec.interconnect.type else None)
     return PerfInputs(
-        weights_bytes_per_gpu=mem.streamed_weights_bytes or mem.weights_bytes,
+        weights_bytes_per_gpu=mem.streamed_weights_bytes,
         kv_bytes_per_token_per_gpu=mem.kv_bytes_per_token,
         active_params=active_params(arch), num_layers=arch.num_layers, num_attention_heads=arch.num_attention_heads,
         head_dim=arch.head_dim, tp=layout.tp, pp=layout.pp, dp=layout.dp,
@@ -54,7 +54,7 @@ def perf_inputs(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: S
         output_len=ctx.req.output_len, max_num_seqs=settings.max_num_seqs,
         max_num_batched_tokens=settings.max_num_batched_tokens, kv_cache_tokens=mem.kv_cache_tokens,
         hidden_size=arch.hidden_size, act_bytes=DTYPE_BYTES[ctx.dtype],
-        expert_bytes_per_gpu=min(experts, mem.streamed_weights_bytes or mem.weights_bytes),
+        expert_bytes_per_gpu=min(experts, mem.streamed_weights_bytes),
         num_experts=arch.moe.num_experts if arch.moe else 0,
         experts_per_token=arch.moe.experts_per_token if arch.moe else 0,
         active_expert_params=(routed_expert_params(arch) * arch.moe.experts_per_token // arch.moe.num_experts

@@ -123,3 +123,14 @@ def test_plan_json_marks_the_gpus_it_left_out() -> None:
     assert [(d["index"], d["selected"], d["healthy"]) for d in devices] == [
         (0, True, True), (1, True, True), (2, False, False), (3, False, False)]
     assert devices[2]["left_out"] == ["fan read ERR!"] and devices[0]["left_out"] == []
+
+
+def test_a_mig_uuid_that_is_no_uuid_is_not_carried(tmp_path: Path) -> None:
+    """The UUID of `-L` goes into CUDA_VISIBLE_DEVICES and compose's device_ids: only MIG-<hex/dashes> is taken."""
+    listing = (SMI / "1xA30_L_535_MIG.txt").read_text().replace(
+        "(UUID: MIG-1b8509c0-e60d-502d-8263-d434867998aa)", "(UUID: MIG-`reboot`;${HOME})")
+    capture = tmp_path / "l.txt"
+    capture.write_text(listing)
+    (gpu,) = detect(capture)["gpus"]
+    first, *rest = [i["uuid"] for i in gpu["mig"]["instances"]]
+    assert first is None and len(rest) == 2 and all(u.startswith("MIG-") for u in rest)

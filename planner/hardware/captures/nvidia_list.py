@@ -16,6 +16,9 @@ _ENV_GPUS_RE = re.compile(r"GPU models and configuration\s*:\s*(.*)")
 _ENV_DRIVER_RE = re.compile(r"Nvidia driver version\s*:\s*(\S*)\s*")
 
 
+_MIG_UUID_RE = re.compile(r"MIG-[0-9A-Za-z/-]{8,}")  # MIG-<uuid>, or MIG-GPU-<uuid>/<gi>/<ci> before driver 470
+
+
 def _list_mig(match: re.Match[str], gpu_index: int) -> MigDevice:
     profile, dev, uuid = match.groups()
     old_style = re.search(r"/(\d+)/(\d+)$", uuid)  # MIG-GPU-<uuid>/<gi>/<ci> (drivers < 470)
@@ -23,7 +26,7 @@ def _list_mig(match: re.Match[str], gpu_index: int) -> MigDevice:
         gpu_index=gpu_index,
         mig_index=int(dev),
         name=profile,
-        uuid=uuid or None,
+        uuid=uuid if _MIG_UUID_RE.fullmatch(uuid) else None,  # it reaches CUDA_VISIBLE_DEVICES and compose
         gi_id=int(old_style.group(1)) if old_style else None,
         ci_id=int(old_style.group(2)) if old_style else None,
     )
