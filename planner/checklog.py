@@ -23,6 +23,13 @@ Log formats handled (shared/spec/vllm-accounting.md sections 1.2, 1.3, 1.7, 3, 4
   table of 0.6.5+ ("model weights take", "non_torch_memory", "PyTorch activation peak memory",
   "available_kv_cache_memory" / "the rest of the memory reserved for KV Cache is").
 * A pasted `vllm serve MODEL --flag value ...` command line (with `\\` continuations).
+* Serving features (issue 19), from the same three sources: enable_lora, max_loras, max_lora_rank,
+  max_cpu_loras, lora_dtype, cpu_offload_gb, enable_prefix_caching, limit_mm_per_prompt and
+  speculative_config. The engine config line prints the last as a repr, `SpeculativeConfig(method='eagle3',
+  model='...', num_spec_tokens=3)` (V1) or `SpeculativeConfig(draft_model='...', num_spec_tokens=5)` (V0);
+  it is mapped back to the JSON vLLM takes ({"method", "model", "num_speculative_tokens"}). The pre-0.8
+  `--speculative-model M --num-speculative-tokens K` are mapped the same way. A feature the planner cannot
+  plan here (e.g. a draft model not available offline) is dropped from the re-plan with a warning.
 
 Per-rank lines carry prefixes like `(Worker_TP0 pid=..)`, `(Worker_PP1 pid=..)`,
 `(VllmWorker rank=2 pid=..)`, `(VllmWorkerProcess pid=..)` (a V0 non-driver worker),
@@ -46,6 +53,8 @@ Choices (what the contract view `reported` shows):
 from __future__ import annotations
 
 import ast
+import contextlib
+import json
 import math
 import re
 import shlex
@@ -87,6 +96,14 @@ class ReportedLaunch:
     enforce_eager: bool | None = None
     enable_prefix_caching: bool | None = None
     enable_expert_parallel: bool | None = None
+    enable_lora: bool | None = None
+    max_loras: int | None = None
+    max_lora_rank: int | None = None
+    max_cpu_loras: int | None = None
+    lora_dtype: str | None = None
+    cpu_offload_gb: float | None = None
+    speculative_config: dict[str, Any] | None = None  # the JSON --speculative-config would take
+    limit_mm_per_prompt: dict[str, Any] | None = None
     sampler: str | None = None  # "fused" | "sort": how the workers' top-p/top-k sampler runs, when the log says
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
@@ -215,11 +232,23 @@ _ENGINE_WIDE = {"kv_cache_tokens", "gpu_blocks", "cpu_blocks", "max_concurrency"
 _MIN_OVER_RANKS = {"kv_cache_gib"}
 _TEXT_FIELDS = {"weights_unit"}
 
+# Serving-feature settings (planner.schemas.Pinned fields of the same names)
+FEATURE_KEYS = ("enable_lora", "max_loras", "max_lora_rank", "max_cpu_loras", "lora_dtype", "cpu_offload_gb",
+                "speculative_config", "limit_mm_per_prompt")
+_LORA_DTYPES = ("auto", "float16", "bfloat16")
+_MAX_JSON_CHARS = 4000  # a --speculative-config / --limit-mm-per-prompt value longer than this is not read
+# SpeculativeConfig.__repr__ in the engine config line: V1 (method=, model=, num_spec_tokens=), V0 (draft_model=,
+# num_spec_tokens=). The body has no parentheses; each field is a quoted string, None or an int.
+_SPEC_REPR = re.compile(r"speculative_config=SpeculativeConfig\(([^()]{0,1000})\)")
+_SPEC_FIELD = re.compile(r"(\w{1,40})=('[^']{0,500}'|\w{1,40})")
+# A dict value inside a non-default args line that ast.literal_eval could not read as a whole (e.g. because of
+# `'dtype': torch.bfloat16`): the flat {...} right after the key.
+_ARGS_DICT_VALUE = re.compile(r"'(speculative_config|limit_mm_per_prompt)':\s*(\{[^{}]{0,2000}\})")
 # Settings, by source priority: non-default args (3) > engine config line (2) > `vllm serve` command (1) > others (0)
 _SETTING_KEYS = ("model", "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
                  "gpu_memory_utilization", "max_model_len", "dtype", "quantization", "kv_cache_dtype",
                  "enforce_eager", "enable_prefix_caching", "enable_expert_parallel", "max_num_seqs",
-                 "max_num_batched_tokens", "block_size", "sampler")
+                 "max_num_batched_tokens", "block_size", "sampler", *FEATURE_KEYS)
 _CONFIG_KV = re.compile(r"(?<![\w.])(model|dtype|max_seq_len|tensor_parallel_size|pipeline_parallel_size|"
                         r"data_parallel_size|quantization|enforce_eager|kv_cache_dtype|block_size|"
                         r"enable_prefix_caching|max_num_seqs|max_num_batched_tokens)=('[^']{0,500}'|[^,\s]{1,200})")
@@ -231,10 +260,17 @@ _CLI_FLAGS = {"--tensor-parallel-size": "tensor_parallel_size", "-tp": "tensor_p
               "--dtype": "dtype", "--quantization": "quantization", "-q": "quantization",
               "--kv-cache-dtype": "kv_cache_dtype", "--max-num-seqs": "max_num_seqs",
               "--max-num-batched-tokens": "max_num_batched_tokens", "--block-size": "block_size",
-              "--model": "model"}
+              "--model": "model", "--max-loras": "max_loras", "--max-lora-rank": "max_lora_rank",
+              "--max-cpu-loras": "max_cpu_loras", "--lora-dtype": "lora_dtype", "--cpu-offload-gb": "cpu_offload_gb",
+              "--speculative-config": "speculative_config", "-sc": "speculative_config",
+              "--limit-mm-per-prompt": "limit_mm_per_prompt",
+              "--speculative-model": "speculative_model", "--num-speculative-tokens": "num_speculative_tokens"}
 _CLI_BOOL = {"--enforce-eager": ("enforce_eager", True), "--enable-prefix-caching": ("enable_prefix_caching", True),
              "--no-enable-prefix-caching": ("enable_prefix_caching", False),
-             "--enable-expert-parallel": ("enable_expert_parallel", True), "-ep": ("enable_expert_parallel", True)}
+             "--enable-expert-parallel": ("enable_expert_parallel", True), "-ep": ("enable_expert_parallel", True),
+             "--disable-prefix-caching": ("enable_prefix_caching", False),
+             "--enable-lora": ("enable_lora", True), "--no-enable-lora": ("enable_lora", False),
+             "--disable-lora": ("enable_lora", False)}
 # The sampler each worker announces (vllm/v1/sample/ops/topk_topp_sampler.py). "PyTorch-native" is the vocabulary
 # sort in the 0.8-0.11 wordings; newer logs that only say FlashInfer is disabled or unavailable may fall back to
 # the Triton kernel or to the sort, so they decide nothing.
@@ -281,15 +317,107 @@ def _setting(key: str, raw: Any) -> Any:
             return None
         v = float(raw) if isinstance(raw, (int, float)) else _f(str(raw))
         return v if v is not None and 0 < v <= 1 else None
-    if key in ("enforce_eager", "enable_prefix_caching", "enable_expert_parallel"):
+    if key in ("enforce_eager", "enable_prefix_caching", "enable_expert_parallel", "enable_lora"):
         if isinstance(raw, bool):
             return raw
         return {"true": True, "false": False}.get(str(raw).lower())
+    if key in ("max_loras", "max_lora_rank", "max_cpu_loras"):
+        v = None if isinstance(raw, bool) else raw if isinstance(raw, int) else _i(str(raw))
+        return v if isinstance(v, int) and 1 <= v <= 100_000 else None
+    if key == "cpu_offload_gb":
+        if isinstance(raw, bool):
+            return None
+        v = float(raw) if isinstance(raw, (int, float)) else _f(str(raw))
+        return v if v is not None and math.isfinite(v) and 0 <= v <= 65536 else None
+    if key == "lora_dtype":
+        v = str(raw).removeprefix("torch.")
+        return v if v in _LORA_DTYPES else None
+    if key == "speculative_config":
+        return _speculative(raw)
+    if key == "limit_mm_per_prompt":
+        return _mm_limits(raw)
     if not isinstance(raw, str) or not raw or len(raw) > 300:
         return None
     if key == "dtype":
         return raw.removeprefix("torch.")
     return raw
+
+
+def _json_object(raw: Any) -> dict[str, Any] | None:
+    """A dict given as a dict (non-default args) or as JSON text (a pasted command); None otherwise."""
+    if isinstance(raw, dict):
+        return raw
+    if not isinstance(raw, str) or not raw.startswith("{") or len(raw) > _MAX_JSON_CHARS:
+        return None
+    try:
+        d = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= 500)
+
+
+def _speculative(raw: Any) -> dict[str, Any] | None:
+    """The --speculative-config JSON object: flat, string keys, scalar values, at most 40 keys."""
+    d = _json_object(raw)
+    if d is None or not d or len(d) > 40:
+        return None
+    out = {str(k): v for k, v in d.items() if isinstance(k, str) and len(k) <= 60 and _scalar(v)}
+    n = out.get("num_speculative_tokens")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1024):
+        return None
+    return out if out.get("method") or out.get("model") else None
+
+
+def _spec_from_repr(body: str) -> dict[str, Any] | None:
+    """{"method", "model", "num_speculative_tokens"} from the body of SpeculativeConfig(...) in a config line."""
+    fields = {k: v.strip("'") for k, v in _SPEC_FIELD.findall(body)}
+    out: dict[str, Any] = {}
+    draft = fields.get("draft_model")  # V0: the draft, or "[ngram]" for prompt lookup
+    if draft is not None and draft != "None":
+        out.update({"method": "ngram"} if draft == "[ngram]" else {"model": draft})
+    if fields.get("method", "None") != "None":
+        out["method"] = fields["method"]
+    if fields.get("model", "None") != "None":
+        out["model"] = fields["model"]
+    n = _i(fields.get("num_spec_tokens", ""))
+    if n is not None:
+        out["num_speculative_tokens"] = n
+    return _speculative(out)
+
+
+def _spec_from_legacy(model: Any, tokens: Any) -> dict[str, Any] | None:
+    """vLLM < 0.8: --speculative-model M (or "[ngram]") --num-speculative-tokens K, as the JSON 0.8+ takes."""
+    if not isinstance(model, str) or model in ("", "None"):
+        return None
+    out: dict[str, Any] = {"method": "ngram"} if model in ("[ngram]", "ngram") else {"model": model}
+    n = tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else _i(str(tokens))
+    if n is not None:
+        out["num_speculative_tokens"] = n
+    return _speculative(out)
+
+
+def _mm_limits(raw: Any) -> dict[str, Any] | None:
+    """--limit-mm-per-prompt: {"image": 2} (JSON or dict; 0.11+ also {"image": {"count": 2, ...}}) or the 0.6.x
+    key=value form "image=2,video=1". Modality names are short words; counts 0..10**6."""
+    d = _json_object(raw)
+    if d is None and isinstance(raw, str) and 0 < len(raw) <= 500:
+        pairs = [p.partition("=") for p in raw.split(",")]
+        if all(eq for _, eq, _ in pairs):
+            d = {k.strip(): _i(v.strip()) for k, _, v in pairs}
+    if not d or len(d) > 20:
+        return None
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        count = v.get("count") if isinstance(v, dict) else v
+        if not (isinstance(k, str) and re.fullmatch(r"\w{1,40}", k)) or isinstance(count, bool) \
+                or not isinstance(count, int) or not 0 <= count <= 10**6:
+            return None
+        out[k] = v if isinstance(v, dict) and all(_scalar(x) for x in v.values()) and len(v) <= 10 else count
+    return out
 
 
 def _args_dict(line: str) -> dict[str, Any]:
@@ -304,7 +432,11 @@ def _args_dict(line: str) -> dict[str, Any]:
             d = None
         if isinstance(d, dict):
             return {str(k): v for k, v in d.items()}
-    return {k: v for k, v in _ARGS_KV.findall(body)}
+    out: dict[str, Any] = {k: v for k, v in _ARGS_KV.findall(body)}
+    for k, sub in _ARGS_DICT_VALUE.findall(body):
+        with contextlib.suppress(ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            out[k] = ast.literal_eval(sub)
+    return out
 
 
 def _command_settings(words: list[str]) -> dict[str, Any]:
@@ -316,6 +448,8 @@ def _command_settings(words: list[str]) -> dict[str, Any]:
     while i < len(words):
         w = words[i]
         flag, eq, val = w.partition("=")
+        if flag.startswith("--"):
+            flag = flag.replace("_", "-")  # vLLM takes --max_lora_rank for --max-lora-rank
         if flag in _CLI_BOOL:
             key, v = _CLI_BOOL[flag]
             out.setdefault(key, v)
@@ -327,6 +461,9 @@ def _command_settings(words: list[str]) -> dict[str, Any]:
         elif not w.startswith("-") and "model" not in out and i == words.index("serve") + 1:
             out["model"] = w
         i += 1
+    legacy = _spec_from_legacy(out.pop("speculative_model", None), out.pop("num_speculative_tokens", None))
+    if legacy is not None:
+        out.setdefault("speculative_config", legacy)
     return out
 
 
@@ -390,16 +527,22 @@ def parse_vllm_log(text: str, source: str) -> ReportedLaunch:
         if "non-default args" in line:
             put("tensor_parallel_size", -1, 1)  # the line lists every non-default arg: absent = the default, 1
             put("pipeline_parallel_size", -1, 1)
-            for k, v in _args_dict(line).items():
+            args = _args_dict(line)
+            for k, v in args.items():
                 if k in _SETTING_KEYS:
                     put(k, 3, v)
                 elif k == "model_tag":
                     put("model", 2, v)
+            put("speculative_config", 3, _spec_from_legacy(args.get("speculative_model"),
+                                                           args.get("num_speculative_tokens")))
             matched = True
         if ("with config" in line or "LLM engine" in line) and "=" in line:
             for k, v in _CONFIG_KV.findall(line):
                 put("max_model_len" if k == "max_seq_len" else k, 2, v)
                 matched = True
+            m = _SPEC_REPR.search(line) if "SpeculativeConfig(" in line else None
+            if m:
+                put("speculative_config", 2, _spec_from_repr(m.group(1)))
         if "Using max model len" in line:
             m = re.search(r"Using max model len " + _INT, line)
             if m:
@@ -626,21 +769,26 @@ def check_log(path: Path, *, model: str | None = None, gpu: str | None = None,
         notes.append(f"the log shows a {r.sampler} top-p/top-k sampler: planned with --sampler {r.sampler}")
     hw, hnotes = _hardware(r, gpu, vram_gib, tp * pp * dp)
     notes += hnotes
-    try:
-        pinned = Pinned(tensor_parallel_size=tp, pipeline_parallel_size=pp, dtype=r.dtype, quantization=quant,
-                        kv_cache_dtype=kv, gpu_memory_utilization=r.gpu_memory_utilization,
-                        max_model_len=r.max_model_len, max_num_seqs=r.max_num_seqs,
-                        max_num_batched_tokens=r.max_num_batched_tokens, enforce_eager=r.enforce_eager,
-                        enable_expert_parallel=r.enable_expert_parallel if arch.is_moe else None, sampler=r.sampler)
-        req = PlanRequest(model=ref, gpus=tp * pp * dp, vllm_version=version, pinned=pinned)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise InputError(f"{path}: the log's {err['loc'][-1] if err['loc'] else '?'} cannot be planned "
-                         f"({err['msg']})") from None
-    try:
-        resp = plan(req, arch=arch, hw=hw)
-    except InputError as e:
-        raise InputError(f"re-planning {path}: {e}") from None
+    features = {k: getattr(r, k) for k in FEATURE_KEYS if getattr(r, k) is not None}
+    if r.enable_prefix_caching is not None:
+        features["enable_prefix_caching"] = r.enable_prefix_caching
+
+    def request(serving: dict[str, Any]) -> Any:
+        try:
+            pinned = Pinned(tensor_parallel_size=tp, pipeline_parallel_size=pp, dtype=r.dtype, quantization=quant,
+                            kv_cache_dtype=kv, gpu_memory_utilization=r.gpu_memory_utilization,
+                            max_model_len=r.max_model_len, max_num_seqs=r.max_num_seqs,
+                            max_num_batched_tokens=r.max_num_batched_tokens, enforce_eager=r.enforce_eager,
+                            enable_expert_parallel=r.enable_expert_parallel if arch.is_moe else None,
+                            sampler=r.sampler, **serving)
+            return PlanRequest(model=ref, gpus=tp * pp * dp, vllm_version=version, pinned=pinned)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise InputError(f"{path}: the log's {err['loc'][-1] if err['loc'] else '?'} cannot be planned "
+                             f"({err['msg']})") from None
+
+    resp, fnotes = _plan_with_features(request, features, lambda req: plan(req, arch=arch, hw=hw), path)
+    notes += fnotes
     out = compare(reported, resp)
     out["source"] = str(path)
     out["hardware"] = {"gpu": hw.name, "memory_gib_per_gpu": round(hw.memory_bytes / GiB, 2), "gpu_count": hw.count}
@@ -652,9 +800,34 @@ def check_log(path: Path, *, model: str | None = None, gpu: str | None = None,
     return out
 
 
+def _plan_with_features(request: Callable[[dict[str, Any]], Any], features: dict[str, Any],
+                        run: Callable[[Any], Any], path: Path) -> tuple[Any, list[str]]:
+    """Re-plan with the log's serving features; a feature the planner cannot plan here (a speculative draft that
+    is not available offline, a combination it refuses) is dropped with a note rather than failing the check,
+    since the log itself is valid: first the speculative config alone, then every serving feature."""
+    notes: list[str] = []
+    attempts = [features]
+    if "speculative_config" in features:
+        attempts.append({k: v for k, v in features.items() if k != "speculative_config"})
+    if features:
+        attempts.append({})
+    for i, serving in enumerate(attempts):
+        try:
+            return run(request(serving)), notes
+        except InputError as e:
+            if i == len(attempts) - 1:
+                raise InputError(f"re-planning {path}: {e}") from None
+            dropped = sorted(set(serving) - set(attempts[i + 1]))
+            shown = ", ".join(f"{k}={json.dumps(serving[k], separators=(',', ':'))}" for k in dropped)
+            notes.append(f"the log's {shown} cannot be planned here ({e}); planned without "
+                         f"{'it' if len(dropped) == 1 else 'them'}")
+    raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
 SETTING_KEYS = ("engine", "data_parallel_size", "dtype", "quantization", "kv_cache_dtype", "enforce_eager",
                 "enable_prefix_caching", "enable_expert_parallel", "max_num_seqs", "max_num_batched_tokens",
-                "block_size", "sampler", "gpu_name", "total_gpu_memory_gib", "gpu_blocks", "cpu_blocks")
+                "block_size", "sampler", "gpu_name", "total_gpu_memory_gib", "gpu_blocks", "cpu_blocks",
+                *FEATURE_KEYS)
 
 
 def settings_view(r: ReportedLaunch) -> dict[str, Any]:

@@ -442,3 +442,173 @@ def test_check_log_needs_memory_when_log_is_silent(tmp_path: Path) -> None:
     rc, out, err = run("check-log", str(log), "--gpu", "H100", "--json")
     assert rc == 0, err
     assert json.loads(out)["predicted"]["max_model_len"] == 4096
+
+
+# ------------------------------------------------------------------------------------------- serving features
+
+FEATURE_LOGS = ROOT / "tests" / "data" / "logs"  # verbatim excerpts of public vLLM logs; each names its source URL
+# file -> the serving settings the log states, read off its lines by hand (None = the log is silent)
+FEATURE_EXPECTED: dict[str, dict[str, object]] = {
+    # non-default args: 'speculative_config': {'model': 'meta-llama/Llama-3.2-1B', 'num_speculative_tokens': 5}
+    "vllm-19775_v0.9.2dev_speculative-config_nondefault-args.log": {
+        "vllm_version": "0.9.2.dev121+g4c8f64faa", "model": "meta-llama/Llama-3.3-70B-Instruct",
+        "tensor_parallel_size": 4, "max_model_len": 4096,
+        "speculative_config": {"model": "meta-llama/Llama-3.2-1B", "num_speculative_tokens": 5}},
+    # non-default args: 'quantization': 'bitsandbytes', 'enable_lora': True (no rank: vLLM's default 16 applies)
+    "vllm-19693_v0.9.1_enable-lora_nondefault-args.log": {
+        "vllm_version": "0.9.1", "model": "models/Llama-3.1-8B", "max_model_len": 9000,
+        "quantization": "bitsandbytes", "enable_lora": True, "max_lora_rank": None, "speculative_config": None},
+    # non-default args: 'enforce_eager': True, 'served_model_name': ['granite-4-micro'], 'enable_lora': True
+    "vllm-pr27733_v0.11.0rc2_granite_enable-lora_nondefault-args.log": {
+        "vllm_version": "0.11.0rc2.dev330+ge3938e2e9.d20251009", "model": "/home/jovyan/granite-4-micro",
+        "enforce_eager": True, "enable_lora": True, "max_model_len": 131072},
+    # the pasted command: --cpu-offload-gb 2 ... --max-model-len 2048 --enable-lora; `--max-lora-rank 64` sits on a
+    # line the paste wrapped without a `\`, so it is not part of the command
+    "vllm-6496_v0.6.3_cpu-offload-gb_enable-lora_command.log": {
+        "vllm_version": "0.6.3.post1", "model": "unsloth/Llama-3.2-3B", "max_model_len": 2048, "cpu_offload_gb": 2.0,
+        "enable_lora": True, "max_lora_rank": None},
+    # engine config: speculative_config=SpeculativeConfig(method='eagle3', model='/tmp/...', num_spec_tokens=3);
+    # enable_prefix_caching=True is on the wrapped second half of the line, which is no config line
+    "speculators-pr166_v0.10.1dev_eagle3_engine-config.log": {
+        "vllm_version": "0.10.1.dev2081+gc44ef9fc0.d20250930", "model": "meta-llama/Meta-Llama-3.1-8B-Instruct",
+        "tensor_parallel_size": 1, "max_model_len": 1024, "dtype": "bfloat16", "enable_prefix_caching": None,
+        "speculative_config": {"method": "eagle3", "num_speculative_tokens": 3, "model": "/tmp/pytest-of-rahul-tuli/"
+                               "pytest-15/test_convert_run_vllm_engine_e2/random-weights-llama3.1.8b-2layer-eagle3-"
+                               "unconverted"}},
+}
+
+
+def test_feature_logs_are_all_tested_and_sourced() -> None:
+    assert sorted(p.name for p in FEATURE_LOGS.glob("*.log")) == sorted(FEATURE_EXPECTED)
+    for name in FEATURE_EXPECTED:
+        assert (FEATURE_LOGS / name).read_text().startswith("# source: https://github.com/")
+
+
+@pytest.mark.parametrize("name", sorted(FEATURE_EXPECTED))
+def test_feature_log_settings(name: str) -> None:
+    r = parse_vllm_log((FEATURE_LOGS / name).read_text(), name)
+    want = FEATURE_EXPECTED[name]
+    assert {k: getattr(r, k) for k in want} == want
+    silent = set(checklog.FEATURE_KEYS) - set(want)
+    assert {k: getattr(r, k) for k in silent} == dict.fromkeys(silent)
+
+
+def test_feature_settings_fill_a_valid_pinned() -> None:
+    """What check-log reads goes into planner.schemas.Pinned under the same names, and validates there."""
+    from planner.schemas import Pinned
+
+    for name in FEATURE_EXPECTED:
+        r = parse_vllm_log((FEATURE_LOGS / name).read_text(), name)
+        pinned = Pinned(**{k: getattr(r, k) for k in checklog.FEATURE_KEYS})
+        assert {k: getattr(pinned, k) for k in checklog.FEATURE_KEYS} == \
+            {k: getattr(r, k) for k in checklog.FEATURE_KEYS}
+
+
+def test_fully_flagged_command_line() -> None:
+    # https://github.com/vllm-project/vllm/issues/20944 (issue description, verbatim)
+    cmd = ("vllm serve meta-llama/Llama-3.1-70B -tp 8 --chat-template ./template.jinja --fully-sharded-loras "
+           "--no-enable-prefix-caching --enable-lora --max-lora-rank 8 --lora-modules "
+           "meta-llama/Llama-3.1-70B-lora-8-0=/tmp/adapters/meta-llama/Llama-3.1-70B/lora-8-0")
+    got = checklog._command_settings(cmd.split())
+    assert got == {"model": "meta-llama/Llama-3.1-70B", "tensor_parallel_size": "8", "enable_prefix_caching": False,
+                   "enable_lora": True, "max_lora_rank": "8"}
+    # https://github.com/vllm-project/vllm/issues/22645 (issue description, the --speculative-config JSON verbatim)
+    spec = ('{"method": "eagle", "model": "/workspace/models/qwen2.5-vl-7b-eagle-sgl", "prefill_token_shift": false, '
+            '"num_speculative_tokens": 5, "max_model_len": 2048}')
+    text = (f"vllm serve /workspace/models/Qwen2.5-VL-7B-Instruct --no-enable-prefix-caching "
+            f"--speculative-config '{spec}' --max_num-batched_tokens=2048 "
+            "--limit-mm-per-prompt '{\"image\": 2, \"video\": 0}' --max-loras 4\n"
+            "INFO 08-11 10:00:00 [api_server.py:1] vLLM API server version 0.10.0\n")
+    r = parse_vllm_log(text, "x.log")
+    assert r.speculative_config == {"method": "eagle", "model": "/workspace/models/qwen2.5-vl-7b-eagle-sgl",
+                                    "prefill_token_shift": False, "num_speculative_tokens": 5, "max_model_len": 2048}
+    assert (r.max_num_batched_tokens, r.enable_prefix_caching, r.max_loras) == (2048, False, 4)
+    assert r.limit_mm_per_prompt == {"image": 2, "video": 0}
+
+
+def test_legacy_speculative_flags_and_repr_map_to_the_json_vllm_takes() -> None:
+    # vLLM < 0.8: --speculative-model '[ngram]' / a draft, --num-speculative-tokens K (vllm#11126 runs
+    # `--speculative-model .../EAGLE-llama2-chat-7B/ --num_speculative_tokens 3`)
+    words = ["vllm", "serve", "m", "--speculative-model", "/mnt/EAGLE-llama2-chat-7B/", "--num_speculative_tokens", "3"]
+    assert checklog._command_settings(words)["speculative_config"] == \
+        {"model": "/mnt/EAGLE-llama2-chat-7B/", "num_speculative_tokens": 3}
+    assert checklog._spec_from_legacy("[ngram]", "5") == {"method": "ngram", "num_speculative_tokens": 5}
+    # V0 SpeculativeConfig.__repr__: f"SpeculativeConfig({draft_model=}, {num_spec_tokens=})"
+    assert checklog._spec_from_repr("draft_model='[ngram]', num_spec_tokens=4") == \
+        {"method": "ngram", "num_speculative_tokens": 4}
+    assert checklog._spec_from_repr("method='ngram', model=None, num_spec_tokens=4") == \
+        {"method": "ngram", "num_speculative_tokens": 4}
+    assert checklog._spec_from_repr("draft_model=None, num_spec_tokens=None") is None
+
+
+@pytest.mark.parametrize(("key", "raw", "want"), [
+    ("limit_mm_per_prompt", "image=16,video=2", {"image": 16, "video": 2}),  # the 0.6.x key=value form
+    ("limit_mm_per_prompt", {"image": {"count": 2, "width": 512}}, {"image": {"count": 2, "width": 512}}),
+    ("limit_mm_per_prompt", {"image": -1}, None),
+    ("limit_mm_per_prompt", "image=lots", None),
+    ("limit_mm_per_prompt", "{" + '"a": 1,' * 3000 + "}", None),  # longer than a value is read
+    ("speculative_config", '{"method": "ngram", "num_speculative_tokens": 0}', None),
+    ("speculative_config", '{"num_speculative_tokens": 3}', None),  # neither method nor model
+    ("speculative_config", "[1, 2]", None),
+    ("speculative_config", '{"method": "mtp", "nested": {"a": 1}}', {"method": "mtp"}),
+    ("max_lora_rank", True, None), ("max_lora_rank", "0", None), ("max_loras", 3, 3),
+    ("lora_dtype", "torch.bfloat16", "bfloat16"), ("lora_dtype", "float32", None),
+    ("cpu_offload_gb", "nan", None), ("cpu_offload_gb", "-1", None), ("cpu_offload_gb", 4, 4.0),
+])
+def test_feature_values_are_validated(key: str, raw: object, want: object) -> None:
+    assert checklog._setting(key, raw) == want
+
+
+def test_dict_values_survive_an_args_line_literal_eval_cannot_read() -> None:
+    # `'dtype': torch.bfloat16` makes the whole dict unreadable to ast.literal_eval; the dict values are still read
+    line = ("INFO [utils.py:328] non-default args: {'dtype': torch.bfloat16, 'limit_mm_per_prompt': {'image': 1, "
+            "'video': 0}, 'enable_lora': True, 'max_lora_rank': 64, 'speculative_config': {'method': 'ngram', "
+            "'num_speculative_tokens': 3, 'prompt_lookup_max': 4}}")
+    r = parse_vllm_log(line, "x.log")
+    assert (r.dtype, r.enable_lora, r.max_lora_rank) == ("bfloat16", True, 64)
+    assert r.limit_mm_per_prompt == {"image": 1, "video": 0}
+    assert r.speculative_config == {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 4}
+
+
+def test_long_speculative_repr_is_bounded() -> None:
+    line = ("INFO Initializing a V1 LLM engine (v0.11.0) with config: model='m', speculative_config=SpeculativeConfig("
+            + "x" * 200_000 + ", tokenizer='m'")
+    r = parse_vllm_log(line, "x.log")
+    assert r.speculative_config is None and r.model == "m"
+
+
+def test_an_unplannable_feature_is_dropped_with_a_warning() -> None:
+    """A draft the planner cannot load offline drops speculative decoding only; any other refusal drops every
+    serving feature; a failure without them is the check's error."""
+    spec = {"method": "eagle3", "model": "/nope", "num_speculative_tokens": 3}
+    features = {"enable_lora": True, "speculative_config": spec}
+    tried: list[dict] = []
+
+    def run(req: dict) -> str:
+        tried.append(req)
+        if "speculative_config" in req:
+            raise InputError("--speculative-config: model '/nope' is neither a local directory nor a bundled "
+                             "catalog id")
+        return "plan"
+
+    resp, notes = checklog._plan_with_features(dict, features, run, Path("x.log"))
+    assert resp == "plan" and tried == [features, {"enable_lora": True}]
+    assert notes == ["the log's speculative_config="
+                     "{\"method\":\"eagle3\",\"model\":\"/nope\",\"num_speculative_tokens\":3} cannot be planned here "
+                     "(--speculative-config: model '/nope' is neither a local directory nor a "
+                     "bundled catalog id); planned without it"]
+
+    def refuse(req: dict) -> str:
+        raise InputError("nope")
+
+    with pytest.raises(InputError, match=r"^re-planning x\.log: nope$"):
+        checklog._plan_with_features(dict, features, refuse, Path("x.log"))
+
+
+def test_check_log_plans_a_log_whose_draft_is_not_offline() -> None:
+    path = FEATURE_LOGS / "speculators-pr166_v0.10.1dev_eagle3_engine-config.log"
+    rc, out, err = run("check-log", str(path), "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100", "--json")
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["settings"]["speculative_config"] == FEATURE_EXPECTED[path.name]["speculative_config"]
+    assert data["predicted"]["max_model_len"] == 1024
