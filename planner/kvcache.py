@@ -54,15 +54,21 @@ class KvLayout:
     groups: tuple[KvGroup, ...]
     attention_layers: int  # real attention layers on this GPU (stage)
     state_layers: int
+    # speculative drafter layers whose page differs from the target's (EAGLE head, draft model): vLLM >= 0.11 puts
+    # them with the target's full-attention layers in one UniformTypeKVCacheSpecs group whose page is the sum of the
+    # layers' pages (vllm/v1/kv_cache_interface.py), so one block id costs these bytes more
+    extra_block_bytes: int = 0
 
     @property
     def bytes_per_block(self) -> int:
-        return max((g.slots for g in self.groups), default=0) * self.page_bytes
+        return max((g.slots for g in self.groups), default=0) * self.page_bytes + self.extra_block_bytes
 
     @property
     def kv_bytes_per_token(self) -> int:
         """Attention KV bytes per token on this GPU (real layers, not padding)."""
-        return self.attention_layers * self.page_bytes // self.block_size if self.block_size else 0
+        if not self.block_size:
+            return 0
+        return (self.attention_layers * self.page_bytes + self.extra_block_bytes) // self.block_size
 
 
 def attention_bytes_per_token_per_layer(arch: ModelArch, tp: int, kv_bytes: int) -> int:
@@ -118,14 +124,26 @@ def _group_sizes(buckets: dict[tuple[str, int | None], int]) -> int:
 
 
 def kv_layout(arch: ModelArch, layers: range, *, tp: int, kv_bytes: int, block_size: int, hybrid_manager: bool,
-              align: int = 16, state_bytes: int | None = None) -> KvLayout:
+              align: int = 16, state_bytes: int | None = None, extra_layers: int = 0,
+              extra_bytes_per_token: int = 0) -> KvLayout:
     """The KV layout of the layers one GPU holds (one PP stage). `state_bytes`: bytes of the dtype recurrent
-    states are kept in (the model dtype; None: the KV dtype, the planner's older approximation)."""
+    states are kept in (the model dtype; None: the KV dtype, the planner's older approximation).
+
+    `extra_layers` full-attention layers of a speculative drafter (MTP layers, EAGLE head, draft model; the last
+    PP stage only), each `extra_bytes_per_token` KV bytes per token on this GPU (planner/features/speculative.py
+    draft_kv): vLLM V1 lists them in the same KV-cache spec as the target's layers. A layer with the target's
+    page joins the target's full-attention group (same spec, e.g. an MTP MLA layer); a different page rides in
+    the same block ids at its own page size (UniformTypeKVCacheSpecs, vLLM >= 0.11)."""
     state_b = kv_bytes if state_bytes is None else state_bytes
     counts = layer_kind_counts(arch, layers)  # per kind, not per layer: 100,000-layer configs stay fast
     if arch.attention_chunk_size and counts.get("chunked_attention"):
         hybrid_manager = False  # vLLM auto-disables it for chunked local attention
     per_token = attention_bytes_per_token_per_layer(arch, tp, kv_bytes)
+    extra_joined = extra_layers if extra_layers > 0 and extra_bytes_per_token == per_token else 0
+    extra_own = extra_layers if extra_layers > 0 and not extra_joined else 0
+    if extra_joined:
+        counts = dict(counts)
+        counts["full_attention"] = counts.get("full_attention", 0) + extra_joined
     buckets: dict[tuple[str, int | None], int] = {}
     for kind, n in counts.items():
         if kind in NO_CACHE_KINDS:
@@ -152,7 +170,7 @@ def kv_layout(arch: ModelArch, layers: range, *, tp: int, kv_bytes: int, block_s
         for _ in range(cdiv(n, g)):
             groups.append(KvGroup(kind=kind, slots=g, window=window))
     return KvLayout(block_size=bs, page_bytes=page, groups=tuple(groups), attention_layers=n_attn,
-                    state_layers=n_state)
+                    state_layers=n_state, extra_block_bytes=extra_own * extra_bytes_per_token * bs)
 
 
 def blocks_per_request(layout: KvLayout, max_model_len: int, in_flight_tokens: int, state_blocks: int) -> int:

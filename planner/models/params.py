@@ -77,6 +77,7 @@ EMBEDDING = "embedding"
 LM_HEAD = "lm_head"
 NORM = "norm"  # norms, biases, sinks, SSM conv/state vectors: always the activation dtype (or float32: Tensor.fp32)
 EXPERT_BIAS = "expert_bias"  # gpt-oss routed-expert biases: never quantized; float32 under vLLM's MXFP4 MoE
+MTP_PROJ = "mtp_proj"  # MTP eh_proj / fc (2H -> H): a plain nn.Linear or a quant_config=None layer, never quantized
 LINEAR_GROUPS = (ATTENTION, MLP, EXPERTS, SHARED_EXPERTS, SSM, VISION)
 
 # Sharding kinds.
@@ -135,7 +136,7 @@ def is_quantized(quant: QuantInfo | None, group: str, layer: int = 0) -> bool:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _is_quantized(quant: QuantInfo | None, lm_head_flag: bool, group: str, layer: int) -> bool:
-    if group in (NORM, ROUTER, EMBEDDING, EXPERT_BIAS):
+    if group in (NORM, ROUTER, EMBEDDING, EXPERT_BIAS, MTP_PROJ):
         return False
     if quant is None:
         return group in LINEAR_GROUPS
@@ -684,6 +685,77 @@ def _nemotron_h_mtp_step(arch: ModelArch) -> int:
         if rep is not None:
             n += sum(t.numel for t in layer_tensors(arch, rep))
     return n + 3 * h + 2 * h * h
+
+
+def mtp_layer_count(arch: ModelArch) -> int:
+    """MTP modules vLLM builds for `--speculative-config '{"method": "mtp"}'`: num_nextn_predict_layers
+    (DeepSeek-V3, GLM-4.5, MiMo), mtp_num_hidden_layers (Qwen3.5), or 1 for Qwen3-Next, whose config omits the key
+    (vllm qwen3_next_mtp.py Qwen3NextMultiTokenPredictor: getattr(config, "num_nextn_predict_layers", 1)); 0: none."""
+    raw = _text_raw(arch)
+    for key in ("num_nextn_predict_layers", "mtp_num_hidden_layers"):
+        n = raw.get(key, arch.raw.get(key))
+        if isinstance(n, int) and not isinstance(n, bool):
+            return max(0, n)
+    return 1 if arch.model_type == "qwen3_next" else 0
+
+
+def _mtp_step_tensors(arch: ModelArch) -> list[tuple[int, Tensor]]:
+    """(representative layer, tensor) of one MTP module as vLLM builds it, without embed_tokens / lm_head:
+    * DeepSeek / GLM-4.5 / MiMo (vllm deepseek_mtp.py DeepSeekMultiTokenPredictorLayer, glm4_moe_mtp.py): one
+      decoder layer like the last one, enorm + hnorm + shared_head.norm, eh_proj = nn.Linear(2H, H) (replicated,
+      never quantized);
+    * Qwen3-Next / Qwen3.5 (qwen3_next_mtp.py): one full-attention decoder layer, pre_fc_norm_hidden,
+      pre_fc_norm_embedding, norm, fc = ColumnParallelLinear(2H, H, quant_config=None) (split over TP);
+    * Nemotron-H (nemotron_h_mtp.py): one block per mtp pattern character, enorm, hnorm, eh_proj, final norm."""
+    h = arch.hidden_size
+    out: list[tuple[int, Tensor]] = []
+    if arch.model_type == "nemotron_h":
+        raw = _text_raw(arch)
+        blocks = raw.get("mtp_hybrid_override_pattern") or raw.get("mtp_layers_block_type") or "*E"
+        kinds = {"*": "full_attention", "attention": "full_attention", "E": "mlp", "moe": "mlp"}
+        for block in blocks:
+            kind = kinds.get(block)
+            rep = next((i for i, k in enumerate(arch.layer_types)
+                        if k == kind and (kind != "mlp" or _is_moe_layer(arch, i))), None)
+            if rep is not None:
+                out += [(rep, t) for t in layer_tensors(arch, rep)]
+        return [*out, (0, Tensor(NORM, REPLICATED, 3 * h)), (0, Tensor(MTP_PROJ, REPLICATED, h, 2 * h))]
+    attn = [i for i, k in enumerate(arch.layer_types) if k in ("full_attention", "sliding_attention")]
+    rep = attn[-1] if attn else arch.num_layers - 1
+    out = [(rep, t) for t in layer_tensors(arch, rep)]
+    shard = TP if arch.model_type.startswith(("qwen3_next", "qwen3_5")) else REPLICATED
+    return [*out, (rep, Tensor(NORM, REPLICATED, 3 * h)), (rep, Tensor(MTP_PROJ, shard, h, 2 * h))]
+
+
+def mtp_rank_bytes(arch: ModelArch, *, tp: int, act_bytes: int, linear_bytes_per_param: float, dp: int = 1,
+                   ep: bool = False, share_vocab: bool = True) -> int:
+    """Bytes the MTP modules add to one GPU of the last PP stage (vLLM builds the drafter there only:
+    gpu_model_runner.py `if self.speculative_config and get_pp_group().is_last_rank`). With one PP stage vLLM
+    shares the target's embed_tokens and lm_head (llm_base_proposer.py _maybe_share_embeddings /
+    _maybe_share_lm_head, "Detected MTP model"); with PP > 1 the embedding is loaded separately (`share_vocab`
+    False: one embedding copy, V_pad/TP x H). Quantized like the target's layer it copies (the MTP layer is built
+    with the target's quant_config); MLA W_UK_T/W_UV copies as in rank_weights."""
+    n = mtp_layer_count(arch)
+    if n <= 0:
+        return 0
+    quant = arch.quant
+    kv_div = min(tp, arch.num_kv_heads) if arch.num_kv_heads > 0 else tp
+    q = a = f = 0.0
+    for layer, t in _mtp_step_tensors(arch):
+        share = _rank_share(t, tp=tp, kv_div=kv_div, expert_group=tp * dp, ep=ep)
+        if t.fp32:
+            f += share
+        elif is_quantized(quant, t.group, layer):
+            q += share
+        else:
+            a += share
+    quantizing = not (quant is None and linear_bytes_per_param == act_bytes)
+    if arch.mla is not None and quantizing and is_quantized(quant, ATTENTION, arch.num_layers - 1):
+        m = arch.mla
+        a += m.kv_lora_rank * arch.num_attention_heads / tp * (m.qk_nope_head_dim + m.v_head_dim)
+    per_module = int(q * linear_bytes_per_param) + int(a * act_bytes) + int(f * 4)
+    vocab = 0 if share_vocab else cdiv(padded_vocab(arch), tp) * arch.hidden_size * act_bytes
+    return n * per_module + vocab
 
 
 def block_scale_params(arch: ModelArch, *, include_mtp: bool = False) -> int:
