@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from planner.errors import GpuError
 from planner.suggest import closest, did_you_mean
@@ -44,6 +44,37 @@ class Interconnect(_Strict):
     pcie_gen: int | None = Field(default=None, ge=1, le=6, description="Host PCIe generation.")
 
 
+PCIE_LANE_BYTES_PER_S = {1: 0.25e9, 2: 0.5e9, 3: 1e9, 4: 2e9, 5: 4e9, 6: 8e9}
+"""Nominal PCIe rate per lane and direction by generation (PCI-SIG: 2.5/5/8/16/32/64 GT/s; the 8b/10b, 128b/130b
+and FLIT overheads are left to the measured-efficiency pack params, so x16 Gen5 is 64 GB/s per direction)."""
+
+
+class HostLink(_Strict):
+    """How one GPU reaches host (CPU) memory: what `--cpu-offload-gb` weights cross on every forward."""
+
+    type: Literal["pcie", "nvlink-c2c"] = Field(description="pcie, or NVLink-C2C on Grace superchips and GB10.")
+    pcie_gen: int | None = Field(default=None, ge=1, le=6, description="PCIe generation (pcie only).")
+    lanes: int | None = Field(default=None, description="PCIe lanes the GPU links with: 1, 2, 4, 8 or 16 (pcie only).")
+    bandwidth_bytes_per_s: float = Field(
+        gt=0, description="Nominal host-to-device bandwidth, ONE direction (datasheets quote PCIe both ways summed).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HostLink:
+        if self.type != "pcie":
+            if self.pcie_gen is not None or self.lanes is not None:
+                raise ValueError(f"{self.type} host link takes no pcie_gen or lanes")
+            return self
+        if self.pcie_gen is None or self.lanes is None:
+            raise ValueError("a pcie host link needs pcie_gen and lanes")
+        if self.lanes not in (1, 2, 4, 8, 16):
+            raise ValueError(f"lanes must be 1, 2, 4, 8 or 16, got {self.lanes}")
+        nominal = PCIE_LANE_BYTES_PER_S[self.pcie_gen] * self.lanes
+        if abs(self.bandwidth_bytes_per_s - nominal) > 0.05 * nominal:
+            raise ValueError(f"bandwidth_bytes_per_s {self.bandwidth_bytes_per_s:.4g} does not match PCIe Gen"
+                             f"{self.pcie_gen} x{self.lanes} ({nominal:.4g} B/s per direction)")
+        return self
+
+
 class GpuSpec(_Strict):
     """One GPU model as vLLM users run it."""
 
@@ -71,6 +102,8 @@ class GpuSpec(_Strict):
     hbm_bandwidth_bytes_per_s: float = Field(gt=0, description="Peak device-memory bandwidth, bytes/s.")
     peak_tflops: dict[Dtype, float] = Field(description="Dense (no sparsity) peak tensor TFLOP/s per dtype.")
     interconnect: Interconnect
+    host_link: HostLink | None = Field(
+        default=None, description="GPU <-> host memory link (CPU weight offload streams over it); None: unknown.")
     fp8_supported: bool = Field(description="Hardware FP8 tensor cores (Ada, Hopper, Blackwell, CDNA3).")
     fp4_supported: bool = Field(description="Hardware FP4 tensor cores (Blackwell).")
     form_factor: str = Field(description="sxm, pcie, nvl, superchip, oam, consumer, ...")
@@ -79,6 +112,13 @@ class GpuSpec(_Strict):
         default=None, ge=1, le=8, description="MIG compute slices of the full GPU (A30: 4; A100/H100/H200/B200: 7)."
     )
     sources: list[Source] = Field(min_length=1, description="Provenance of the figures above.")
+
+    @model_validator(mode="after")
+    def _host_link_matches_interconnect(self) -> GpuSpec:
+        link, ic = self.host_link, self.interconnect
+        if link is not None and link.type == "pcie" and ic.pcie_gen is not None and link.pcie_gen != ic.pcie_gen:
+            raise ValueError(f"host_link.pcie_gen {link.pcie_gen} differs from interconnect.pcie_gen {ic.pcie_gen}")
+        return self
 
     @field_validator("compute_capability")
     @classmethod
