@@ -236,6 +236,24 @@ def _plan_options(f: Any) -> Any:
         click.option("--enforce-eager", is_flag=True, default=None, help="Pin --enforce-eager."),
         click.option("--enable-expert-parallel", is_flag=True, default=None,
                      help="Pin --enable-expert-parallel (MoE: whole experts per GPU)."),
+        click.option("--enable-lora", is_flag=True, default=None, help="Pin --enable-lora (multi-LoRA serving)."),
+        click.option("--max-loras", type=int, help="Pin --max-loras: adapters in one batch (GPU slots; vLLM: 1)."),
+        click.option("--max-lora-rank", type=int, help="Pin --max-lora-rank (vLLM: 16)."),
+        click.option("--max-cpu-loras", type=int, help="Pin --max-cpu-loras: adapters cached in CPU memory."),
+        click.option("--lora-dtype", help="Pin --lora-dtype (auto, float16, bfloat16)."),
+        click.option("--speculative-config", help="Pin --speculative-config, a JSON object such as "
+                     "'{\"method\": \"eagle3\", \"model\": DIR_OR_CATALOG_ID, \"num_speculative_tokens\": 3}'."),
+        click.option("--spec-acceptance-rate", type=float,
+                     help="Per-token acceptance rate of speculative tokens, in (0, 1) (default: the rule pack's, "
+                          "per method). A workload assumption, not a vLLM flag."),
+        click.option("--cpu-offload-gb", type=float, help="Pin --cpu-offload-gb: GiB of weights per GPU kept in CPU "
+                     "memory (streamed over the host link every step)."),
+        click.option("--enable-prefix-caching/--no-enable-prefix-caching", "enable_prefix_caching", default=None,
+                     help="Pin prefix caching (default: on in the V1 engine, 0.8+)."),
+        click.option("--prefix-hit-rate", type=float, help="Share of prompt tokens found in the prefix cache, "
+                     "in [0, 1] (workload; default 0)."),
+        click.option("--limit-mm-per-prompt", help="Pin --limit-mm-per-prompt, a JSON object such as "
+                     "'{\"image\": 2, \"video\": 0}'."),
         click.option("--sampler", type=click.Choice(["fused", "sort"]), default=None,
                      help="How your vLLM samples top-p/top-k, which sizes its startup sampler peak: 'sort' when its "
                           "log says 'Falling back to the PyTorch-native implementation' (V0; pip installs of "
@@ -253,12 +271,17 @@ _PINNED_KEYS = {"tp": "tensor_parallel_size", "pp": "pipeline_parallel_size", "d
                 "gpu_memory_utilization": "gpu_memory_utilization", "max_model_len": "max_model_len",
                 "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
                 "enforce_eager": "enforce_eager", "enable_expert_parallel": "enable_expert_parallel",
-                "sampler": "sampler"}
+                "sampler": "sampler", "enable_lora": "enable_lora", "max_loras": "max_loras",
+                "max_lora_rank": "max_lora_rank", "max_cpu_loras": "max_cpu_loras", "lora_dtype": "lora_dtype",
+                "speculative_config": "speculative_config", "cpu_offload_gb": "cpu_offload_gb",
+                "enable_prefix_caching": "enable_prefix_caching", "limit_mm_per_prompt": "limit_mm_per_prompt"}
+_JSON_PINS = ("speculative_config", "limit_mm_per_prompt")  # given as JSON objects, as vLLM takes them
 # vLLM's own spelling of a pin -> the short flag it stands for (both may be given when they agree)
 _PIN_ALIASES = {"tensor_parallel_size": "tp", "pipeline_parallel_size": "pp", "data_parallel_size": "dp"}
 _HARDWARE_KEYS = {"gpu", "vram_gib", "from_file"}
 _REQUEST_KEYS = ("model", "gpu", "vram_gib", "from_file", "ignore_used", "gpus", "nodes", "gpus_per_node",
-                 "concurrency", "input_len", "output_len", "mode", "vllm_version", "rules")
+                 "concurrency", "input_len", "output_len", "mode", "vllm_version", "rules", "prefix_hit_rate",
+                 "spec_acceptance_rate")
 
 
 def _request(kw: dict[str, Any]) -> Any:
@@ -285,6 +308,9 @@ def _request(kw: dict[str, Any]) -> Any:
         kw[short] = value
         if long in explicit:
             explicit.add(short)
+    for key in _JSON_PINS:
+        if isinstance(kw.get(key), str):
+            kw[key] = _json_object("--" + key.replace("_", "-"), kw[key])
     data: dict[str, Any] = {}
     from_profile: set[str] = set()
     if kw.get("profile"):
@@ -326,6 +352,21 @@ def _request(kw: dict[str, Any]) -> Any:
             name = flag.get(field, "--" + field.replace("_", "-"))
         raise InputError(f"{name}: {err['msg']} (got {err.get('input')!r})") from None
     return req
+
+
+def _json_object(flag: str, text: str) -> dict[str, Any]:
+    """A JSON-object flag value (as `vllm serve` takes it), or a one-line error naming the flag."""
+    import json
+
+    from planner.errors import InputError
+
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise InputError(f"{flag}: not valid JSON ({e.msg} at character {e.pos}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{flag}: expected a JSON object like {{\"key\": value}} (got {text!r})")
+    return value
 
 
 @cli.command()
@@ -436,7 +477,9 @@ def _csv(value: Any) -> Any:
 
 _PIN_FLAGS = ("max_model_len", "vllm_version", "tp", "tensor_parallel_size", "pp", "pipeline_parallel_size", "dp",
               "data_parallel_size", "dtype", "quantization", "kv_cache_dtype", "gpu_memory_utilization", "max_num_seqs",
-              "max_num_batched_tokens", "enforce_eager", "enable_expert_parallel", "rules")
+              "max_num_batched_tokens", "enforce_eager", "enable_expert_parallel", "rules", "enable_lora", "max_loras",
+              "max_lora_rank", "max_cpu_loras", "lora_dtype", "speculative_config", "spec_acceptance_rate",
+              "cpu_offload_gb", "enable_prefix_caching", "prefix_hit_rate", "limit_mm_per_prompt")
 
 
 def _capacity_options(f: Any) -> Any:

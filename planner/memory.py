@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from planner.features.multimodal import mm_profile_bytes
 from planner.kvcache import blocks_per_request, capacity, kv_layout
 from planner.models.arch import ModelArch
 from planner.models.params import Mxfp4Storage, pp_layer_split, rank_weights
@@ -36,6 +37,26 @@ from planner.units import GiB
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}  # element sizes (physical constants)
 FP8_KV = ("fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc")
 KV_DTYPES = ("auto", "bfloat16", "float16", *FP8_KV)
+
+
+@dataclass(frozen=True)
+class FeatureMemory:
+    """What serving features add to or take from each GPU, sized per layout by planner/features/sizing.py."""
+
+    added_weights: tuple[int, ...] = ()  # per PP stage: LoRA slots and the drafter's weights, beside the model's
+    offloaded: tuple[int, ...] = ()  # per PP stage: model weights --cpu-offload-gb keeps in CPU memory
+    activation: int = 0  # added to the profile run's transient peak (LoRA buffers, multimodal encoder outputs)
+    draft_kv_layers: int = 0  # the drafter's attention layers, on the last stage, in the same KV pool
+    mm: Any = None  # planner/features/multimodal.MMProfile: the encoder batch of the profile run (None: no encoder)
+
+    def added(self, stage: int) -> int:
+        return self.added_weights[stage] if stage < len(self.added_weights) else 0
+
+    def off(self, stage: int) -> int:
+        return self.offloaded[stage] if stage < len(self.offloaded) else 0
+
+
+NO_FEATURES = FeatureMemory()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +80,7 @@ class MemoryInputs:
     dp: int = 1  # data-parallel ranks: MoE experts are sharded over TP x DP (FusedMoEParallelConfig)
     ep: bool = False  # --enable-expert-parallel: whole experts per GPU (same bytes when divisible)
     sampler_sort: bool = False  # the profile run's sampler warm-up sorts the whole vocabulary (PyTorch-native path)
+    features: FeatureMemory = NO_FEATURES  # LoRA slots, drafter, CPU offload, multimodal profile
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -214,11 +236,15 @@ def account(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any]) -> Memor
     inp_profile = replace(inp, max_num_batched_tokens=t_profile)
     for stage in range(inp.pp):
         rw = _rank_weights_cached(arch, inp, stage, act, rope, mxfp4)
-        weights = int(rw.total_bytes * inp.scales.get("weights_bytes", 1.0))
-        streamed = weights if mxfp4 is None else int(
+        model = int(rw.total_bytes * inp.scales.get("weights_bytes", 1.0))
+        streamed = model if mxfp4 is None else int(
             _rank_weights_cached(arch, inp, stage, act, rope, None).total_bytes * inp.scales.get("weights_bytes", 1.0))
+        off = min(model, inp.features.off(stage))  # in CPU memory: streamed over the host link, not from HBM
+        weights = model - off + inp.features.added(stage)
+        streamed = max(0, streamed - off)
         weights_total += weights * inp.tp * inp.dp
         activation = activation_peak_bytes(arch, inp_profile, params, last_stage=stage == inp.pp - 1)
+        activation += mm_profile_bytes(activation, inp.features.mm) + inp.features.activation
         nt = non_torch_bytes(inp, params)
         cg = cuda_graph_bytes(rw.layers, inp, params)
         kv = budget - weights - activation - nt - (cg if in_budget else 0)

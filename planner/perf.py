@@ -66,6 +66,14 @@ class PerfInputs:
     link_bandwidth_bytes_per_s: float | None = None  # per GPU, both directions summed
     nodes: int = 1
     moe_lockstep: bool = False  # MoE with in-engine DP: the DP ranks' MoE layers step together (one engine)
+    prefix_hit_rate: float = 0.0  # share of each prompt found in the prefix cache: never computed again
+    offload_ms: float = 0.0  # per forward of one stage: the --cpu-offload-gb weights crossing the host link
+
+
+def computed_prompt(inp: PerfInputs) -> int:
+    """Prompt tokens a request's prefill computes: the uncached share (vLLM always computes at least the last
+    prompt token, since its logits are needed: vllm/v1/core/kv_cache_manager.py get_computed_blocks)."""
+    return max(1, min(inp.input_len, round(inp.input_len * (1.0 - inp.prefix_hit_rate))))
 
 
 @dataclass(frozen=True)
@@ -91,7 +99,7 @@ def budget_bound(inp: PerfInputs) -> int:
     prefill): in steady state each step holds the batch's decode tokens plus the prompt tokens of the sequences
     that replace the finished ones (batch x input/output), so batch x (1 + input/output) <= the budget. Long
     prompts with short outputs (RAG, summarisation) hit this before KV capacity or max_num_seqs."""
-    return max(1, inp.max_num_batched_tokens * inp.output_len // (inp.input_len + inp.output_len))
+    return max(1, inp.max_num_batched_tokens * inp.output_len // (computed_prompt(inp) + inp.output_len))
 
 
 def _admission_bound(inp: PerfInputs) -> int:
@@ -175,7 +183,7 @@ def stage_decode_ms(inp: PerfInputs, batch: int, ctx: int, params: dict[str, Any
     compute_s = ((dense + attention) / params["compute_mfu"] + routed / params["moe_compute_mfu"]) / inp.peak_flops
     layers_us = (inp.num_layers * params["decode_layer_overhead_us"]
                  + inp.num_moe_layers * params["moe_layer_overhead_us"]) / inp.pp
-    return (mem_s + compute_s) * 1000 + allreduce_ms(inp, batch, params) + layers_us / 1000
+    return (mem_s + compute_s) * 1000 + allreduce_ms(inp, batch, params) + layers_us / 1000 + inp.offload_ms
 
 
 def decode_step_ms(inp: PerfInputs, batch: int, ctx: int, params: dict[str, Any]) -> float:
@@ -195,13 +203,15 @@ def prefill_ms(inp: PerfInputs, tokens: int, prompt_len: int, params: dict[str, 
     attention = 2 * inp.num_layers * inp.num_attention_heads * inp.head_dim * prompt_len * tokens  # causal half
     compute_s = (linear + attention) / inp.tp / (inp.peak_flops * params["prefill_mfu"])
     weights_s = inp.weights_bytes_per_gpu * inp.pp / (inp.bandwidth_bytes_per_s * params["decode_bw_efficiency"])
-    return max(compute_s, weights_s) * 1000 + allreduce_ms(inp, tokens, params) * inp.pp
+    return max(compute_s, weights_s) * 1000 + (allreduce_ms(inp, tokens, params) + inp.offload_ms) * inp.pp
 
 
 def prefill_tokens_per_s(inp: PerfInputs, params: dict[str, Any]) -> float:
-    """Prefill throughput of one replica at full chunks (pipeline stages work on different chunks at once)."""
-    chunk = max(1, min(inp.input_len, inp.max_num_batched_tokens))
-    return chunk / prefill_ms(inp, chunk, inp.input_len, params) * 1000 * inp.pp
+    """Prompt tokens one replica takes in per second at full chunks (pipeline stages work on different chunks at
+    once). Prefix-cache hits are taken in without computing: only the uncached share costs time."""
+    chunk = max(1, min(computed_prompt(inp), inp.max_num_batched_tokens))
+    computed = chunk / prefill_ms(inp, chunk, inp.input_len, params) * 1000 * inp.pp
+    return computed * inp.input_len / computed_prompt(inp)
 
 
 def prompt_token_ms(inp: PerfInputs, params: dict[str, Any]) -> float:
@@ -239,21 +249,22 @@ def serving_point(inp: PerfInputs, params: dict[str, Any]) -> ServingPoint:
     chunked = bool(params["chunked_prefill"])
     # The other batch-1 sequences each prefill input_len tokens per output_len decode steps: riding in decode
     # steps (chunked prefill), or (V0 engine) in prefill-only steps that pause the decodes.
-    prompt_ms = inp.input_len * per_prompt_token if chunked else prefill_ms(inp, inp.input_len, inp.input_len, params)
+    new = computed_prompt(inp)  # the uncached share of a prompt: the rest comes from the prefix cache
+    prompt_ms = new * per_prompt_token if chunked else prefill_ms(inp, new, inp.input_len, params)
     shared_ms = prompt_ms / inp.pp  # one prompt's share of a pipeline cycle: each stage does 1/pp of its work
     budget_full = chunked and budget_binds(inp)
     if budget_full:  # prompts queue for the budget: every step fills it with prompt chunks
         itl = decode + (inp.max_num_batched_tokens - batch) * per_prompt_token / inp.pp
     else:
         itl = decode + (batch - 1) / inp.output_len * shared_ms
-    chunk = max(1, min(inp.input_len, inp.max_num_batched_tokens - (batch - 1))) if chunked else inp.input_len
-    chunks = cdiv(inp.input_len, chunk)
+    chunk = max(1, min(new, inp.max_num_batched_tokens - (batch - 1))) if chunked else new
+    chunks = cdiv(new, chunk)
     if not chunked:
         own = prompt_ms
     elif batch > 1:  # each chunk rides in a step of the other decodes: one weight read, the chunk's FLOPs on top
-        own = chunks * decode_step_ms(inp, batch - 1, ctx, params) + inp.input_len * per_prompt_token
+        own = chunks * decode_step_ms(inp, batch - 1, ctx, params) + new * per_prompt_token
     else:
-        full, rest = divmod(inp.input_len, chunk)
+        full, rest = divmod(new, chunk)
         own = full * prefill_ms(inp, chunk, inp.input_len, params)
         own += prefill_ms(inp, rest, inp.input_len, params) if rest else 0.0
     service = own + (inp.output_len - 1) * itl
@@ -276,7 +287,8 @@ def estimate(inp: PerfInputs, params: dict[str, Any]) -> PerfResult | None:
     running = min(inp.concurrency, sp.batch * inp.dp)
     service_ms = sp.ttft_ms - sp.queue_ms + (inp.output_len - 1) * sp.itl_ms
     if sp.budget_full:  # each step prefills (budget - batch) prompt tokens: that many prompts' outputs per step
-        total = inp.dp * (inp.max_num_batched_tokens - sp.batch) / inp.input_len * inp.output_len / sp.itl_ms * 1000
+        total = (inp.dp * (inp.max_num_batched_tokens - sp.batch) / computed_prompt(inp) * inp.output_len / sp.itl_ms
+                 * 1000)
     else:
         total = running * inp.output_len / service_ms * 1000
     assumptions = [
@@ -288,11 +300,15 @@ def estimate(inp: PerfInputs, params: dict[str, Any]) -> PerfResult | None:
         f"prompts queue for the token budget: every step carries {inp.max_num_batched_tokens} tokens "
         f"({sp.batch} decodes, {inp.max_num_batched_tokens - sp.batch} prompt tokens)" if sp.budget_full else
         f"closed loop: each finished request is replaced at once, so {sp.batch - 1} other prompts of "
-        f"{inp.input_len} tokens are prefilled during each request's {inp.output_len} decode steps",
+        f"{computed_prompt(inp)} tokens are prefilled during each request's {inp.output_len} decode steps",
         f"own prompt prefilled in {sp.chunks} chunk(s) of up to {sp.chunk} tokens (max_num_batched_tokens "
         f"{inp.max_num_batched_tokens} less the running decodes), each sharing a step with them"
         if params["chunked_prefill"] else "no chunked prefill (V0 engine): each prompt runs in a step of its own",
     ]
+    if inp.prefix_hit_rate > 0:
+        assumptions.append(f"prefix cache: {inp.prefix_hit_rate:.0%} of each prompt is a cache hit "
+                           f"(--prefix-hit-rate), so {computed_prompt(inp)} of {inp.input_len} prompt tokens are "
+                           "computed; prefill_tokens_per_s counts every prompt token taken in, cached or not")
     if sp.queue_ms > 0:
         assumptions.append(f"{inp.concurrency - running} request(s) wait for a free slot: "
                            f"{sp.queue_ms:,.0f} ms of queueing included in TTFT")

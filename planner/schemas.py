@@ -32,6 +32,21 @@ class Pinned(_Model):
     max_num_batched_tokens: int | None = Field(default=None, ge=1, description="--max-num-batched-tokens")
     enforce_eager: bool | None = Field(default=None, description="--enforce-eager")
     enable_expert_parallel: bool | None = Field(default=None, description="--enable-expert-parallel (MoE)")
+    # Serving features (issue 19; planner/features): vLLM's flags, sized the way that version sizes them.
+    enable_lora: bool | None = Field(default=None, description="--enable-lora (multi-LoRA serving)")
+    max_loras: int | None = Field(default=None, ge=1, description="--max-loras: adapters in one batch (GPU slots)")
+    max_lora_rank: int | None = Field(default=None, ge=1, description="--max-lora-rank")
+    max_cpu_loras: int | None = Field(default=None, ge=1, description="--max-cpu-loras: adapters cached in CPU memory")
+    lora_dtype: str | None = Field(default=None, description="--lora-dtype (auto, float16, bfloat16)")
+    speculative_config: dict[str, Any] | None = Field(
+        default=None, description="--speculative-config JSON: method, num_speculative_tokens, model (a draft or "
+                                  "EAGLE head given as a local directory or catalog id)")
+    cpu_offload_gb: float | None = Field(default=None, ge=0, le=65536, allow_inf_nan=False,
+                                         description="--cpu-offload-gb: GiB of weights per GPU kept in CPU memory")
+    enable_prefix_caching: bool | None = Field(default=None,
+                                               description="--enable-prefix-caching / --no-enable-prefix-caching")
+    limit_mm_per_prompt: dict[str, Any] | None = Field(
+        default=None, description="--limit-mm-per-prompt JSON: items per modality per prompt, e.g. {\"image\": 2}")
     sampler: Literal["fused", "sort"] | None = Field(
         default=None, description="How the target vLLM's top-p/top-k sampler runs, which sizes the startup sampler "
                                   "peak: 'sort' = PyTorch's full-vocabulary sort (V0; V1 without FlashInfer, e.g. a "
@@ -59,6 +74,11 @@ class PlanRequest(_Model):
     vllm_version: str | None = Field(default=None, description="Target vLLM version (default: newest known).")
     pinned: Pinned = Field(default_factory=Pinned)
     rules: list[str] = Field(default_factory=list, description="Site rule packs (--rules).")
+    prefix_hit_rate: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False,
+                                   description="Share of prompt tokens found in the prefix cache (workload).")
+    spec_acceptance_rate: float | None = Field(
+        default=None, gt=0, lt=1, allow_inf_nan=False,
+        description="Per-token acceptance rate of speculative tokens (default: the rule pack's, per method).")
 
 
 class Range(_Model):

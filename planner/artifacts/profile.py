@@ -37,6 +37,10 @@ def profile_request(req: PlanRequest, *, vllm_version: str, gpu: str | None, gpu
     model_dir = base / req.model
     if model_dir.is_dir():
         data["model"] = str(model_dir.resolve())
+    spec = data["pinned"].get("speculative_config")
+    draft = spec.get("model") if isinstance(spec, dict) else None
+    if isinstance(draft, str) and draft and (base / draft).is_dir():  # a local draft replays from anywhere too
+        data["pinned"]["speculative_config"] = {**spec, "model": str((base / draft).resolve())}
     return data
 
 
@@ -62,6 +66,8 @@ def profile_yaml(data: dict[str, Any], *, stamp_line: str, plan_id: str) -> str:
     def q(v: Any) -> Any:  # strings quoted, so `0.11` or an all-digit id stays a string when read back
         if isinstance(v, str):
             return Quoted(v)
+        if isinstance(v, dict):  # a JSON pin (--speculative-config, --limit-mm-per-prompt)
+            return {k: q(x) for k, x in v.items()}
         return [q(x) for x in v] if isinstance(v, list) else v
 
     doc = CommentedMap()

@@ -58,8 +58,37 @@ def serve_args(config: dict[str, Any], params: dict[str, Any], *, pinned: Pinned
         add("--block-size", config["block_size"])
     if config["enforce_eager"]:
         add("--enforce-eager")
+    args.extend(feature_args(pinned, version))
     if int(params["deploy_port"]) != int(flag_table()["port_default"]):
         add("--port", int(params["deploy_port"]))
+    return args
+
+
+def feature_args(pinned: Pinned, version: str) -> list[str]:
+    """The serving-feature flags exactly as pinned (LoRA, speculation, offload, prefix caching, multimodal limits),
+    each checked against what `version`'s parser accepts. JSON values are written compactly, as one shell word."""
+    import json
+
+    args: list[str] = []
+
+    def add(flag: str, value: Any = None) -> None:
+        check_flag(flag, value, version)
+        args.extend([flag] if value is None else [flag, str(value)])
+
+    if pinned.enable_lora:
+        add("--enable-lora")
+        for flag, value in (("--max-loras", pinned.max_loras), ("--max-lora-rank", pinned.max_lora_rank),
+                            ("--max-cpu-loras", pinned.max_cpu_loras), ("--lora-dtype", pinned.lora_dtype)):
+            if value is not None:
+                add(flag, value)
+    if pinned.speculative_config is not None:
+        add("--speculative-config", json.dumps(pinned.speculative_config, separators=(",", ":")))
+    if pinned.cpu_offload_gb:
+        add("--cpu-offload-gb", f"{pinned.cpu_offload_gb:g}")
+    if pinned.enable_prefix_caching is not None:
+        add("--enable-prefix-caching" if pinned.enable_prefix_caching else "--no-enable-prefix-caching")
+    if pinned.limit_mm_per_prompt is not None:
+        add("--limit-mm-per-prompt", json.dumps(pinned.limit_mm_per_prompt, separators=(",", ":")))
     return args
 
 

@@ -35,6 +35,7 @@ from planner.perf import (
     ServingPoint,
     batch_per_replica,
     budget_bound,
+    computed_prompt,
     decode_step_ms,
     estimate,
     kv_bound,
@@ -223,11 +224,12 @@ def at_rate(rep: Replica, sat: Saturation, rate: float, percentile: float, slow:
     step = decode_step_ms(inp, per_rank, sp.ctx, params)
     ppt = prompt_token_ms(inp, params) / inp.pp
     room = max(0, inp.max_num_batched_tokens - per_rank)
-    chunk = min(inp.input_len, room) if params["chunked_prefill"] else inp.input_len
+    new = computed_prompt(inp)  # the prompt's uncached share
+    chunk = min(new, room) if params["chunked_prefill"] else new
     chunks = sp.chunks if params["chunked_prefill"] else 1
     in_step = rate / inp.dp * chunks * step * slow / 1000  # prompt chunks expected in one step of a DP rank
     k = poisson_quantile(in_step, percentile)
-    prompt_tokens = min(room, k * chunk) if params["chunked_prefill"] else k * inp.input_len
+    prompt_tokens = min(room, k * chunk) if params["chunked_prefill"] else k * new
     itl_p = slow * (step + prompt_tokens * ppt)
     # TTFT: own prefill, half a step, the serving path; then the waits
     base = slow * (sp.own_ms + (sp.decode_ms / 2 if sp.batch > 1 else 0.0)) + params["ttft_overhead_ms"]
@@ -238,7 +240,7 @@ def at_rate(rep: Replica, sat: Saturation, rate: float, percentile: float, slow:
                       notes=("offered rate at or above what one replica sustains: the queue grows without bound",))
     # the token budget's prompt-token rate with the running decodes in each step: an M/D/1 queue of prompts
     full_step = slow * (decode_step_ms(inp, max(1, math.ceil(running / inp.dp)), sp.ctx, params) + room * ppt)
-    prompt_ms = inp.input_len * full_step / room if room else math.inf
+    prompt_ms = new * full_step / room if room else math.inf
     rho_p = rate / inp.dp * prompt_ms / 1000
     if rho_p >= 1:
         budget_wait = math.inf

@@ -63,7 +63,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from planner.perf import PerfInputs, decode_step_ms, prefill_ms, prompt_token_ms
+from planner.perf import PerfInputs, computed_prompt, decode_step_ms, prefill_ms, prompt_token_ms
 
 BLOCK = 16  # tokens per KV block (vLLM's default --block-size)
 PERCENTILES = (50, 90, 95, 99)
@@ -153,11 +153,13 @@ def simulate(inp: PerfInputs, params: dict[str, Any], rate: float, *, requests: 
     lengths inp.input_len / inp.output_len); `slow` multiplies every step time. See the module docstring."""
     if rate <= 0 or requests < 1 or warmup < 0 or slow <= 0:
         raise ValueError("simulate needs rate > 0, requests >= 1, warmup >= 0 and slow > 0")
-    in_len, out_len = inp.input_len, inp.output_len
+    # A prefix-cache hit is neither computed nor given new blocks (the cached prefix's blocks are shared), so a
+    # request enters the scheduler with its uncached share only.
+    in_len, out_len = computed_prompt(inp), inp.output_len
     budget, max_seqs = inp.max_num_batched_tokens, inp.max_num_seqs
     blocks_total = inp.kv_cache_tokens // BLOCK
-    if _cdiv(in_len + out_len, BLOCK) > blocks_total:
-        raise ValueError(f"one request of {in_len + out_len} tokens does not fit the KV cache of "
+    if _cdiv(inp.input_len + out_len, BLOCK) > blocks_total:
+        raise ValueError(f"one request of {inp.input_len + out_len} tokens does not fit the KV cache of "
                          f"{inp.kv_cache_tokens} tokens ({blocks_total} blocks of {BLOCK}): vLLM would not start")
     if budget < max_seqs:
         raise ValueError(f"max_num_batched_tokens {budget} < max_num_seqs {max_seqs}: vLLM would not start")

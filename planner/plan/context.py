@@ -10,6 +10,8 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from planner.errors import InputError
+from planner.features import NONE as NO_FEATURES
+from planner.features import ServingFeatures
 from planner.machine import Hardware, resolve_hardware
 from planner.memory import DTYPE_BYTES, MemoryInputs, MemoryResult, account
 from planner.models.arch import ModelArch
@@ -155,18 +157,23 @@ class PlanContext:
     quant: str | None
     target_len: int
     model_max_len: int
+    features: ServingFeatures = NO_FEATURES  # LoRA, speculation, offload, prefix caching, multimodal limits
 
 
 def memory_for(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_model_len: int, scales: dict[str, float],
             linear_bytes: float | None = None) -> MemoryResult:
+    from planner.features.sizing import feature_memory
+
     act = DTYPE_BYTES[ctx.dtype]
     linear = linear_bytes or (act if ctx.quant is None else float(ctx.run.params["linear_bytes_per_param"]))
+    features = feature_memory(ctx, layout, max_model_len=max_model_len, max_num_batched_tokens=s.max_num_batched_tokens,
+                              max_num_seqs=s.max_num_seqs, act_bytes=act, linear_bytes=linear)
     return account(ctx.arch, MemoryInputs(
         total_bytes=ctx.hw.memory_bytes, tp=layout.tp, pp=layout.pp, dtype=ctx.dtype, linear_bytes_per_param=linear,
         kv_cache_dtype=kv, gpu_memory_utilization=s.util, max_model_len=max_model_len, max_num_seqs=s.max_num_seqs,
         max_num_batched_tokens=s.max_num_batched_tokens, block_size=s.block_size, enforce_eager=s.enforce_eager,
         scales=scales, free_bytes=ctx.hw.free_bytes, dp=layout.dp if ctx.arch.is_moe else 1,
-        ep=layout.ep and ctx.arch.is_moe, sampler_sort=sampler_sort(ctx),
+        ep=layout.ep and ctx.arch.is_moe, sampler_sort=sampler_sort(ctx), features=features,
     ), ctx.run.params)
 
 
@@ -244,4 +251,7 @@ def plan_context(req: PlanRequest, packset: PackSet | None = None, *, arch: Mode
             where = f"{config_where(arch.name, arch.source)}: quantization_config.quant_method {quant!r}"
         raise InputError(f"{where}: a quantization method the planner does not know (no rule pack sets its bytes "
                          "per parameter; a site pack can, with a baseline rule that sets linear_bytes_per_param)")
+    from planner.features.pins import features_of
+
+    ctx.features = features_of(req, arch, version, run.params)
     return ctx

@@ -61,6 +61,7 @@ def perf_inputs(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: S
                               if arch.moe else 0),
         num_moe_layers=(len(arch.moe.moe_layers) or arch.num_layers) if arch.moe else 0,
         link_bandwidth_bytes_per_s=link, nodes=ctx.hw.nodes, moe_lockstep=arch.is_moe and layout.dp > 1,
+        prefix_hit_rate=ctx.features.prefix_hit_rate,
     )
 
 
