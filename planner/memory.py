@@ -47,6 +47,7 @@ class FeatureMemory:
     offloaded: tuple[int, ...] = ()  # per PP stage: model weights --cpu-offload-gb keeps in CPU memory
     activation: int = 0  # added to the profile run's transient peak (LoRA buffers, multimodal encoder outputs)
     draft_kv_layers: int = 0  # the drafter's attention layers, on the last stage, in the same KV pool
+    draft_kv_bytes_per_token: int = 0  # per draft layer on one GPU (planner/features/speculative.py draft_kv)
     mm: Any = None  # planner/features/multimodal.MMProfile: the encoder batch of the profile run (None: no encoder)
 
     def added(self, stage: int) -> int:
@@ -111,6 +112,9 @@ class MemoryResult:
     # (gpt-oss on the MXFP4 Triton layout: the padded shard rows, the loaded scale copy beside the swizzled one,
     # float32 biases), which the perf model was calibrated without (benchmarks/perf_accuracy.py).
     streamed_weights_bytes: int
+    kv_groups: int = 1  # KV-cache groups of the binding stage (hybrid allocator)
+    offloaded_bytes: int = 0  # weights of the binding GPU kept in CPU memory (--cpu-offload-gb)
+    feature_weights_bytes: int = 0  # of weights_bytes: LoRA slots and the drafter on the binding GPU
 
 
 def kv_dtype_bytes(kv_cache_dtype: str, dtype: str) -> int:
@@ -248,13 +252,17 @@ def account(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any]) -> Memor
         nt = non_torch_bytes(inp, params)
         cg = cuda_graph_bytes(rw.layers, inp, params)
         kv = budget - weights - activation - nt - (cg if in_budget else 0)
+        last = stage == inp.pp - 1
         layout = kv_layout(arch, pp_layer_split(arch.num_layers, inp.pp)[stage], tp=inp.tp, kv_bytes=kv_b,
-                           block_size=inp.block_size, hybrid_manager=hybrid, state_bytes=act)
+                           block_size=inp.block_size, hybrid_manager=hybrid, state_bytes=act,
+                           extra_layers=inp.features.draft_kv_layers if last else 0,
+                           extra_bytes_per_token=inp.features.draft_kv_bytes_per_token if last else 0)
         bytes_per_block = max(1, layout.bytes_per_block)
         blocks = max(0, kv) // bytes_per_block
-        stages.append((blocks, weights, activation, nt, cg, kv, bytes_per_block, layout, streamed))
+        stages.append((blocks, weights, activation, nt, cg, kv, bytes_per_block, layout, streamed, off,
+                       inp.features.added(stage)))
     binding = min(range(inp.pp), key=lambda s: (stages[s][0], -stages[s][1]))
-    blocks, weights, activation, nt, cg, kv, bytes_per_block, layout, streamed = stages[binding]
+    blocks, weights, activation, nt, cg, kv, bytes_per_block, layout, streamed, off, added = stages[binding]
     in_flight = int(params["kv_inflight_batches"]) * inp.max_num_batched_tokens
     state_blocks = int(params["mamba_state_blocks"])
 
@@ -279,6 +287,7 @@ def account(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any]) -> Memor
         kv_bytes_per_token=layout.kv_bytes_per_token, kv_cache_tokens=tokens, max_concurrency=max_conc,
         max_fitting_model_len=max_fit_len, weights_fit=weights_fit, fits=fits, headroom_bytes=headroom,
         oom_risk=risk, weights_total_bytes=weights_total, streamed_weights_bytes=streamed,
+        kv_groups=len(layout.groups), offloaded_bytes=off, feature_weights_bytes=added,
     )
 
 

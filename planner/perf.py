@@ -68,6 +68,15 @@ class PerfInputs:
     moe_lockstep: bool = False  # MoE with in-engine DP: the DP ranks' MoE layers step together (one engine)
     prefix_hit_rate: float = 0.0  # share of each prompt found in the prefix cache: never computed again
     offload_ms: float = 0.0  # per forward of one stage: the --cpu-offload-gb weights crossing the host link
+    lora_bytes: int = 0  # per decode step of one stage: the active adapters' A/B slots the LoRA kernels read
+    lora_flops_per_token: float = 0.0  # per GPU
+    lora_overhead_ms: float = 0.0  # per decode step of one stage: shrink + expand launches per wrapped module
+    spec_k: int = 0  # speculative tokens per step (0: no speculation)
+    spec_tokens_per_step: float = 1.0  # expected tokens one speculative step emits per sequence
+    draft_bytes: int = 0  # per draft forward pass on the last stage's GPU
+    draft_flops_per_token: float = 0.0
+    spec_passes: int = 0  # sequential draft forward passes per step (0: n-gram / suffix)
+    spec_acceptance: float = 0.0  # per-token acceptance rate behind spec_tokens_per_step (for the assumptions)
 
 
 def computed_prompt(inp: PerfInputs) -> int:
@@ -99,7 +108,9 @@ def budget_bound(inp: PerfInputs) -> int:
     prefill): in steady state each step holds the batch's decode tokens plus the prompt tokens of the sequences
     that replace the finished ones (batch x input/output), so batch x (1 + input/output) <= the budget. Long
     prompts with short outputs (RAG, summarisation) hit this before KV capacity or max_num_seqs."""
-    return max(1, inp.max_num_batched_tokens * inp.output_len // (computed_prompt(inp) + inp.output_len))
+    # a speculating sequence takes 1 + k tokens of the budget per step and emits spec_tokens_per_step of them
+    per_step = (1 + inp.spec_k) * inp.output_len / inp.spec_tokens_per_step
+    return max(1, int(inp.max_num_batched_tokens * inp.output_len // (computed_prompt(inp) + per_step)))
 
 
 def _admission_bound(inp: PerfInputs) -> int:
@@ -169,30 +180,94 @@ def _pp_ms(inp: PerfInputs, params: dict[str, Any]) -> float:
     return (inp.pp - 1) * float(params[key]) / 1000
 
 
-def stage_decode_ms(inp: PerfInputs, batch: int, ctx: int, params: dict[str, Any]) -> float:
-    """One decode step of one pipeline stage (ms): memory time + compute time + TP communication."""
+def stage_decode_ms(inp: PerfInputs, batch: int, ctx: int, params: dict[str, Any], query_len: int = 1) -> float:
+    """One decode step of one pipeline stage (ms): memory time + compute time + TP communication, plus the
+    serving features' terms (LoRA kernels, offloaded weights over the host link). `query_len` tokens per sequence
+    (1 + k when a speculative step verifies k drafted tokens): FLOPs and activations grow with it, the weight and
+    KV reads do not (each sequence's KV is read once for all its query tokens)."""
     assert inp.bandwidth_bytes_per_s and inp.peak_flops
+    tokens = batch * query_len
     bw = inp.bandwidth_bytes_per_s * params["decode_bw_efficiency"]
     dense = inp.weights_bytes_per_gpu - inp.expert_bytes_per_gpu
     # Lock-stepped DP ranks route every rank's tokens (a 1-token dummy batch on an idle rank) to each rank's experts
-    experts = inp.expert_bytes_per_gpu * touched_expert_fraction(inp, batch * (inp.dp if inp.moe_lockstep else 1))
-    mem_s = (dense + experts) / (bw * params["quant_bw_factor"]) + batch * ctx * inp.kv_bytes_per_token_per_gpu / bw
-    dense = 2 * (inp.active_params - inp.active_expert_params) / (inp.tp * inp.pp) * batch
-    routed = 2 * inp.active_expert_params / (inp.tp * inp.pp) * batch
-    attention = 4 * inp.num_layers / inp.pp * inp.num_attention_heads / inp.tp * inp.head_dim * batch * ctx
-    compute_s = ((dense + attention) / params["compute_mfu"] + routed / params["moe_compute_mfu"]) / inp.peak_flops
+    experts = inp.expert_bytes_per_gpu * touched_expert_fraction(inp, tokens * (inp.dp if inp.moe_lockstep else 1))
+    mem_s = ((dense + experts) / (bw * params["quant_bw_factor"]) + batch * ctx * inp.kv_bytes_per_token_per_gpu / bw
+             + inp.lora_bytes / bw)
+    dense = 2 * (inp.active_params - inp.active_expert_params) / (inp.tp * inp.pp) * tokens
+    routed = 2 * inp.active_expert_params / (inp.tp * inp.pp) * tokens
+    attention = 4 * inp.num_layers / inp.pp * inp.num_attention_heads / inp.tp * inp.head_dim * tokens * ctx
+    lora = inp.lora_flops_per_token / inp.pp * tokens
+    compute_s = ((dense + attention + lora) / params["compute_mfu"]
+                 + routed / params["moe_compute_mfu"]) / inp.peak_flops
     layers_us = (inp.num_layers * params["decode_layer_overhead_us"]
                  + inp.num_moe_layers * params["moe_layer_overhead_us"]) / inp.pp
-    return (mem_s + compute_s) * 1000 + allreduce_ms(inp, batch, params) + layers_us / 1000 + inp.offload_ms
+    return ((mem_s + compute_s) * 1000 + allreduce_ms(inp, tokens, params) + layers_us / 1000 + inp.offload_ms
+            + inp.lora_overhead_ms)
 
 
-def decode_step_ms(inp: PerfInputs, batch: int, ctx: int, params: dict[str, Any]) -> float:
+def decode_step_ms(inp: PerfInputs, batch: int, ctx: int, params: dict[str, Any], query_len: int = 1) -> float:
     """One decode step of the whole pipeline (ms): with PP the running batch is split into pp
     micro-batches that follow each other through the stages, so a token waits for all pp stages."""
     micro = max(1, cdiv(batch, inp.pp))
-    stages = inp.pp * stage_decode_ms(inp, micro, ctx, params) * (1 + (params["pp_bubble_fraction"] if inp.pp > 1
-                                                                        else 0.0))
+    stages = inp.pp * stage_decode_ms(inp, micro, ctx, params, query_len) * (
+        1 + (params["pp_bubble_fraction"] if inp.pp > 1 else 0.0))
     return stages + _pp_ms(inp, params) + params["decode_step_overhead_ms"]
+
+
+def draft_pass_ms(inp: PerfInputs, batch: int, params: dict[str, Any]) -> float:
+    """One sequential forward pass of the speculative drafter over `batch` sequences (ms): its weights (and the
+    lm_head it samples from) at the decode bandwidth, its FLOPs at the decode MFU, plus a launch overhead
+    (planner/features/speculative.py draft_step_ms)."""
+    assert inp.bandwidth_bytes_per_s and inp.peak_flops
+    if not inp.spec_passes:
+        return 0.0
+    mem_s = inp.draft_bytes / (inp.bandwidth_bytes_per_s * params["decode_bw_efficiency"])
+    compute_s = inp.draft_flops_per_token * batch / (inp.peak_flops * params["compute_mfu"])
+    return (mem_s + compute_s) * 1000 + float(params["spec_draft_pass_overhead_ms"])
+
+
+def step_ms(inp: PerfInputs, batch: int, ctx: int, params: dict[str, Any]) -> float:
+    """One engine step (ms): a plain decode step, or with speculation the target verifying batch x (1 + k)
+    tokens, the drafter's sequential passes and the proposer/rejection-sampler overhead."""
+    if not inp.spec_k:
+        return decode_step_ms(inp, batch, ctx, params)
+    drafts = inp.spec_passes * draft_pass_ms(inp, batch, params)
+    return decode_step_ms(inp, batch, ctx, params, 1 + inp.spec_k) + drafts + float(params["spec_step_overhead_ms"])
+
+
+def spec_gain(inp: PerfInputs, batch: int, ctx: int, params: dict[str, Any]) -> float:
+    """Plain decode time per token over speculative decode time per token at `batch` sequences (> 1: speculation
+    pays). Taken as the lowest gain at any batch up to this one (over powers of two and the batch itself), so it
+    never rises with concurrency: a roofline would credit the drafter's fixed costs an amortisation at large
+    batches that vLLM's guidance (speculation pays at low load) does not support."""
+    if not inp.spec_k:
+        return 1.0
+    points = {1 << i for i in range(max(1, batch).bit_length())} | {max(1, batch)}
+    return min(decode_step_ms(inp, b, ctx, params) * inp.spec_tokens_per_step / step_ms(inp, b, ctx, params)
+               for b in points)
+
+
+def token_ms(inp: PerfInputs, batch: int, ctx: int, params: dict[str, Any]) -> float:
+    """Decode time per output token of each of `batch` running sequences (ms): the step time, divided by the
+    speculative gain when speculating."""
+    plain = decode_step_ms(inp, batch, ctx, params)
+    return plain / spec_gain(inp, batch, ctx, params) if inp.spec_k else plain
+
+
+def spec_break_even(inp: PerfInputs, ctx: int, params: dict[str, Any], limit: int = 4096) -> int | None:
+    """Smallest running batch (per replica) at which speculation stops paying, or None up to `limit`."""
+    if not inp.spec_k or spec_gain(inp, limit, ctx, params) > 1.0:
+        return None
+    lo, hi = 1, limit  # spec_gain never rises with the batch: bisect for the first batch with gain <= 1
+    if spec_gain(inp, 1, ctx, params) <= 1.0:
+        return 1
+    while lo < hi - 1:
+        mid = (lo + hi) // 2
+        if spec_gain(inp, mid, ctx, params) <= 1.0:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def prefill_ms(inp: PerfInputs, tokens: int, prompt_len: int, params: dict[str, Any]) -> float:
@@ -239,12 +314,17 @@ class ServingPoint:
     ahead_ms: float = 0.0  # expected wait for other prompts already being prefilled
 
 
+def _prompt_room(inp: PerfInputs, batch: int) -> int:
+    """Prompt tokens a full step carries beside `batch` decodes (each 1 + k tokens when speculating)."""
+    return max(0, inp.max_num_batched_tokens - batch * (1 + inp.spec_k))
+
+
 def serving_point(inp: PerfInputs, params: dict[str, Any]) -> ServingPoint:
     """ITL and TTFT of one replica running `batch` sequences with the other sequences' prompts interleaved
     (chunked prefill; with the V0 engine's unchunked prefill they pause the decodes instead)."""
     batch = batch_per_replica(inp, bool(params["chunked_prefill"]))
     ctx = inp.input_len + inp.output_len // 2
-    decode = decode_step_ms(inp, batch, ctx, params)
+    decode = token_ms(inp, batch, ctx, params)
     per_prompt_token = prompt_token_ms(inp, params)
     chunked = bool(params["chunked_prefill"])
     # The other batch-1 sequences each prefill input_len tokens per output_len decode steps: riding in decode
@@ -254,7 +334,7 @@ def serving_point(inp: PerfInputs, params: dict[str, Any]) -> ServingPoint:
     shared_ms = prompt_ms / inp.pp  # one prompt's share of a pipeline cycle: each stage does 1/pp of its work
     budget_full = chunked and budget_binds(inp)
     if budget_full:  # prompts queue for the budget: every step fills it with prompt chunks
-        itl = decode + (inp.max_num_batched_tokens - batch) * per_prompt_token / inp.pp
+        itl = decode + _prompt_room(inp, batch) * per_prompt_token / inp.pp / inp.spec_tokens_per_step
     else:
         itl = decode + (batch - 1) / inp.output_len * shared_ms
     chunk = max(1, min(new, inp.max_num_batched_tokens - (batch - 1))) if chunked else new
@@ -262,7 +342,7 @@ def serving_point(inp: PerfInputs, params: dict[str, Any]) -> ServingPoint:
     if not chunked:
         own = prompt_ms
     elif batch > 1:  # each chunk rides in a step of the other decodes: one weight read, the chunk's FLOPs on top
-        own = chunks * decode_step_ms(inp, batch - 1, ctx, params) + new * per_prompt_token
+        own = chunks * step_ms(inp, batch - 1, ctx, params) + new * per_prompt_token
     else:
         full, rest = divmod(new, chunk)
         own = full * prefill_ms(inp, chunk, inp.input_len, params)
@@ -287,8 +367,8 @@ def estimate(inp: PerfInputs, params: dict[str, Any]) -> PerfResult | None:
     running = min(inp.concurrency, sp.batch * inp.dp)
     service_ms = sp.ttft_ms - sp.queue_ms + (inp.output_len - 1) * sp.itl_ms
     if sp.budget_full:  # each step prefills (budget - batch) prompt tokens: that many prompts' outputs per step
-        total = (inp.dp * (inp.max_num_batched_tokens - sp.batch) / computed_prompt(inp) * inp.output_len / sp.itl_ms
-                 * 1000)
+        total = (inp.dp * _prompt_room(inp, sp.batch) / computed_prompt(inp) * inp.output_len
+                 / (sp.itl_ms * inp.spec_tokens_per_step) * 1000)
     else:
         total = running * inp.output_len / service_ms * 1000
     assumptions = [
@@ -305,6 +385,20 @@ def estimate(inp: PerfInputs, params: dict[str, Any]) -> PerfResult | None:
         f"{inp.max_num_batched_tokens} less the running decodes), each sharing a step with them"
         if params["chunked_prefill"] else "no chunked prefill (V0 engine): each prompt runs in a step of its own",
     ]
+    if inp.spec_k:
+        assumptions.append(
+            f"speculative decoding: {inp.spec_k} drafted tokens per step, each accepted with probability "
+            f"{inp.spec_acceptance:.2f}, so {inp.spec_tokens_per_step:.2f} tokens per step; a step verifies "
+            f"{1 + inp.spec_k} tokens per sequence and runs {inp.spec_passes} draft pass(es): "
+            f"{spec_gain(inp, sp.batch, sp.ctx, params):.2f}x the plain decode speed at {sp.batch} sequences "
+            "(the gain only falls as the batch grows)")
+    if inp.lora_overhead_ms or inp.lora_bytes:
+        assumptions.append(f"LoRA: each decode step reads {inp.lora_bytes / 2**20:.0f} MiB of adapter slots (one "
+                           f"adapter per running sequence, up to --max-loras) and pays {inp.lora_overhead_ms:.2f} ms "
+                           "of shrink/expand kernel launches")
+    if inp.offload_ms:
+        assumptions.append(f"CPU offload: every forward streams the offloaded weights over the host link, "
+                           f"{inp.offload_ms:.1f} ms per stage")
     if inp.prefix_hit_rate > 0:
         assumptions.append(f"prefix cache: {inp.prefix_hit_rate:.0%} of each prompt is a cache hit "
                            f"(--prefix-hit-rate), so {computed_prompt(inp)} of {inp.input_len} prompt tokens are "

@@ -280,6 +280,8 @@ class PlanResponse(_Model):
     audit: dict[str, Any]
     warnings: list[PlanWarning]
     alternatives: list[Alternative]
+    features: dict[str, Any] = Field(default_factory=dict, description="Serving features (LoRA, speculative "
+                                     "decoding, CPU offload, prefix caching, multimodal): what each costs, per GPU.")
     fixes: list[Fix] = Field(default_factory=list, description="When infeasible: single changes that make it fit.")
     dropped: list[Dropped] = Field(default_factory=list, description="Candidates removed by sizing rules.")
     launch: LaunchOut | None = Field(default=None, description="Deployment shape (nodes, groups, Ray).")

@@ -15,6 +15,8 @@ from planner.models.arch import ModelArch
 from planner.schemas import PlanRequest
 
 _LORA_FLAGS = ("max_loras", "max_lora_rank", "max_cpu_loras", "lora_dtype")
+SERVING_FEATURE_PINS = ("enable_lora", *_LORA_FLAGS, "speculative_config", "cpu_offload_gb", "enable_prefix_caching",
+                        "limit_mm_per_prompt")
 
 
 def _flag(field: str) -> str:
@@ -58,7 +60,8 @@ def speculative_of(req: PlanRequest, target: ModelArch, version: str) -> SpecDec
         return None
     from planner.features.speculative import parse_speculative
 
-    return parse_speculative(config, target=target, version=version, load_draft=load_draft)
+    return parse_speculative(config, target=target, version=version, tp=req.pinned.tensor_parallel_size or 1,
+                             pp=req.pinned.pipeline_parallel_size or 1, load_draft=load_draft)
 
 
 def features_of(req: PlanRequest, arch: ModelArch, version: str, params: dict[str, Any]) -> ServingFeatures:
@@ -80,9 +83,31 @@ def features_of(req: PlanRequest, arch: ModelArch, version: str, params: dict[st
         if problems:
             raise InputError(problems[0])
         limits = {str(k): _mm_count(k, v) for k, v in pin.limit_mm_per_prompt.items()}
-    return ServingFeatures(lora=lora_of(req), speculative=speculative_of(req, arch, version),
+    lora = lora_of(req)
+    if lora is not None:
+        from planner.features.lora import lora_problems
+
+        problems = lora_problems(arch, lora, version, tp=pin.tensor_parallel_size or 1)
+        if problems:
+            raise InputError(problems[0])
+    return ServingFeatures(lora=lora, speculative=speculative_of(req, arch, version),
                            cpu_offload_gb=float(pin.cpu_offload_gb or 0.0), prefix_caching=prefix,
                            prefix_hit_rate=req.prefix_hit_rate if prefix else 0.0, mm_limits=limits)
+
+
+def offload_notes(arch: ModelArch, features: ServingFeatures, *, version: str, quantization: str | None,
+                  kv_groups: int, offloaded: int, eligible: int) -> list[str]:
+    """vLLM's refusals of this --cpu-offload-gb launch (raised) and its surprises (returned as plan notes)."""
+    from planner.features.offload import offload_problems
+
+    if not features.cpu_offload_gb:
+        return []
+    problems = offload_problems(arch, cpu_offload_gb=features.cpu_offload_gb, version=version, offloaded=offloaded,
+                                eligible=eligible, quantization=quantization, kv_cache_groups=kv_groups)
+    errors = [m.removeprefix("error: ") for m in problems if m.startswith("error: ")]
+    if errors:
+        raise InputError(f"--cpu-offload-gb {features.cpu_offload_gb:g}: {errors[0]}")
+    return [m.removeprefix("warning: ") for m in problems]
 
 
 def _mm_count(key: Any, value: Any) -> int:

@@ -12,6 +12,7 @@ from packaging.version import Version
 from planner import __version__
 from planner.artifacts.launch import Launch, plan_launch
 from planner.errors import InputError
+from planner.features.pins import SERVING_FEATURE_PINS
 from planner.hardware.select import nvlink_group
 from planner.machine import Hardware
 from planner.memory import MemoryResult
@@ -91,6 +92,14 @@ def assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Candi
     if perf is None and mem.weights_fit:
         warnings.append({"code": "W-PERF-UNKNOWN", "rule": None,
                          "message": "no bandwidth/FLOPs for this GPU; speeds are reported as 0"})
+    from planner.features.report import features_report
+    from planner.plan.speed import perf_inputs
+
+    feat_inp = perf_inputs(ctx, layout, mem, settings) if mem.weights_fit else None
+    features, feat_warnings = features_report(ctx, mem, feat_inp, perf,
+                                              max_num_batched_tokens=settings.max_num_batched_tokens,
+                                              max_model_len=max_len)
+    warnings += feat_warnings
     config = {
         "tensor_parallel_size": layout.tp, "pipeline_parallel_size": layout.pp, "data_parallel_size": layout.dp,
         "enable_expert_parallel": layout.ep,
@@ -123,6 +132,7 @@ def assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Candi
                    "weights_total_bytes": mem.weights_total_bytes,
                    "sampler": "sort" if sampler_sort(ctx) else "fused"},
         "performance": perf_json(req, perf, ctx.run.params),
+        "features": features,
         "decisions": {k: decision_json(d) for k, d in sorted(decisions.items())},
         "audit": audit,
         "warnings": warnings,
@@ -137,6 +147,10 @@ def assemble(ctx: PlanContext, decisions: dict[str, Decision], cands: list[Candi
     identity = {"config": config, "model": arch.name, "gpu": hw.name, "packs": ctx.packset.sha256, "v": ctx.version}
     if req.pinned.sampler:  # sizes the activation peak; not a vllm serve setting, so not in `config`
         identity["sampler"] = req.pinned.sampler
+    served = {k: v for k, v in req.pinned.model_dump().items() if k in SERVING_FEATURE_PINS and v is not None}
+    if served or req.prefix_hit_rate or req.spec_acceptance_rate:  # a different server, or a different workload
+        identity["features"] = {**served, "prefix_hit_rate": req.prefix_hit_rate,
+                                "spec_acceptance_rate": req.spec_acceptance_rate}
     body["plan_id"] = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     launch = launch_for(ctx, config, feasible)
     body["launch"] = {**asdict(launch), "multi_node": launch.multi_node}

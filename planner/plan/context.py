@@ -13,7 +13,7 @@ from planner.errors import InputError
 from planner.features import NONE as NO_FEATURES
 from planner.features import ServingFeatures
 from planner.machine import Hardware, resolve_hardware
-from planner.memory import DTYPE_BYTES, MemoryInputs, MemoryResult, account
+from planner.memory import DTYPE_BYTES, MemoryInputs, MemoryResult, account, kv_dtype_bytes
 from planner.models.arch import ModelArch
 from planner.models.params import active_params, total_params
 from planner.models.sources import model_notes
@@ -167,7 +167,8 @@ def memory_for(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_model
     act = DTYPE_BYTES[ctx.dtype]
     linear = linear_bytes or (act if ctx.quant is None else float(ctx.run.params["linear_bytes_per_param"]))
     features = feature_memory(ctx, layout, max_model_len=max_model_len, max_num_batched_tokens=s.max_num_batched_tokens,
-                              max_num_seqs=s.max_num_seqs, act_bytes=act, linear_bytes=linear)
+                              max_num_seqs=s.max_num_seqs, act_bytes=act, linear_bytes=linear,
+                              kv_bytes=kv_dtype_bytes(kv, ctx.dtype))
     return account(ctx.arch, MemoryInputs(
         total_bytes=ctx.hw.memory_bytes, tp=layout.tp, pp=layout.pp, dtype=ctx.dtype, linear_bytes_per_param=linear,
         kv_cache_dtype=kv, gpu_memory_utilization=s.util, max_model_len=max_model_len, max_num_seqs=s.max_num_seqs,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from planner.memory import MemoryResult
+from planner.memory import DTYPE_BYTES, MemoryResult
 from planner.plan.context import PlanContext, Settings, baseline_scales, memory_for, useful_floor
 from planner.plan.layouts import Layout, pp_is_valid, tp_is_valid
 from planner.plan.settle import Candidate, busy_gpus, mode_metric
@@ -130,6 +131,8 @@ def fixes(ctx: PlanContext, layout: Layout, kv: str, s: Settings, mem: MemoryRes
         w4 = float(ctx.run.params["wbytes_awq_int4"])
         out.append(_sized_fix(ctx, "4-bit checkpoint", f"an AWQ/GPTQ 4-bit checkpoint {here}".strip(), layout, kv,
                               s, max_len, weights, w4)[0])
+    if not any(f is not None and f["fits"] for f in out) and ctx.run.params["offload_fix"]:
+        out.append(offload_fix(ctx, layout, kv, s, mem, max_len))
     if not any(d.mig_profile for d in (ctx.hw.selection.devices if ctx.hw.selection else ())):
         out.extend(more_gpus(ctx, layout, kv, s, max_len))
     if ctx.hw.free_bytes is not None:
@@ -167,3 +170,39 @@ def more_gpus(ctx: PlanContext, layout: Layout, kv: str, s: Settings, max_len: i
         if not clamped:
             break
     return out
+
+
+def offload_fix(ctx: PlanContext, layout: Layout, kv: str, s: Settings, mem: MemoryResult, max_len: int
+                ) -> dict[str, Any] | None:
+    """--cpu-offload-gb, offered only when no other change on these GPUs fits (plan/options.fixes): the smallest
+    whole GiB that fits the full context (or the shortest useful one), with the speed it costs stated, since every
+    forward then streams the offloaded weights over the host link."""
+    from planner.features.offload import eligible_bytes
+
+    if mem.offloaded_bytes or ctx.hw.spec is None or ctx.hw.spec.host_link is None:
+        return None
+    act = DTYPE_BYTES[ctx.dtype]
+    linear = act if ctx.quant is None else float(ctx.run.params["linear_bytes_per_param"])
+    eligible = eligible_bytes(ctx.arch, tp=layout.tp, pp=layout.pp, stage=layout.pp - 1, act_bytes=act,
+                              linear_bytes_per_param=linear, version=ctx.version)
+    one_request = mem.bytes_per_block * -(-useful_floor(ctx) // s.block_size)
+    short = mem.weights_bytes + mem.activation_peak_bytes + mem.non_torch_bytes + one_request - mem.budget_bytes
+    if mem.cuda_graph_in_budget:
+        short += mem.cuda_graph_bytes
+    gib = max(1, math.ceil(max(0, short) / GiB) + 1)
+    if gib * GiB > eligible:
+        return None
+    off = replace(ctx, features=replace(ctx.features, cpu_offload_gb=float(gib)))
+    base = perf_for(ctx, layout, mem, s) if mem.weights_fit else None
+    here = _layout_flags(layout)
+
+    def detail(m: MemoryResult) -> str:
+        perf = perf_for(off, layout, m, replace(s, layout=layout, kv_cache_dtype=kv))
+        cost = f"ITL {perf.itl_ms:.1f} ms" if perf else "speed unknown"
+        if perf and base:
+            cost = f"ITL {base.itl_ms:.1f} -> {perf.itl_ms:.1f} ms"
+        return (f"{m.offloaded_bytes / GiB:.2f} GiB of weights per GPU in CPU memory, streamed over the host link "
+                f"every step: {cost} (the only change on these GPUs that fits)")
+
+    return _sized_fix(off, "CPU weight offload", f"{here} --cpu-offload-gb {gib}".strip(), layout, kv, s, max_len,
+                      detail)[0]

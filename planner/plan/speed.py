@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
+from planner.features.sizing import FeatureSpeed
 from planner.memory import DTYPE_BYTES, MemoryResult
 from planner.models.params import active_params, routed_expert_params
 from planner.perf import PerfInputs, PerfResult, estimate, ranges
@@ -43,6 +44,7 @@ def perf_inputs(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: S
     experts = int(routed_expert_params(arch) * per_param / (layout.tp * layout.pp * layout.dp)) if arch.moe else 0
     link = (spec.interconnect.bandwidth_bytes_per_s
             if spec is not None and ctx.hw.interconnect == spec.interconnect.type else None)
+    extra = _feature_speed(ctx, layout, per_param)
     return PerfInputs(
         weights_bytes_per_gpu=mem.streamed_weights_bytes,
         kv_bytes_per_token_per_gpu=mem.kv_bytes_per_token,
@@ -61,8 +63,28 @@ def perf_inputs(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: S
                               if arch.moe else 0),
         num_moe_layers=(len(arch.moe.moe_layers) or arch.num_layers) if arch.moe else 0,
         link_bandwidth_bytes_per_s=link, nodes=ctx.hw.nodes, moe_lockstep=arch.is_moe and layout.dp > 1,
-        prefix_hit_rate=ctx.features.prefix_hit_rate,
+        prefix_hit_rate=ctx.features.prefix_hit_rate, **asdict(extra),
     )
+
+
+def _feature_speed(ctx: PlanContext, layout: Layout, per_param: float) -> FeatureSpeed:
+    """The serving features' per-step costs on the layout's last stage (which holds the drafter)."""
+    from planner.features.offload import offloaded_bytes
+    from planner.features.sizing import active, feature_speed
+    from planner.features.speculative import draft_weights_bytes
+
+    f = ctx.features
+    if not active(f):
+        return FeatureSpeed()
+    act = DTYPE_BYTES[ctx.dtype]
+    dp, ep = (layout.dp, layout.ep) if ctx.arch.is_moe else (1, False)
+    off = offloaded_bytes(ctx.arch, cpu_offload_gb=f.cpu_offload_gb, tp=layout.tp, pp=layout.pp, stage=layout.pp - 1,
+                          act_bytes=act, linear_bytes_per_param=per_param, version=ctx.version, dp=dp,
+                          ep=ep) if f.cpu_offload_gb else 0
+    draft = draft_weights_bytes(f.speculative, ctx.arch, tp=layout.tp, act_bytes=act, linear_bytes_per_param=per_param,
+                                pp=layout.pp, dp=dp, ep=ep) if f.speculative else 0
+    return feature_speed(ctx, layout, offloaded=off, batch_hint=ctx.req.concurrency, act_bytes=act,
+                         linear_bytes=per_param, draft_weights=draft)
 
 
 def perf_for(ctx: PlanContext, layout: Layout, mem: MemoryResult, settings: Settings,

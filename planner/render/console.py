@@ -108,6 +108,8 @@ def render_plan(p: PlanResponse, *, explain: bool = False, console: Console | No
     _row(mt, "KV capacity (per replica)", f"{mem.kv_cache_tokens:,} tokens ({mem.max_concurrency:.2f}x max_model_len)")
     _row(mt, "headroom / OOM risk", f"{_g(mem.headroom_bytes)} / {mem.oom_risk}")
     c.print(mt)
+    for line in feature_lines(p.features):
+        c.print(f"  {safe(line)}", highlight=False)
 
     perf = p.performance
     if perf.itl_ms.expected > 0:
@@ -326,3 +328,31 @@ def render_warnings(warnings: Iterable[Any]) -> None:
     """'warning: ...' lines on stdout (`check-log`)."""
     for w in warnings:
         echo(f"warning: {plain(w)}")
+
+
+def feature_lines(f: dict[str, Any]) -> list[str]:
+    """One line per serving feature the plan sized (plan JSON `features`)."""
+    out = []
+    if "lora" in f:
+        lo = f["lora"]
+        out.append(f"LoRA: {lo['max_loras']} slot(s) of rank {lo['max_lora_rank']} preallocated (in weights); "
+                   f"{lo['step_overhead_ms']} ms of kernel launches per decode step")
+    if "speculative" in f:
+        sp = f["speculative"]
+        gain = f", {sp['speedup']}x decode speed at this load" if sp.get("speedup") is not None else ""
+        even = f", stops paying at {sp['break_even_batch']} running sequences" if sp.get("break_even_batch") else ""
+        out.append(f"speculative: {sp['method']} k={sp['num_speculative_tokens']}"
+                   + (f" (draft {sp['draft']})" if sp.get("draft") else "")
+                   + (f", {sp['tokens_per_step']} tokens per step" if sp.get("tokens_per_step") else "") + gain + even)
+    if "cpu_offload" in f:
+        co = f["cpu_offload"]
+        out.append(f"CPU offload: {co['offloaded_bytes'] / 2**30:.2f} GiB per GPU over {co['host_link']}, "
+                   f"{co['ms_per_forward']} ms per forward")
+    pc = f.get("prefix_caching")
+    if pc and pc["enabled"] and pc["hit_rate"]:
+        out.append(f"prefix cache: {pc['hit_rate']:.0%} hit rate; room for {pc['cached_prefix_tokens']:,} cached "
+                   "prefix tokens beside the running batch")
+    if f.get("multimodal") and f["multimodal"].get("encoder_cache_tokens") is not None:
+        mm = f["multimodal"]
+        out.append(f"multimodal: limits {mm['limits']}, encoder cache {mm['encoder_cache_tokens']:,} embeddings")
+    return out
