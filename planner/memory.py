@@ -49,6 +49,8 @@ class FeatureMemory:
     draft_kv_layers: int = 0  # the drafter's attention layers, on the last stage, in the same KV pool
     draft_kv_bytes_per_token: int = 0  # per draft layer on one GPU (planner/features/speculative.py draft_kv)
     mm: Any = None  # planner/features/multimodal.MMProfile: the encoder batch of the profile run (None: no encoder)
+    vision_tower: bool = True  # False when every --limit-mm-per-prompt is 0 and vLLM then builds no tower
+    state_blocks: int | None = None  # blocks per request per Mamba group, when not the pack's (prefix caching off)
 
     def added(self, stage: int) -> int:
         return self.added_weights[stage] if stage < len(self.added_weights) else 0
@@ -204,7 +206,8 @@ def _rank_weights_cached(arch: ModelArch, inp: MemoryInputs, stage: int, act: in
     """rank_weights, memoized: one plan asks for the same (layout, stage) for every KV dtype and settle pass.
     Keyed on the arch object's identity (ModelArch holds dicts, so it is not hashable); the entry keeps the
     object alive and is checked, so a reused id can never return another model's weights."""
-    key = (id(arch), inp.tp, inp.pp, stage, act, inp.linear_bytes_per_param, rope, inp.dp, inp.ep, mxfp4)
+    tower = inp.features.vision_tower
+    key = (id(arch), inp.tp, inp.pp, stage, act, inp.linear_bytes_per_param, rope, inp.dp, inp.ep, mxfp4, tower)
     hit = _RW_CACHE.get(key)
     if hit is not None and hit[0] is arch:
         return hit[1]
@@ -212,7 +215,7 @@ def _rank_weights_cached(arch: ModelArch, inp: MemoryInputs, stage: int, act: in
         _RW_CACHE.clear()
     rw = rank_weights(arch, tp=inp.tp, pp=inp.pp, stage=stage, act_bytes=act,
                       linear_bytes_per_param=inp.linear_bytes_per_param, rope_cache_bytes=rope, dp=inp.dp, ep=inp.ep,
-                      mxfp4=mxfp4)
+                      mxfp4=mxfp4, include_vision=tower)
     _RW_CACHE[key] = (arch, rw)
     return rw
 
@@ -264,7 +267,7 @@ def account(arch: ModelArch, inp: MemoryInputs, params: dict[str, Any]) -> Memor
     binding = min(range(inp.pp), key=lambda s: (stages[s][0], -stages[s][1]))
     blocks, weights, activation, nt, cg, kv, bytes_per_block, layout, streamed, off, added = stages[binding]
     in_flight = int(params["kv_inflight_batches"]) * inp.max_num_batched_tokens
-    state_blocks = int(params["mamba_state_blocks"])
+    state_blocks = inp.features.state_blocks or int(params["mamba_state_blocks"])
 
     def need(length: int) -> int:
         return blocks_per_request(layout, length, in_flight, state_blocks)

@@ -45,6 +45,14 @@ def accepted_values(flag: str, version: str) -> list[Any] | None:
     return by_version[max(applicable, key=lambda k: Version(str(k)))]
 
 
+def value_format(flag: str, version: str) -> str | None:
+    """How `version` spells a structured value of `flag` ("json" or "key=value"), or None when not recorded."""
+    by_version = flag_table().get("value_format", {}).get(flag) or {}
+    v = Version(version)
+    applicable = [k for k in by_version if Version(str(k)) <= v]
+    return by_version[max(applicable, key=lambda k: Version(str(k)))] if applicable else None
+
+
 def check_flag(flag: str, value: Any, version: str, *, why: str = "") -> None:
     """Raise InputError when vLLM `version` lacks `flag` or refuses `value` for it."""
     because = f" ({why})" if why else ""

@@ -13,7 +13,7 @@ import shlex
 from typing import Any
 
 from planner.artifacts.accelerators import AMD, HIP_VISIBLE
-from planner.artifacts.flags import check_flag, flag_table
+from planner.artifacts.flags import check_flag, flag_table, value_format
 from planner.artifacts.launch import Launch
 from planner.schemas import Pinned
 
@@ -88,7 +88,11 @@ def feature_args(pinned: Pinned, version: str) -> list[str]:
     if pinned.enable_prefix_caching is not None:
         add("--enable-prefix-caching" if pinned.enable_prefix_caching else "--no-enable-prefix-caching")
     if pinned.limit_mm_per_prompt is not None:
-        add("--limit-mm-per-prompt", json.dumps(pinned.limit_mm_per_prompt, separators=(",", ":")))
+        limits = pinned.limit_mm_per_prompt
+        if value_format("--limit-mm-per-prompt", version) == "key=value":  # V0's parser: image=2,video=0
+            add("--limit-mm-per-prompt", ",".join(f"{k}={v}" for k, v in limits.items()))
+        else:
+            add("--limit-mm-per-prompt", json.dumps(limits, separators=(",", ":")))
     return args
 
 

@@ -44,7 +44,7 @@ def feature_memory(ctx: PlanContext, layout: Layout, *, max_model_len: int, max_
                    max_num_seqs: int, act_bytes: int, linear_bytes: float, kv_bytes: int) -> FeatureMemory:
     """Per-GPU memory effects of the plan's serving features on `layout` (NO_FEATURES when none applies)."""
     from planner.features.lora import lora_activation_bytes
-    from planner.features.multimodal import load_mm_encoders, mm_profile
+    from planner.features.multimodal import load_mm_encoders, mm_profile, tower_skipped
     from planner.features.speculative import draft_kv
 
     f, p = ctx.features, ctx.run.params
@@ -54,12 +54,20 @@ def feature_memory(ctx: PlanContext, layout: Layout, *, max_model_len: int, max_
         mm = mm_profile(ctx.arch, f.mm_limits, max_num_batched_tokens=t, max_model_len=max_model_len,
                         max_num_seqs=max_num_seqs, act_bytes=act_bytes, tp=layout.tp, version=ctx.version, params=p,
                         data=load_mm_encoders(), chunked_prefill=bool(p["chunked_prefill"]))
-    if mm is None and f.lora is None and f.speculative is None and not f.cpu_offload_gb:
+    tower = not (ctx.arch.is_multimodal and f.mm_limits is not None
+                 and tower_skipped(ctx.arch, f.mm_limits, ctx.version, load_mm_encoders()))
+    # Without prefix caching a Mamba group holds one state block per request, not align mode's 2
+    # (shared/spec/vllm-accounting.md 2: MambaSpec blocks)
+    state_blocks = 1 if ctx.req.pinned.enable_prefix_caching is False and ctx.arch.attention_kind in (
+        "hybrid", "ssm") else None
+    if mm is None and tower and state_blocks is None and f.lora is None and f.speculative is None \
+            and not f.cpu_offload_gb:
         return NO_FEATURES
     added, off = _stages(ctx, layout, act_bytes, linear_bytes)
     activation = lora_activation_bytes(ctx.arch, f.lora, tokens=t, version=ctx.version) if f.lora else 0
     dkv = draft_kv(f.speculative, ctx.arch, tp=layout.tp, kv_bytes=kv_bytes) if f.speculative else None
-    return FeatureMemory(added_weights=added, offloaded=off, activation=activation, mm=mm,
+    return FeatureMemory(added_weights=added, offloaded=off, activation=activation, mm=mm, vision_tower=tower,
+                         state_blocks=state_blocks,
                          draft_kv_layers=dkv.layers if dkv else 0,
                          draft_kv_bytes_per_token=dkv.bytes_per_token_per_layer if dkv else 0)
 
