@@ -36,11 +36,12 @@ from planner.perf import (
     batch_per_replica,
     budget_bound,
     computed_prompt,
-    decode_step_ms,
     estimate,
     kv_bound,
     prompt_token_ms,
     serving_point,
+    step_ms,
+    token_ms,
 )
 
 UNBOUNDED = 1_000_000  # clients enough to fill any replica
@@ -221,7 +222,7 @@ def at_rate(rep: Replica, sat: Saturation, rate: float, percentile: float, slow:
     # ITL: the running batch at the percentile, and the prompt chunks sharing that step
     n_p = min(sat.running_cap, max(1, poisson_quantile(running, percentile)))
     per_rank = math.ceil(n_p / inp.dp)
-    step = decode_step_ms(inp, per_rank, sp.ctx, params)
+    step = token_ms(inp, per_rank, sp.ctx, params)  # per output token (a speculative step over its tokens)
     ppt = prompt_token_ms(inp, params) / inp.pp
     room = max(0, inp.max_num_batched_tokens - per_rank)
     new = computed_prompt(inp)  # the prompt's uncached share
@@ -239,7 +240,7 @@ def at_rate(rep: Replica, sat: Saturation, rate: float, percentile: float, slow:
                       ttft_wait_ms=math.inf, overloaded=True,
                       notes=("offered rate at or above what one replica sustains: the queue grows without bound",))
     # the token budget's prompt-token rate with the running decodes in each step: an M/D/1 queue of prompts
-    full_step = slow * (decode_step_ms(inp, max(1, math.ceil(running / inp.dp)), sp.ctx, params) + room * ppt)
+    full_step = slow * (step_ms(inp, max(1, math.ceil(running / inp.dp)), sp.ctx, params) + room * ppt)
     prompt_ms = new * full_step / room if room else math.inf
     rho_p = rate / inp.dp * prompt_ms / 1000
     if rho_p >= 1:

@@ -19,10 +19,11 @@ What it mirrors (vllm/v1/core/sched/scheduler.py, `schedule()`):
                prefill emits closes an ITL gap that includes the whole preemption). vLLM refuses to start
                when one max-length request does not fit the cache; simulate() raises ValueError likewise
                (input_len + output_len tokens above the cache), so no request can wait forever.
-    cost       a step with decodes: slow x (decode_step_ms(decodes, mean context) + prompt tokens x
-               prompt_token_ms / pp); a prefill-only step: slow x prefill_ms(prompt tokens). decode_step_ms
-               is linear in the context (KV reads, attention FLOPs), so it is evaluated once per batch size at
-               both ends of the context range [input, input + output] and interpolated.
+    cost       a step with decodes: slow x (token_ms(decodes, mean context) + prompt tokens x
+               prompt_token_ms / pp); a prefill-only step: slow x prefill_ms(prompt tokens). token_ms (a decode
+               step, or with speculative decoding a speculative step per emitted token) is linear in the
+               context (KV reads, attention FLOPs), so it is evaluated once per batch size at both ends of the
+               context range [input, input + output] and interpolated.
     tokens     a request's first token comes at the end of the step that completes its prompt (TTFT adds the
                serving path's fixed cost, params["ttft_overhead_ms"]); each later token at the end of a step
                that decodes it. ITL percentiles are over tokens, as vllm bench serve's: each step is recorded
@@ -63,7 +64,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from planner.perf import PerfInputs, computed_prompt, decode_step_ms, prefill_ms, prompt_token_ms
+from planner.perf import PerfInputs, computed_prompt, prefill_ms, prompt_token_ms, token_ms
 
 BLOCK = 16  # tokens per KV block (vLLM's default --block-size)
 PERCENTILES = (50, 90, 95, 99)
@@ -175,7 +176,7 @@ def simulate(inp: PerfInputs, params: dict[str, Any], rate: float, *, requests: 
     def line(n: int) -> tuple[float, float]:
         ab = lines.get(n)
         if ab is None:
-            lo, hi = decode_step_ms(inp, n, c_lo, params), decode_step_ms(inp, n, c_hi, params)
+            lo, hi = token_ms(inp, n, c_lo, params), token_ms(inp, n, c_hi, params)  # per emitted token
             b = (hi - lo) / (c_hi - c_lo)
             ab = lines[n] = (slow * (lo - b * c_lo), slow * b)
         return ab
