@@ -126,8 +126,27 @@ def request_fact(req: PlanRequest, version: str, model_max_len: int) -> dict[str
     return normalise_fact("request", "0", {
         "mode": req.mode, "max_model_len": req.pinned.max_model_len or model_max_len, "model_max_len": model_max_len,
         "concurrency": req.concurrency, "input_len": req.input_len, "output_len": req.output_len,
-        "vllm_version": version, "vllm_minor": v.minor if v.major == 0 else 1000,
+        "vllm_version": version, "vllm_minor": v.minor if v.major == 0 else 1000, **feature_fields(req),
     })
+
+
+def feature_fields(req: PlanRequest) -> dict[str, Any]:
+    """The serving-feature pins as request-fact fields (only those given: facts never hold null)."""
+    pin, out = req.pinned, {}
+    for key in ("enable_lora", "max_loras", "max_lora_rank", "cpu_offload_gb", "enable_prefix_caching"):
+        if getattr(pin, key) is not None:
+            out[key] = getattr(pin, key)
+    spec = pin.speculative_config or {}
+    if isinstance(spec.get("method"), str):
+        out["speculative_method"] = spec["method"]
+    elif spec:
+        out["speculative_method"] = "draft"  # a draft given by model only: vLLM infers the method from it
+    k = spec.get("num_speculative_tokens")
+    if isinstance(k, int) and not isinstance(k, bool):
+        out["num_speculative_tokens"] = k
+    if req.prefix_hit_rate:
+        out["prefix_hit_rate"] = req.prefix_hit_rate
+    return out
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,15 @@ FACT_SCHEMA: dict[str, dict[str, str]] = {
         "output_len": "int",
         "vllm_version": "str",
         "vllm_minor": "int",  # 33 for 0.33.x; for simple version gates
+        # serving features as pinned (absent when not pinned; planner/features)
+        "enable_lora": "bool",
+        "max_loras": "int",
+        "max_lora_rank": "int",
+        "speculative_method": "str",  # --speculative-config's method as given (ngram, eagle3, mtp, deepseek_mtp, ...)
+        "num_speculative_tokens": "int",
+        "cpu_offload_gb": "float",
+        "enable_prefix_caching": "bool",
+        "prefix_hit_rate": "float",
         "key": "str",
     },
     "candidate": {
