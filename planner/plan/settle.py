@@ -263,9 +263,12 @@ def settle(ctx: PlanContext, base_facts: list[dict[str, Any]]
     lays = launchable(ctx, pinned_layouts(ctx))
     if not lays:
         pin_tp, pin_pp = req.pinned.tensor_parallel_size, req.pinned.pipeline_parallel_size
+        pin_dp = req.pinned.data_parallel_size
         reason = (tp_is_valid(arch, pin_tp) if pin_tp else None) or (pp_is_valid(arch, pin_pp) if pin_pp else None)
-        if pin_tp and (pin_tp * (pin_pp or 1) > hw.count):
-            reason = f"--tp {pin_tp} x --pp {pin_pp or 1} needs more than the {hw.count} GPU(s) planned for"
+        needed = (pin_tp or 1) * (pin_pp or 1) * (pin_dp or 1)
+        if needed > hw.count and (pin_tp or reason is None):
+            reason = (f"--tp {pin_tp or 1} x --pp {pin_pp or 1} x --dp {pin_dp or 1} needs more than "
+                      f"the {hw.count} GPU(s) planned for")
             sick = [d for d in (hw.selection.all_devices if hw.selection else ()) if d.left_out]
             if sick:
                 reason += f" (left out: {sick_list(sick)})"

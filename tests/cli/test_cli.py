@@ -135,6 +135,8 @@ def test_latency_mode_picks_the_lowest_itl_it_prints() -> None:
         pytest.param([*LLAMA8, *H100, "--gpus", "4", "--tp", "3"], "not divisible by tensor_parallel_size 3",
                      id="tp-3"),
         pytest.param([*LLAMA8, *H100, "--tp", "2"], "needs more than the 1 GPU", id="tp>gpus"),
+        pytest.param([*LLAMA8, *H100, "--pp", "2"], "--pp 2 x --dp 1 needs more than the 1 GPU", id="pp>gpus"),
+        pytest.param([*LLAMA8, *H100, "--dp", "2"], "--dp 2 needs more than the 1 GPU", id="dp>gpus"),
         pytest.param([*LLAMA8, *H100, "--kv-cache-dtype", "int3"], "int3", id="kv-dtype"),
         pytest.param([*LLAMA8, *H100, "--max-model-len", "999999"], "exceeds the model's maximum length",
                      id="len>max"),

@@ -6,6 +6,7 @@ each term); speed is checked for direction and monotonicity, which physics fixes
 
 from __future__ import annotations
 
+import itertools
 import json
 import shlex
 from pathlib import Path
@@ -70,7 +71,7 @@ def test_speculation_gain_only_falls_with_concurrency_and_the_plan_says_when_it_
     for c in ("1", "8", "64", "256"):
         gains.append(_itl("--concurrency", c) / _itl("--concurrency", c, *spec))
     assert gains[0] > 1.3  # EAGLE-3 at k=3 pays at batch 1
-    assert all(a >= b for a, b in zip(gains, gains[1:])), gains
+    assert all(a >= b for a, b in itertools.pairwise(gains)), gains
     ngram = plan(*LLAMA, "--concurrency", "256", "--speculative-config",
                  '{"method": "ngram", "num_speculative_tokens": 5, "prompt_lookup_max": 4}')
     assert any(w["code"] == "W-SPEC-SLOWER" for w in ngram["warnings"])
