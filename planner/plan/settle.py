@@ -265,6 +265,7 @@ def settle(ctx: PlanContext, base_facts: list[dict[str, Any]]
         pin_tp, pin_pp = req.pinned.tensor_parallel_size, req.pinned.pipeline_parallel_size
         pin_dp = req.pinned.data_parallel_size
         reason = (tp_is_valid(arch, pin_tp) if pin_tp else None) or (pp_is_valid(arch, pin_pp) if pin_pp else None)
+        # Too few GPUs explains a pinned TP best; for PP/DP a model-shape reason (more stages than layers) wins.
         needed = (pin_tp or 1) * (pin_pp or 1) * (pin_dp or 1)
         if needed > hw.count and (pin_tp or reason is None):
             reason = (f"--tp {pin_tp or 1} x --pp {pin_pp or 1} x --dp {pin_dp or 1} needs more than "
